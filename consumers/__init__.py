@@ -1,0 +1,1 @@
+"""fraudflow consumers package."""

@@ -1,0 +1,1 @@
+"""fraudflow dash_app package."""

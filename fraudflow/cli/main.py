@@ -1,0 +1,28 @@
+"""The `fraudflow` command."""
+
+from __future__ import annotations
+
+import typer
+
+from fraudflow import __version__
+from fraudflow.cli import db
+from fraudflow.cli.services import services
+
+app = typer.Typer(
+    help="fraudflow: real-time fraud scoring, streaming and storage.",
+    no_args_is_help=True,
+    pretty_exceptions_show_locals=False,  # locals may hold secrets
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+app.add_typer(db.app, name="db")
+app.command("services")(services)
+
+
+@app.command()
+def version() -> None:
+    """Print the fraudflow version."""
+    typer.echo(__version__)
+
+
+def main() -> None:
+    app()

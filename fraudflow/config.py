@@ -1,0 +1,137 @@
+"""Settings: one model, read from the environment and `.env`.
+
+Standard names come first (DATABASE_URL, AWS_REGION, AWS_ENDPOINT_URL_KINESIS); the reference design's
+names (POSTGRES_*, KINESIS_STREAM, stream_name, aws_region, SECRETS_MANAGER_ID) are accepted as aliases so
+existing `.env` files keep working.
+"""
+
+from __future__ import annotations
+
+import enum
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Environment(enum.StrEnum):
+    DEVELOPMENT = "development"
+    PRODUCTION = "production"
+
+
+class LogFormat(enum.StrEnum):
+    AUTO = "auto"  # console on a TTY, JSON otherwise
+    JSON = "json"
+    CONSOLE = "console"
+
+
+class SettingsError(Exception):
+    """A missing or invalid setting; the message names the environment variable and never a secret."""
+
+
+def _env(*names: str) -> AliasChoices:
+    return AliasChoices(*names)
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+        case_sensitive=False,
+        populate_by_name=True,
+    )
+
+    env: Environment = Field(Environment.DEVELOPMENT, validation_alias=_env("FRAUDFLOW_ENV"))
+    log_level: str = Field("INFO", validation_alias=_env("FRAUDFLOW_LOG_LEVEL"))
+    log_format: LogFormat = Field(LogFormat.AUTO, validation_alias=_env("FRAUDFLOW_LOG_FORMAT"))
+    data_dir: Path = Field(Path(".fraudflow"), validation_alias=_env("FRAUDFLOW_DATA_DIR"))
+
+    # PostgreSQL: DATABASE_URL, else the reference design's POSTGRES_* parts, else SECRETS_MANAGER_ID.
+    database_url: SecretStr | None = Field(None, validation_alias=_env("DATABASE_URL"))
+    postgres_host: str | None = Field(None, validation_alias=_env("POSTGRES_HOST"))
+    postgres_port: int = Field(5432, ge=1, le=65535, validation_alias=_env("POSTGRES_PORT"))
+    postgres_db: str = Field("postgres", validation_alias=_env("POSTGRES_DB"))
+    postgres_user: str = Field("postgres", validation_alias=_env("POSTGRES_USER"))
+    postgres_password: SecretStr | None = Field(None, validation_alias=_env("POSTGRES_PASSWORD"))
+    secrets_manager_id: str | None = Field(None, validation_alias=_env("SECRETS_MANAGER_ID"))
+    db_pool_min: int = Field(1, ge=0, validation_alias=_env("FRAUDFLOW_DB_POOL_MIN"))
+    db_pool_max: int = Field(10, ge=1, validation_alias=_env("FRAUDFLOW_DB_POOL_MAX"))
+
+    # Kinesis
+    aws_region: str = Field("us-east-1", validation_alias=_env("AWS_REGION", "aws_region", "AWS_DEFAULT_REGION"))
+    kinesis_endpoint_url: str | None = Field(None, validation_alias=_env("AWS_ENDPOINT_URL_KINESIS"))
+    stream_name: str = Field(
+        "fraud-predictions-stream",
+        min_length=1,
+        max_length=128,
+        pattern=r"^[a-zA-Z0-9_.-]+$",
+        validation_alias=_env("FRAUDFLOW_STREAM", "KINESIS_STREAM", "stream_name"),
+    )
+    shards: int = Field(4, ge=1, le=500, validation_alias=_env("FRAUDFLOW_SHARDS"))
+
+    @field_validator("log_level")
+    @classmethod
+    def _known_level(cls, value: str) -> str:
+        level = value.upper()
+        if level not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
+            raise ValueError("must be one of DEBUG, INFO, WARNING, ERROR, CRITICAL")
+        return level
+
+    @field_validator("database_url")
+    @classmethod
+    def _postgres_scheme(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and not value.get_secret_value().startswith(("postgresql://", "postgres://")):
+            raise ValueError("must start with postgresql:// or postgres://")
+        return value
+
+    @property
+    def production(self) -> bool:
+        return self.env is Environment.PRODUCTION
+
+    @cached_property
+    def static_database_url(self) -> str | None:
+        """The database URL known without network calls: DATABASE_URL, or one built from POSTGRES_*."""
+        if self.database_url is not None:
+            return self.database_url.get_secret_value()
+        if self.postgres_host:
+            password = self.postgres_password.get_secret_value() if self.postgres_password else None
+            return postgres_url(
+                self.postgres_host, self.postgres_port, self.postgres_db, self.postgres_user, password
+            )
+        return None
+
+
+def postgres_url(host: str, port: int, dbname: str, user: str, password: str | None) -> str:
+    auth = quote(user, safe="")
+    if password:
+        auth += ":" + quote(password, safe="")
+    return f"postgresql://{auth}@{host}:{port}/{quote(dbname, safe='')}"
+
+
+def _variable_name(field: str) -> str:
+    info = Settings.model_fields.get(field)
+    alias = info.validation_alias if info else None
+    if isinstance(alias, AliasChoices) and alias.choices:
+        return str(alias.choices[0])
+    return field.upper()
+
+
+def describe_validation_error(error: ValidationError) -> str:
+    """One line per bad variable, naming it; input values are left out because they may be secrets."""
+    lines = []
+    for item in error.errors():
+        field = str(item["loc"][0]) if item["loc"] else "?"
+        lines.append(f"invalid setting {_variable_name(field)}: {item['msg']}")
+    return "; ".join(lines)
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Read settings, turning validation errors into a SettingsError that names the variable."""
+    try:
+        return Settings(**overrides)
+    except ValidationError as error:
+        raise SettingsError(describe_validation_error(error)) from None
