@@ -18,7 +18,7 @@ if TYPE_CHECKING:
 
 _LOOPBACK = {"127.0.0.1", "localhost", "::1", "[::1]"}
 # Emulators accept any credentials; botocore still needs some to sign with.
-_EMULATOR_CREDENTIALS = {"aws_access_key_id": "test", "aws_secret_access_key": "test"}  # noqa: S105
+_EMULATOR_CREDENTIALS = {"aws_access_key_id": "test", "aws_secret_access_key": "test"}
 
 
 def is_local_endpoint(url: str | None) -> bool:
@@ -56,8 +56,11 @@ async def database_url_from_secret(settings: Settings) -> str:
     try:
         secret = json.loads(response["SecretString"])
         return postgres_url(
-            secret["host"], int(secret.get("port", 5432)), secret.get("dbname", "postgres"),
-            secret["username"], secret["password"],
+            secret["host"],
+            int(secret.get("port", 5432)),
+            secret.get("dbname", "postgres"),
+            secret["username"],
+            secret["password"],
         )
     except (KeyError, ValueError, TypeError) as error:
         raise SettingsError(

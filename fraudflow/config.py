@@ -99,9 +99,7 @@ class Settings(BaseSettings):
             return self.database_url.get_secret_value()
         if self.postgres_host:
             password = self.postgres_password.get_secret_value() if self.postgres_password else None
-            return postgres_url(
-                self.postgres_host, self.postgres_port, self.postgres_db, self.postgres_user, password
-            )
+            return postgres_url(self.postgres_host, self.postgres_port, self.postgres_db, self.postgres_user, password)
         return None
 
 

@@ -57,8 +57,13 @@ async def wait_for_stop_signal() -> int:
     """Block until SIGINT or SIGTERM; returns the signal number."""
     loop = asyncio.get_running_loop()
     received: asyncio.Future[int] = loop.create_future()
+
+    def stop(signum: int) -> None:
+        if not received.done():
+            received.set_result(signum)
+
     for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, lambda s=signum: received.done() or received.set_result(s))
+        loop.add_signal_handler(signum, stop, signum)
     try:
         return await received
     finally:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated
 
 import typer
 
@@ -11,10 +12,12 @@ from fraudflow.local.services import EmbeddedServices, KinesisBackend
 
 
 def services(
-    pg_port: int = typer.Option(55432, help="PostgreSQL port on 127.0.0.1 (0 picks a free one)."),
-    kinesis_port: int = typer.Option(4567, help="Kinesis endpoint port on 127.0.0.1 (0 picks a free one)."),
-    kinesis: KinesisBackend = typer.Option(KinesisBackend.MOTO, help="Kinesis emulator to run."),
-    data_dir: Path | None = typer.Option(None, help="Where PostgreSQL keeps its data [default: FRAUDFLOW_DATA_DIR]."),
+    pg_port: Annotated[int, typer.Option(help="PostgreSQL port on 127.0.0.1 (0 picks a free one).")] = 55432,
+    kinesis_port: Annotated[int, typer.Option(help="Kinesis port on 127.0.0.1 (0 picks a free one).")] = 4567,
+    kinesis: Annotated[KinesisBackend, typer.Option(help="Kinesis emulator to run.")] = KinesisBackend.MOTO,
+    data_dir: Annotated[
+        Path | None, typer.Option(help="Where PostgreSQL keeps its data [default: FRAUDFLOW_DATA_DIR].")
+    ] = None,
 ) -> None:
     """Start the embedded PostgreSQL and Kinesis endpoint; print their settings; stop both on Ctrl-C/SIGTERM."""
     settings = settings_or_exit()
@@ -26,8 +29,10 @@ def services(
         await stack.start(settings)
         try:
             typer.echo(f"PostgreSQL   {stack.database_url}  (data in {stack.postgres.data_dir})")
-            typer.echo(f"Kinesis      {stack.kinesis.endpoint_url}  ({stack.kinesis.name}, stream "
-                       f"{settings.stream_name}, {settings.shards} shards)")
+            typer.echo(
+                f"Kinesis      {stack.kinesis.endpoint_url}  ({stack.kinesis.name}, stream "
+                f"{settings.stream_name}, {settings.shards} shards)"
+            )
             typer.echo("\n# export these in another shell (or put them in .env):")
             for key, value in stack.env(settings).items():
                 typer.echo(f"export {key}={value}")

@@ -89,7 +89,9 @@ async def migrate(conn: asyncpg.Connection) -> list[Migration]:
                 await conn.execute(migration.sql)
                 await conn.execute(
                     "INSERT INTO schema_migrations (version, name, checksum) VALUES ($1, $2, $3)",
-                    migration.version, migration.name, migration.checksum,
+                    migration.version,
+                    migration.name,
+                    migration.checksum,
                 )
             applied_now.append(migration)
     finally:

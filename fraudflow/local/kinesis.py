@@ -49,7 +49,7 @@ class MotoKinesis:
         try:
             import moto  # noqa: F401
         except ImportError as error:  # pragma: no cover - depends on the install
-            raise ServiceError("the embedded Kinesis needs the `local` extra: pip install 'fraudflow[local]'") from error
+            raise ServiceError("embedded Kinesis needs the `local` extra: pip install 'fraudflow[local]'") from error
         self._server.start()
         try:
             wait_for_port(self.host, self.port, 30.0, self._server.process)
@@ -84,8 +84,9 @@ def kinesis_local_missing_reason() -> str | None:
 class KinesisLocal:
     name = "kinesis-local"
 
-    def __init__(self, *, port: int = 0, host: str = "127.0.0.1", log_dir: Path | None = None,
-                 shard_op_ms: int = 100) -> None:
+    def __init__(
+        self, *, port: int = 0, host: str = "127.0.0.1", log_dir: Path | None = None, shard_op_ms: int = 100
+    ) -> None:
         reason = kinesis_local_missing_reason()
         if reason:
             raise ServiceError(reason)

@@ -61,8 +61,13 @@ class EmbeddedPostgres:
 
     def _run(self, tool: str, *args: str, timeout: float = 60.0) -> str:
         result = subprocess.run(
-            [str(_binaries() / tool), *args], capture_output=True, text=True, timeout=timeout,
-            user=self._run_as, check=False, cwd=self.data_dir,
+            [str(_binaries() / tool), *args],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            user=self._run_as,
+            check=False,
+            cwd=self.data_dir,
         )
         if result.returncode != 0:
             raise ServiceError(f"PostgreSQL {tool} failed: {(result.stderr or result.stdout).strip()[-800:]}")
@@ -96,14 +101,16 @@ class EmbeddedPostgres:
         if not port_is_free(self.port, self.host):
             raise ServiceError(f"port {self.port} on {self.host} is taken; choose another PostgreSQL port")
         if not (self.data_dir / "PG_VERSION").exists():
-            self._run("initdb", "-D", str(self.data_dir), "--auth=trust", "--encoding=UTF8",
-                      "--locale=C", "-U", "postgres")
+            self._run(
+                "initdb", "-D", str(self.data_dir), "--auth=trust", "--encoding=UTF8", "--locale=C", "-U", "postgres"
+            )
         options = f"-c listen_addresses={self.host} -p {self.port} -k '' -c max_connections=200"
         if not self.durable:
             options += " -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
         try:
-            self._run("pg_ctl", "-D", str(self.data_dir), "-l", str(self.log_path), "-o", options,
-                      "-w", "-t", "30", "start")
+            self._run(
+                "pg_ctl", "-D", str(self.data_dir), "-l", str(self.log_path), "-o", options, "-w", "-t", "30", "start"
+            )
         except ServiceError as error:
             tail = "\n".join(self.log_path.read_text(errors="replace").splitlines()[-10:])
             raise ServiceError(f"{error}\n{tail}") from None

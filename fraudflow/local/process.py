@@ -47,8 +47,15 @@ def wait_for_port(host: str, port: int, deadline_s: float, process: subprocess.P
 class ChildServer:
     """One server process in its own session, so stopping it also stops anything it spawned."""
 
-    def __init__(self, name: str, argv: Sequence[str], *, env: Mapping[str, str] | None = None,
-                 cwd: Path | None = None, log_path: Path | None = None) -> None:
+    def __init__(
+        self,
+        name: str,
+        argv: Sequence[str],
+        *,
+        env: Mapping[str, str] | None = None,
+        cwd: Path | None = None,
+        log_path: Path | None = None,
+    ) -> None:
         self.name = name
         self.argv = list(argv)
         self.env = {**os.environ, **(env or {})}
@@ -60,8 +67,13 @@ class ChildServer:
         log = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL  # noqa: SIM115
         try:
             self.process = subprocess.Popen(
-                self.argv, env=self.env, cwd=self.cwd, stdout=log, stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL, start_new_session=True,
+                self.argv,
+                env=self.env,
+                cwd=self.cwd,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
             )
         finally:
             if self.log_path:

@@ -1,0 +1,3 @@
+from fraudflow.cli.main import main
+
+main()

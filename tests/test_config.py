@@ -1,0 +1,140 @@
+"""Settings: standard names, the reference design's aliases, and clear errors that never show secrets."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from aiobotocore.session import get_session
+
+from fraudflow.aws import resolve_database_url
+from fraudflow.config import Settings, SettingsError, load_settings
+from fraudflow.local.kinesis import KinesisServer
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    for name in (
+        "DATABASE_URL",
+        "POSTGRES_HOST",
+        "POSTGRES_PORT",
+        "POSTGRES_DB",
+        "POSTGRES_USER",
+        "POSTGRES_PASSWORD",
+        "SECRETS_MANAGER_ID",
+        "KINESIS_STREAM",
+        "FRAUDFLOW_STREAM",
+        "stream_name",
+        "AWS_REGION",
+        "aws_region",
+        "AWS_DEFAULT_REGION",
+        "FRAUDFLOW_SHARDS",
+        "FRAUDFLOW_LOG_LEVEL",
+    ):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.chdir(tmp_path)  # no stray .env from the working tree
+
+
+def test_defaults() -> None:
+    settings = load_settings()
+    assert settings.stream_name == "fraud-predictions-stream"
+    assert settings.shards == 4
+    assert settings.aws_region == "us-east-1"
+    assert settings.static_database_url is None
+
+
+def test_standard_names(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DATABASE_URL", "postgresql://u:p@db:5432/x")
+    monkeypatch.setenv("AWS_REGION", "eu-west-1")
+    monkeypatch.setenv("AWS_ENDPOINT_URL_KINESIS", "http://127.0.0.1:4567")
+    monkeypatch.setenv("FRAUDFLOW_STREAM", "s1")
+    settings = load_settings()
+    assert settings.static_database_url == "postgresql://u:p@db:5432/x"
+    assert settings.aws_region == "eu-west-1"
+    assert settings.kinesis_endpoint_url == "http://127.0.0.1:4567"
+    assert settings.stream_name == "s1"
+
+
+@pytest.mark.parametrize("name", ["KINESIS_STREAM", "stream_name"])
+def test_reference_stream_aliases(monkeypatch: pytest.MonkeyPatch, name: str) -> None:
+    monkeypatch.setenv(name, "legacy-stream")
+    assert load_settings().stream_name == "legacy-stream"
+
+
+def test_reference_region_alias(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("aws_region", "eu-west-3")
+    assert load_settings().aws_region == "eu-west-3"
+
+
+def test_reference_postgres_parts(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("POSTGRES_HOST", "rds.example")
+    monkeypatch.setenv("POSTGRES_PORT", "6543")
+    monkeypatch.setenv("POSTGRES_DB", "fraud")
+    monkeypatch.setenv("POSTGRES_USER", "app")
+    monkeypatch.setenv("POSTGRES_PASSWORD", "p@ss/word")
+    assert load_settings().static_database_url == "postgresql://app:p%40ss%2Fword@rds.example:6543/fraud"
+
+
+def test_database_url_wins_over_parts(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("POSTGRES_HOST", "ignored")
+    monkeypatch.setenv("DATABASE_URL", "postgresql://chosen/db")
+    assert load_settings().static_database_url == "postgresql://chosen/db"
+
+
+def test_dotenv_file_is_read(tmp_path: Path) -> None:
+    (tmp_path / ".env").write_text("KINESIS_STREAM=from-dotenv\nFRAUDFLOW_SHARDS=7\n")
+    settings = load_settings()
+    assert (settings.stream_name, settings.shards) == ("from-dotenv", 7)
+
+
+def test_invalid_value_names_the_variable(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FRAUDFLOW_SHARDS", "many")
+    with pytest.raises(SettingsError, match="FRAUDFLOW_SHARDS"):
+        load_settings()
+
+
+def test_errors_and_repr_never_show_secrets(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DATABASE_URL", "mysql://user:hunter2@db/x")
+    with pytest.raises(SettingsError) as caught:
+        load_settings()
+    assert "DATABASE_URL" in str(caught.value)
+    assert "hunter2" not in str(caught.value)
+    monkeypatch.setenv("DATABASE_URL", "postgresql://user:hunter2@db/x")
+    assert "hunter2" not in repr(load_settings())
+
+
+async def test_missing_database_is_one_clear_error() -> None:
+    with pytest.raises(SettingsError, match="DATABASE_URL"):
+        await resolve_database_url(load_settings())
+
+
+def test_cli_reports_bad_setting_in_one_line(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "fraudflow.cli", "db", "status"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env={"PATH": "/usr/bin:/bin", "FRAUDFLOW_SHARDS": "0"},
+        check=False,
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "error: invalid setting FRAUDFLOW_SHARDS: Input should be greater than or equal to 1"
+    ]
+    assert "Traceback" not in result.stderr
+
+
+async def test_secrets_manager_database_url(monkeypatch: pytest.MonkeyPatch, moto_server: KinesisServer) -> None:
+    # moto's server also speaks Secrets Manager; botocore honours the per-service endpoint variable.
+    monkeypatch.setenv("AWS_ENDPOINT_URL_SECRETS_MANAGER", moto_server.endpoint_url)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "test")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "test")
+    secret = {"username": "app", "password": "s3cr:t", "host": "db.internal", "port": 5433, "dbname": "fraud"}
+    async with get_session().create_client("secretsmanager", region_name="us-east-1") as client:
+        await client.create_secret(Name="fraudflow/test-db", SecretString=json.dumps(secret))
+    monkeypatch.setenv("SECRETS_MANAGER_ID", "fraudflow/test-db")
+    url = await resolve_database_url(Settings(_env_file=None))
+    assert url == "postgresql://app:s3cr%3At@db.internal:5433/fraud"

@@ -1,0 +1,126 @@
+"""Embedded services: real PostgreSQL and real Kinesis round trips, and clean stops."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import asyncpg
+import psutil
+import pytest
+
+from fraudflow.aws import kinesis_client
+from fraudflow.config import Settings
+from fraudflow.local.process import ServiceError, free_port
+from fraudflow.local.services import EmbeddedServices, KinesisBackend
+
+
+def _descendants() -> set[int]:
+    return {p.pid for p in psutil.Process().children(recursive=True)}
+
+
+@pytest.mark.parametrize("kinesis_server", ["moto", "kinesis-local"], indirect=True)
+async def test_put_and_get_records_round_trip(settings: Settings) -> None:
+    async with kinesis_client(settings) as client:
+        put = await client.put_records(
+            StreamName=settings.stream_name,
+            Records=[{"Data": f"event-{i}".encode(), "PartitionKey": f"user-{i}"} for i in range(20)],
+        )
+        assert put["FailedRecordCount"] == 0
+        shards = (await client.list_shards(StreamName=settings.stream_name))["Shards"]
+        assert len(shards) == settings.shards
+        received: list[bytes] = []
+        for shard in shards:
+            iterator = (
+                await client.get_shard_iterator(
+                    StreamName=settings.stream_name, ShardId=shard["ShardId"], ShardIteratorType="TRIM_HORIZON"
+                )
+            )["ShardIterator"]
+            received += [r["Data"] for r in (await client.get_records(ShardIterator=iterator))["Records"]]
+    assert sorted(received) == sorted(f"event-{i}".encode() for i in range(20))
+
+
+async def test_database_serves_a_real_connection(database_url: str) -> None:
+    conn = await asyncpg.connect(database_url)
+    try:
+        assert (await conn.fetchval("SHOW server_version")).split(".")[0].isdigit()
+        assert await conn.fetchval("SELECT count(*) FROM fraud_predictions") == 0
+    finally:
+        await conn.close()
+
+
+async def test_stack_starts_persists_and_stops_without_leftovers(tmp_path: Path) -> None:
+    settings = Settings(FRAUDFLOW_STREAM="stack-stream", FRAUDFLOW_SHARDS=3, _env_file=None)
+    before = _descendants()
+    for round_ in range(2):  # the second start reuses the data directory
+        stack = EmbeddedServices(tmp_path, durable=False)
+        await stack.start(settings)
+        conn = await asyncpg.connect(stack.database_url)
+        if round_ == 0:
+            await conn.execute("CREATE TABLE kept (x int)")
+        else:
+            assert await conn.fetchval("SELECT to_regclass('kept') IS NOT NULL")
+        await conn.close()
+        async with kinesis_client(
+            settings.model_copy(update={"kinesis_endpoint_url": stack.kinesis.endpoint_url})
+        ) as client:
+            shards = (await client.list_shards(StreamName="stack-stream"))["Shards"]
+        assert len(shards) == 3
+        await stack.stop()
+        assert stack.postgres.running_pid() is None
+    assert _descendants() <= before
+
+
+async def test_taken_port_is_a_clear_error(tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()
+        port = sock.getsockname()[1]
+        with pytest.raises(ServiceError, match=f"port {port}"):
+            EmbeddedServices(tmp_path, kinesis_port=port)
+
+
+def test_services_command_prints_env_and_stops_on_sigterm(tmp_path: Path) -> None:
+    env = {**os.environ, "FRAUDFLOW_DATA_DIR": str(tmp_path / "data"), "FRAUDFLOW_SHARDS": "1"}
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "fraudflow.cli",
+            "services",
+            "--pg-port",
+            str(free_port()),
+            "--kinesis-port",
+            str(free_port()),
+            "--kinesis",
+            KinesisBackend.MOTO.value,
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+    )
+    assert process.stdout is not None
+    lines: list[str] = []
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not any(line.startswith("export FRAUDFLOW_STREAM") for line in lines):
+        line = process.stdout.readline()
+        if not line:
+            break
+        lines.append(line.strip())
+    exported = dict(line.removeprefix("export ").split("=", 1) for line in lines if line.startswith("export "))
+    assert exported["DATABASE_URL"].startswith("postgresql://postgres@127.0.0.1:")
+    assert exported["AWS_ENDPOINT_URL_KINESIS"].startswith("http://127.0.0.1:")
+    children = {p.pid for p in psutil.Process(process.pid).children(recursive=True)}
+    assert children, "services should run PostgreSQL and the Kinesis server as children"
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(30) == 0
+    assert not [pid for pid in children if psutil.pid_exists(pid) and psutil.Process(pid).status() != "zombie"]
+    assert not (tmp_path / "data" / "pgdata" / "postmaster.pid").exists(), "PostgreSQL is still running"
