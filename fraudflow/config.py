@@ -50,6 +50,9 @@ class Settings(BaseSettings):
     log_format: LogFormat = Field(LogFormat.AUTO, validation_alias=_env("FRAUDFLOW_LOG_FORMAT"))
     data_dir: Path = Field(Path(".fraudflow"), validation_alias=_env("FRAUDFLOW_DATA_DIR"))
 
+    # Models: a directory holding manifest.json; unset means models/ of a checkout or the copy in the wheel.
+    models_dir: Path | None = Field(None, validation_alias=_env("FRAUDFLOW_MODELS_DIR"))
+
     # PostgreSQL: DATABASE_URL, else the reference design's POSTGRES_* parts, else SECRETS_MANAGER_ID.
     database_url: SecretStr | None = Field(None, validation_alias=_env("DATABASE_URL"))
     postgres_host: str | None = Field(None, validation_alias=_env("POSTGRES_HOST"))

@@ -6,6 +6,7 @@ import typer
 
 from fraudflow import __version__
 from fraudflow.cli import db
+from fraudflow.cli.models import synth, train
 from fraudflow.cli.services import services
 
 app = typer.Typer(
@@ -16,6 +17,8 @@ app = typer.Typer(
 )
 app.add_typer(db.app, name="db")
 app.command("services")(services)
+app.command("synth")(synth)
+app.command("train")(train)
 
 
 @app.command()

@@ -1,0 +1,1 @@
+"""Transaction data: the creditcard.csv layout, its loader, and a synthetic look-alike."""

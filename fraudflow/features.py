@@ -1,0 +1,44 @@
+"""The request's `data` field: 30 comma-separated numbers (Time, V1..V28, Amount), spaces allowed."""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import numpy.typing as npt
+
+from fraudflow.data.columns import FEATURES, N_FEATURES
+
+# Plain decimal or scientific notation only: no underscores, hex, or words (float() would accept those).
+_NUMBER = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?")
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
+_NON_FINITE = re.compile(r"[+-]?(?:nan|inf|infinity)", re.IGNORECASE)
+
+
+class FeatureError(ValueError):
+    """The `data` string is not 30 finite numbers; the message says which value and why."""
+
+
+def _preview(token: str, limit: int = 20) -> str:
+    return token if len(token) <= limit else token[:limit] + "..."
+
+
+def parse_features(data: str) -> npt.NDArray[np.float32]:
+    tokens = data.split(",")
+    if len(tokens) != N_FEATURES:
+        raise FeatureError(
+            f"expected {N_FEATURES} comma-separated numbers ({FEATURES[0]}, V1..V28, {FEATURES[-1]}), got {len(tokens)}"
+        )
+    values = np.empty(N_FEATURES, dtype=np.float32)
+    for index, raw in enumerate(tokens):
+        token = raw.strip()
+        where = f"value {index + 1} ({FEATURES[index]})"
+        if not _NUMBER.fullmatch(token):
+            if _NON_FINITE.fullmatch(token):
+                raise FeatureError(f"{where} is {token}: values must be finite numbers")
+            raise FeatureError(f"{where} is not a number: {_preview(token)!r}" if token else f"{where} is empty")
+        value = float(token)
+        if abs(value) > _FLOAT32_MAX:
+            raise FeatureError(f"{where} is out of range for a 32-bit float: {_preview(token)}")
+        values[index] = value
+    return values

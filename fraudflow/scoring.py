@@ -1,0 +1,151 @@
+"""The in-process scorer: both ONNX models behind one call, hot-reloadable without downtime."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+import onnxruntime as ort
+from pydantic import ValidationError
+
+import fraudflow
+from fraudflow.data.columns import N_FEATURES
+from fraudflow.manifest import MANIFEST_FILE, Manifest, ModelFile, file_sha256
+
+
+class ModelError(RuntimeError):
+    """The model set cannot be served: missing or tampered file, bad manifest, wrong shape."""
+
+
+class Decision(enum.IntEnum):
+    APPROVE = 0
+    REVIEW = 1
+    DECLINE = 2
+
+    @property
+    def label(self) -> str:
+        return self.name.lower()
+
+
+def default_models_dir() -> Path:
+    """`models/` of a source checkout, else the copy shipped inside the wheel."""
+    package = Path(fraudflow.__file__).resolve().parent
+    checkout = package.parent / "models"
+    return checkout if (checkout / MANIFEST_FILE).exists() else package / "bundled_models"
+
+
+@dataclass(frozen=True)
+class Scores:
+    fraud_proba: npt.NDArray[np.float32]  # (n,) probability of fraud
+    anomaly: npt.NDArray[np.float32]  # (n,) in [0, 1], higher = more anomalous
+    decision: npt.NDArray[np.int8]  # (n,) Decision codes
+    model_version: str
+
+    def __len__(self) -> int:
+        return len(self.fraud_proba)
+
+
+def session_options(threads: int) -> ort.SessionOptions:
+    options = ort.SessionOptions()
+    # Micro-batches are small: one intra-op thread per session avoids thread hand-offs and leaves the other
+    # cores to the event loop and the Kinesis publisher. No spinning: idle sessions must not burn CPU.
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return options
+
+
+class _Model:
+    def __init__(self, directory: Path, spec: ModelFile, name: str, threads: int) -> None:
+        path = directory / spec.file
+        if not path.is_file():
+            raise ModelError(f"{name}: file {path} is missing")
+        if (actual := file_sha256(path)) != spec.sha256:
+            raise ModelError(f"{name}: {path} has sha256 {actual[:12]}..., the manifest says {spec.sha256[:12]}...")
+        try:
+            self.session = ort.InferenceSession(
+                str(path), sess_options=session_options(threads), providers=["CPUExecutionProvider"]
+            )
+        except Exception as error:  # onnxruntime raises its own exception types for unreadable models
+            raise ModelError(f"{name}: onnxruntime cannot load {path}: {error}") from None
+        inputs = self.session.get_inputs()
+        if len(inputs) != 1 or inputs[0].name != spec.input:
+            raise ModelError(f"{name}: expected one input named {spec.input!r}")
+        width = inputs[0].shape[-1]
+        if width != N_FEATURES:
+            raise ModelError(f"{name}: the model takes {width} features, the scorer sends {N_FEATURES}")
+        if spec.output not in {o.name for o in self.session.get_outputs()}:
+            raise ModelError(f"{name}: no output named {spec.output!r}")
+        self.spec = spec
+
+    def run(self, matrix: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+        out = np.asarray(self.session.run([self.spec.output], {self.spec.input: matrix})[0], dtype=np.float32)
+        if out.ndim == 2:
+            return out[:, self.spec.output_column or 0]
+        return out
+
+
+class ModelSet:
+    """One manifest's models, loaded and verified; immutable once built."""
+
+    def __init__(self, directory: Path, threads: int = 1) -> None:
+        self.directory = directory
+        try:
+            self.manifest = Manifest.read(directory)
+        except FileNotFoundError:
+            raise ModelError(f"no {MANIFEST_FILE} in {directory}; run `fraudflow train`") from None
+        except ValidationError as error:
+            first = error.errors()[0]
+            where = ".".join(str(p) for p in first["loc"])
+            raise ModelError(
+                f"{directory / MANIFEST_FILE} is invalid at {where or 'top level'}: {first['msg']}"
+            ) from None
+        self.classifier = _Model(directory, self.manifest.fraud_classifier, "fraud_classifier", threads)
+        self.detector = _Model(directory, self.manifest.anomaly_detector, "anomaly_detector", threads)
+        thresholds = self.manifest.thresholds
+        self._cuts = np.array([thresholds.review, thresholds.decline], dtype=np.float32)
+        scale = self.manifest.anomaly_scale
+        self._low, self._span = np.float32(scale.low), np.float32(scale.high - scale.low)
+        self.score(np.zeros((1, N_FEATURES), dtype=np.float32))  # warm up: first runs allocate
+
+    @property
+    def version(self) -> str:
+        return self.manifest.version
+
+    def score(self, matrix: npt.NDArray[np.float32]) -> Scores:
+        if matrix.dtype != np.float32 or matrix.ndim != 2 or matrix.shape[1] != N_FEATURES:
+            raise ValueError(f"expected a float32 (n, {N_FEATURES}) matrix, got {matrix.dtype} {matrix.shape}")
+        proba = self.classifier.run(matrix)
+        # The detector's raw score is high for normal rows; flip it and map the validation range onto [0, 1].
+        anomaly = np.clip((-self.detector.run(matrix) - self._low) / self._span, 0.0, 1.0).astype(np.float32)
+        decision = np.searchsorted(self._cuts, proba, side="right").astype(np.int8)
+        return Scores(proba, anomaly, decision, self.version)
+
+
+class Scorer:
+    """Scores batches with the current model set; `reload()` swaps in a new one atomically.
+
+    A call in flight keeps using the model set it started with, so a reload never fails or mixes requests.
+    """
+
+    def __init__(self, directory: Path | None = None, threads: int = 1) -> None:
+        self.threads = threads
+        self._models = ModelSet(directory or default_models_dir(), threads)
+
+    @property
+    def models(self) -> ModelSet:
+        return self._models
+
+    def score_batch(self, matrix: npt.NDArray[np.float32]) -> Scores:
+        return self._models.score(matrix)
+
+    def reload(self, directory: Path | None = None) -> ModelSet:
+        """Load and verify the new set fully before swapping; on any error the current set stays."""
+        fresh = ModelSet(directory or self._models.directory, self.threads)
+        self._models = fresh  # a single reference assignment: atomic for concurrent readers
+        return fresh

@@ -1,0 +1,1 @@
+"""Model training (the `train` extra): split, fit, thresholds, evaluation and ONNX export."""

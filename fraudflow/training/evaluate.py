@@ -1,0 +1,52 @@
+"""Decision thresholds (chosen on validation) and metrics (reported on test)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+from sklearn.metrics import average_precision_score, precision_recall_curve, roc_auc_score
+
+from fraudflow.manifest import Thresholds
+
+
+def choose_thresholds(
+    labels: npt.NDArray[np.int8], proba: npt.NDArray[np.float64], *, target_recall: float, target_precision: float
+) -> Thresholds:
+    """decline: the lowest threshold reaching the target precision (else the best-F1 one);
+    review: the highest threshold still reaching the target recall, never above decline."""
+    precision, recall, cuts = precision_recall_curve(labels, proba)
+    precision, recall = precision[:-1], recall[:-1]  # the last point has no threshold
+    precise = np.flatnonzero(precision >= target_precision)
+    if precise.size:
+        decline = float(cuts[precise[0]])
+    else:
+        f1 = 2 * precision * recall / np.maximum(precision + recall, 1e-12)
+        decline = float(cuts[int(np.argmax(f1))])
+    recalled = np.flatnonzero(recall >= target_recall)
+    review = float(cuts[recalled[-1]]) if recalled.size else float(cuts[0])
+    return Thresholds(
+        review=min(review, decline), decline=decline, target_recall=target_recall, target_precision=target_precision
+    )
+
+
+def _at(labels: npt.NDArray[np.int8], flagged: npt.NDArray[np.bool_]) -> dict[str, float]:
+    tp = int(np.sum(flagged & (labels == 1)))
+    fp = int(np.sum(flagged & (labels == 0)))
+    fn = int(np.sum(~flagged & (labels == 1)))
+    precision = tp / (tp + fp) if tp + fp else 0.0
+    recall = tp / (tp + fn) if tp + fn else 0.0
+    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+    return {"precision": round(precision, 4), "recall": round(recall, 4), "f1": round(f1, 4), "flagged": tp + fp}
+
+
+def classification_metrics(
+    labels: npt.NDArray[np.int8], proba: npt.NDArray[np.float64], thresholds: Thresholds
+) -> dict[str, Any]:
+    return {
+        "pr_auc": round(float(average_precision_score(labels, proba)), 4),
+        "roc_auc": round(float(roc_auc_score(labels, proba)), 4),
+        "at_review": _at(labels, proba >= thresholds.review),
+        "at_decline": _at(labels, proba >= thresholds.decline),
+    }
