@@ -1,0 +1,156 @@
+"""The scorer: shipped models load and score; bad or tampered model sets are refused; reload is atomic."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import threading
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper
+
+from fraudflow.data.synthetic import generate
+from fraudflow.manifest import Manifest, file_sha256
+from fraudflow.scoring import Decision, ModelError, Scorer, default_models_dir
+
+
+@pytest.fixture
+def models(tmp_path: Path) -> Path:
+    target = tmp_path / "models"
+    shutil.copytree(default_models_dir(), target)
+    return target
+
+
+def _edit_manifest(directory: Path, edit: dict[str, object]) -> None:
+    path = directory / "manifest.json"
+    data = json.loads(path.read_text())
+    for dotted, value in edit.items():
+        node = data
+        *parents, leaf = dotted.split(".")
+        for key in parents:
+            node = node[key]
+        node[leaf] = value
+    path.write_text(json.dumps(data))
+
+
+def test_shipped_models_score_a_batch() -> None:
+    scorer = Scorer()
+    data = generate(2_000, fraud_rate=0.05, seed=9)
+    scores = scorer.score_batch(data.features)
+    assert len(scores) == 2_000
+    assert scores.fraud_proba.dtype == np.float32
+    assert scores.anomaly.dtype == np.float32
+    assert ((scores.fraud_proba >= 0) & (scores.fraud_proba <= 1)).all()
+    assert ((scores.anomaly >= 0) & (scores.anomaly <= 1)).all()
+    t = scorer.models.manifest.thresholds
+    expected = np.where(scores.fraud_proba >= t.decline, 2, np.where(scores.fraud_proba >= t.review, 1, 0))
+    assert np.array_equal(scores.decision, expected)
+    assert scores.model_version == scorer.models.manifest.version
+    assert {Decision(int(code)).label for code in np.unique(scores.decision)} <= {"approve", "review", "decline"}
+
+
+def test_single_row_equals_batched_row() -> None:
+    scorer = Scorer()
+    data = generate(64, seed=2).features
+    batched = scorer.score_batch(data)
+    single = scorer.score_batch(data[5:6])
+    assert np.isclose(single.fraud_proba[0], batched.fraud_proba[5], atol=1e-6)
+    assert np.isclose(single.anomaly[0], batched.anomaly[5], atol=1e-6)
+
+
+def test_wrong_matrix_is_refused() -> None:
+    with pytest.raises(ValueError, match="float32"):
+        Scorer().score_batch(np.zeros((2, 30), dtype=np.float64))
+
+
+def test_missing_manifest(tmp_path: Path) -> None:
+    with pytest.raises(ModelError, match="no manifest.json"):
+        Scorer(tmp_path)
+
+
+def test_tampered_file_is_refused(models: Path) -> None:
+    path = models / "fraud_classifier.onnx"
+    path.write_bytes(path.read_bytes() + b"\0")
+    with pytest.raises(ModelError, match="fraud_classifier: .* has sha256"):
+        Scorer(models)
+
+
+def test_missing_file_is_refused(models: Path) -> None:
+    (models / "anomaly_detector.onnx").unlink()
+    with pytest.raises(ModelError, match="anomaly_detector: file .* is missing"):
+        Scorer(models)
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        ({"features": ["Time", "Amount"]}, "features must be the 30 columns"),
+        ({"thresholds.review": 0.9, "thresholds.decline": 0.1}, "review threshold must not exceed"),
+        ({"fraud_classifier.sha256": "xyz"}, "invalid at fraud_classifier.sha256"),
+    ],
+)
+def test_invalid_manifest_is_refused(models: Path, edit: dict[str, object], message: str) -> None:
+    _edit_manifest(models, edit)
+    with pytest.raises(ModelError, match=message):
+        Scorer(models)
+
+
+def test_wrong_feature_count_is_refused(models: Path) -> None:
+    graph = helper.make_graph(
+        [helper.make_node("ReduceSum", ["features"], ["scores"], keepdims=1)],
+        "narrow",
+        [helper.make_tensor_value_info("features", TensorProto.FLOAT, [None, 29])],
+        [helper.make_tensor_value_info("scores", TensorProto.FLOAT, [None, 1])],
+    )
+    path = models / "anomaly_detector.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), path)
+    _edit_manifest(models, {"anomaly_detector.sha256": file_sha256(path)})
+    with pytest.raises(ModelError, match="takes 29 features, the scorer sends 30"):
+        Scorer(models)
+
+
+def test_reload_under_concurrent_scoring(models: Path, tmp_path: Path) -> None:
+    other = tmp_path / "other"
+    shutil.copytree(models, other)
+    # A different model set: same files, a different decision band, hence a different version.
+    _edit_manifest(other, {"version": "otherversion", "thresholds.review": 0.0})
+    scorer = Scorer(models)
+    old = scorer.models.version
+    data = generate(256, seed=4).features
+    seen: set[str] = set()
+    errors: list[BaseException] = []
+    stop = threading.Event()
+
+    def score_forever() -> None:
+        while not stop.is_set():
+            try:
+                seen.add(scorer.score_batch(data[:32]).model_version)
+            except BaseException as error:  # pragma: no cover - the assertion below reports it
+                errors.append(error)
+
+    workers = [threading.Thread(target=score_forever) for _ in range(4)]
+    for worker in workers:
+        worker.start()
+    for _ in range(5):
+        scorer.reload(other)
+        scorer.reload(models)
+    scorer.reload(other)
+    stop.set()
+    for worker in workers:
+        worker.join()
+    assert not errors
+    assert seen <= {old, "otherversion"}
+    assert scorer.score_batch(data).model_version == "otherversion"
+    assert (scorer.score_batch(data).decision >= Decision.REVIEW).all()
+
+
+def test_failed_reload_keeps_the_current_models(models: Path, tmp_path: Path) -> None:
+    scorer = Scorer(models)
+    before = scorer.models
+    with pytest.raises(ModelError):
+        scorer.reload(tmp_path / "empty")
+    assert scorer.models is before
+    assert Manifest.read(models).version == before.version
