@@ -28,6 +28,11 @@ class LogFormat(enum.StrEnum):
     CONSOLE = "console"
 
 
+class DeliveryMode(enum.StrEnum):
+    ACK = "ack"  # answer once Kinesis acknowledged the record
+    ASYNC = "async"  # answer at once; publish from a bounded buffer
+
+
 class SettingsError(Exception):
     """A missing or invalid setting; the message names the environment variable and never a secret."""
 
@@ -76,6 +81,20 @@ class Settings(BaseSettings):
     )
     shards: int = Field(4, ge=1, le=500, validation_alias=_env("FRAUDFLOW_SHARDS"))
 
+    # Scoring API
+    api_keys: SecretStr | None = Field(None, validation_alias=_env("FRAUDFLOW_API_KEYS"))  # comma-separated
+    delivery_mode: DeliveryMode = Field(DeliveryMode.ACK, validation_alias=_env("FRAUDFLOW_DELIVERY_MODE"))
+    publish_timeout_s: float = Field(2.0, gt=0, validation_alias=_env("FRAUDFLOW_PUBLISH_TIMEOUT_S"))
+    publish_linger_ms: float = Field(2.0, ge=0, validation_alias=_env("FRAUDFLOW_PUBLISH_LINGER_MS"))
+    publish_buffer_records: int = Field(20_000, ge=1, validation_alias=_env("FRAUDFLOW_PUBLISH_BUFFER_RECORDS"))
+    publish_max_in_flight: int = Field(4, ge=1, le=64, validation_alias=_env("FRAUDFLOW_PUBLISH_MAX_IN_FLIGHT"))
+    score_batch_rows: int = Field(64, ge=1, le=4096, validation_alias=_env("FRAUDFLOW_SCORE_BATCH_ROWS"))
+    score_batch_wait_ms: float = Field(1.0, ge=0, validation_alias=_env("FRAUDFLOW_SCORE_BATCH_WAIT_MS"))
+    scoring_threads: int = Field(1, ge=1, le=64, validation_alias=_env("FRAUDFLOW_SCORING_THREADS"))
+    predict_batch_max: int = Field(500, ge=1, le=10_000, validation_alias=_env("FRAUDFLOW_PREDICT_BATCH_MAX"))
+    max_body_bytes: int = Field(64 * 1024, ge=1024, validation_alias=_env("FRAUDFLOW_MAX_BODY_BYTES"))
+    max_batch_body_bytes: int = Field(2 * 1024 * 1024, ge=1024, validation_alias=_env("FRAUDFLOW_MAX_BATCH_BODY_BYTES"))
+
     @field_validator("log_level")
     @classmethod
     def _known_level(cls, value: str) -> str:
@@ -94,6 +113,12 @@ class Settings(BaseSettings):
     @property
     def production(self) -> bool:
         return self.env is Environment.PRODUCTION
+
+    @property
+    def api_key_list(self) -> list[str]:
+        if self.api_keys is None:
+            return []
+        return [key.strip() for key in self.api_keys.get_secret_value().split(",") if key.strip()]
 
     @cached_property
     def static_database_url(self) -> str | None:

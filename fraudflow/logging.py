@@ -14,7 +14,8 @@ import structlog
 
 from fraudflow.config import LogFormat, Settings
 
-_QUIET_LIBRARIES = ("botocore", "aiobotocore", "urllib3", "asyncio", "werkzeug")
+# uvicorn.access is replaced by our own access log, which masks client addresses.
+_QUIET_LIBRARIES = ("botocore", "aiobotocore", "urllib3", "asyncio", "werkzeug", "uvicorn.access")
 
 
 def _wants_json(settings: Settings) -> bool:

@@ -23,6 +23,7 @@ from fraudflow.local.kinesis import KinesisLocal, KinesisServer, MotoKinesis, ki
 from fraudflow.local.postgres import EmbeddedPostgres
 from fraudflow.local.services import create_database
 from fraudflow.streams import ensure_stream
+from tests.faultproxy import FaultProxy
 
 TEMPLATE_DB = "fraudflow_template"
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
@@ -124,3 +125,17 @@ async def settings(kinesis_server: KinesisServer, database_url: str, shard_count
     async with kinesis_client(value) as client:
         await ensure_stream(client, stream, shard_count)
     return value
+
+
+@pytest.fixture
+async def fault_proxy(kinesis_server: KinesisServer) -> AsyncIterator[FaultProxy]:
+    proxy = FaultProxy(kinesis_server.endpoint_url)
+    await proxy.start()
+    yield proxy
+    await proxy.stop()
+
+
+@pytest.fixture
+def proxied_settings(settings: Settings, fault_proxy: FaultProxy) -> Settings:
+    """The test's settings, with Kinesis reached through the fault-injecting proxy."""
+    return settings.model_copy(update={"kinesis_endpoint_url": fault_proxy.endpoint_url})

@@ -1,0 +1,114 @@
+"""The app factory: settings in, a FastAPI app out, its clients owned by the lifespan."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from api.deps import Services
+from api.metrics import ApiMetrics
+from api.middleware import RequestContext
+from api.readiness import Readiness
+from api.responses import JSONResponse, error_items, problem
+from api.routes import admin, health, predict
+from api.service import ScoringService
+from fraudflow import __version__
+from fraudflow.aws import client_config, kinesis_client
+from fraudflow.batching import MicroBatcher
+from fraudflow.config import Settings, SettingsError, load_settings
+from fraudflow.kinesis import KinesisProducer
+from fraudflow.logging import configure_logging, get_logger
+from fraudflow.scoring import Scorer
+
+log = get_logger("api")
+
+DESCRIPTION = """Scores card transactions in-process with two ONNX models (a fraud classifier and an anomaly
+detector) and publishes every scored event to Kinesis. Compatible with the reference design's `/predict`
+contract; see docs/events.md for the published record."""
+
+
+def check_security(settings: Settings) -> None:
+    if settings.production and not settings.api_key_list:
+        raise SettingsError("missing setting FRAUDFLOW_API_KEYS: required when FRAUDFLOW_ENV=production")
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or load_settings()
+    check_security(settings)
+    configure_logging(settings)
+    metrics = ApiMetrics()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        scorer = await asyncio.to_thread(Scorer, settings.models_dir, settings.scoring_threads)
+        metrics.serving(scorer.models.version)
+        batcher = MicroBatcher(
+            scorer,
+            max_rows=settings.score_batch_rows,
+            max_wait_s=settings.score_batch_wait_ms / 1000,
+            on_batch=metrics.scoring_batch.observe,
+        )
+        await batcher.start()
+        config = client_config(read_timeout=5.0, pool=settings.publish_max_in_flight + 4)
+        async with kinesis_client(settings, config) as client:
+            producer = KinesisProducer(
+                client,
+                settings.stream_name,
+                linger_s=settings.publish_linger_ms / 1000,
+                max_buffer=settings.publish_buffer_records,
+                max_in_flight=settings.publish_max_in_flight,
+                hooks=metrics.producer_hooks(),
+            )
+            metrics.buffer_depth.set_function(lambda: producer.depth)
+            await producer.start()
+            app.state.services = Services(
+                settings=settings,
+                metrics=metrics,
+                scorer=scorer,
+                scoring=ScoringService(settings, batcher, producer, metrics),
+                readiness=Readiness(client, settings.stream_name),
+            )
+            if not settings.api_key_list:
+                log.warning("no API keys configured (FRAUDFLOW_API_KEYS): serving loopback clients only")
+            log.info(
+                "api started",
+                model_version=scorer.models.version,
+                stream=settings.stream_name,
+                delivery=settings.delivery_mode.value,
+            )
+            try:
+                yield
+            finally:
+                # Graceful shutdown: nothing acknowledged to a client may be lost, so flush before exit.
+                left = await producer.close(timeout_s=max(5.0, settings.publish_timeout_s * 2))
+                await batcher.stop()
+                log.info("api stopped", undelivered=left)
+
+    app = FastAPI(
+        title="fraudflow scoring API",
+        version=__version__,
+        description=DESCRIPTION,
+        lifespan=lifespan,
+        default_response_class=JSONResponse,
+    )
+    app.include_router(predict.router)
+    app.include_router(admin.router)
+    app.include_router(health.router)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(request: Request, error: RequestValidationError) -> JSONResponse:
+        return problem(422, error_items(error.errors()))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, error: StarletteHTTPException) -> JSONResponse:
+        return problem(error.status_code, error.detail, headers=dict(error.headers or {}))
+
+    app.add_middleware(
+        RequestContext, metrics=metrics, max_body=settings.max_body_bytes, max_batch_body=settings.max_batch_body_bytes
+    )
+    return app

@@ -1,0 +1,36 @@
+"""Dependencies injected into routes: the app's services and the API-key check."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from fastapi import Request
+
+from api.metrics import ApiMetrics
+from api.readiness import Readiness
+from api.security import authorize
+from api.service import ScoringService
+from fraudflow.config import Settings
+from fraudflow.scoring import Scorer
+
+
+@dataclass
+class Services:
+    settings: Settings
+    metrics: ApiMetrics
+    scorer: Scorer
+    scoring: ScoringService
+    readiness: Readiness
+
+
+def services(request: Request) -> Services:
+    value: Services = request.app.state.services
+    return value
+
+
+def scoring_service(request: Request) -> ScoringService:
+    return services(request).scoring
+
+
+def authorized(request: Request) -> None:
+    authorize(request, services(request).settings)

@@ -1,0 +1,56 @@
+"""Prometheus metrics of the scoring API, in a registry per app (tests build several apps)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from fraudflow.kinesis import ProducerHooks
+
+_LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.015, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5)
+
+
+class ApiMetrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.requests = Counter("fraudflow_api_requests", "HTTP requests", ["route", "method", "status"], registry=r)
+        self.latency = Histogram(
+            "fraudflow_api_request_seconds",
+            "HTTP request latency",
+            ["route", "status"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.scoring_batch = Histogram(
+            "fraudflow_scoring_batch_rows",
+            "Rows per onnxruntime call",
+            buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512),
+            registry=r,
+        )
+        self.transactions = Counter("fraudflow_transactions_scored", "Transactions scored", ["decision"], registry=r)
+        self.publish_latency = Histogram(
+            "fraudflow_kinesis_put_seconds", "PutRecords call latency", buckets=_LATENCY_BUCKETS, registry=r
+        )
+        self.publish_records = Counter("fraudflow_kinesis_records_put", "Records acknowledged by Kinesis", registry=r)
+        self.publish_failures = Counter(
+            "fraudflow_kinesis_publish_failures", "Records that failed a put attempt", ["reason"], registry=r
+        )
+        self.buffer_depth = Gauge(
+            "fraudflow_kinesis_buffer_records", "Records accepted, not yet acknowledged", registry=r
+        )
+        self.rejected = Counter("fraudflow_api_unavailable", "Requests answered 503", ["reason"], registry=r)
+        self.model = Gauge("fraudflow_model_info", "Model set being served (value 1)", ["version"], registry=r)
+
+    def producer_hooks(self) -> ProducerHooks:
+        def on_call(seconds: float, records: int, failed: int) -> None:
+            self.publish_latency.observe(seconds)
+            self.publish_records.inc(records - failed)
+
+        def on_failure(reason: str, records: int) -> None:
+            self.publish_failures.labels(reason).inc(records)
+
+        return ProducerHooks(on_call=on_call, on_failure=on_failure)
+
+    def serving(self, version: str) -> None:
+        self.model.clear()
+        self.model.labels(version).set(1)

@@ -1,0 +1,36 @@
+"""POST /admin/reload-models: swap in retrained models without downtime."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends
+
+from api.deps import Services, authorized, services
+from api.responses import problem
+from fraudflow.logging import get_logger
+from fraudflow.scoring import ModelError
+
+router = APIRouter(dependencies=[Depends(authorized)])
+log = get_logger(__name__)
+
+
+@router.post(
+    "/admin/reload-models",
+    summary="Reload the model directory (verified before it is swapped in)",
+    responses={
+        401: {"description": "Missing or invalid API key"},
+        409: {"description": "The new model set is invalid; the current one keeps serving"},
+    },
+)
+async def reload_models(app: Annotated[Services, Depends(services)]) -> Any:
+    previous = app.scorer.models.version
+    try:
+        models = await asyncio.to_thread(app.scorer.reload)
+    except ModelError as error:
+        log.error("model reload refused", error=str(error), serving=previous)
+        return problem(409, f"reload refused, still serving {previous}: {error}")
+    app.metrics.serving(models.version)
+    log.info("models reloaded", previous=previous, version=models.version)
+    return {"previous_version": previous, "model_version": models.version}

@@ -1,0 +1,43 @@
+"""GET /healthz, /readyz and /metrics."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends
+from fastapi.responses import Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from api.deps import Services, services
+from api.responses import JSONResponse
+
+router = APIRouter()
+
+
+@router.get("/healthz", summary="The process is alive")
+async def healthz() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+@router.get(
+    "/readyz",
+    summary="Models loaded and the Kinesis stream ACTIVE",
+    responses={503: {"description": "Not ready: `problems` says why"}},
+)
+async def readyz(app: Annotated[Services, Depends(services)]) -> Any:
+    problems = []
+    if (issue := await app.readiness.stream_problem()) is not None:
+        problems.append(issue)
+    body = {
+        "status": "ready" if not problems else "not ready",
+        "model_version": app.scorer.models.version,
+        "stream": app.settings.stream_name,
+        "buffered_records": app.scoring.producer.depth,
+        "problems": problems,
+    }
+    return JSONResponse(body, status_code=200 if not problems else 503)
+
+
+@router.get("/metrics", summary="Prometheus metrics", response_class=Response)
+async def metrics(app: Annotated[Services, Depends(services)]) -> Response:
+    return Response(generate_latest(app.metrics.registry), media_type=CONTENT_TYPE_LATEST)

@@ -1,0 +1,85 @@
+"""POST /predict and POST /predict/batch."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Header, Request
+from pydantic import TypeAdapter, ValidationError
+
+from api.deps import authorized, scoring_service
+from api.responses import JSONResponse, error_items, problem
+from api.schemas import BatchRequest, BatchResponse, PredictRequest, PredictResponse
+from api.service import ScoringService
+
+router = APIRouter(dependencies=[Depends(authorized)])
+_item = TypeAdapter(PredictRequest)
+RETRY_AFTER = {"Retry-After": "1"}
+
+_UNAVAILABLE: dict[int | str, dict[str, Any]] = {
+    503: {
+        "description": "The event could not be published in time or the buffer is full; retry with the "
+        "same idempotency key (Retry-After header)."
+    },
+}
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    401: {"description": "Missing or invalid API key"},
+    413: {"description": "Body too large"},
+    415: {"description": "Body is not JSON"},
+    422: {"description": "Invalid request: `detail` lists each bad field (`loc`) and the problem (`msg`)"},
+}
+
+
+@router.post(
+    "/predict",
+    response_model=PredictResponse,
+    responses={**_ERRORS, **_UNAVAILABLE},
+    summary="Score one transaction and publish the scored event",
+)
+async def predict(
+    body: PredictRequest,
+    service: Annotated[ScoringService, Depends(scoring_service)],
+    idempotency_key: Annotated[
+        str | None, Header(max_length=128, description="Same as metadata.transaction_id")
+    ] = None,
+) -> Any:
+    (outcome,) = await service.predict([body], [body.metadata.transaction_id or idempotency_key])
+    if outcome.unavailable:
+        return problem(
+            503,
+            f"scored but not published ({outcome.unavailable}); retry with the same idempotency key",
+            headers=RETRY_AFTER,
+        )
+    return JSONResponse(outcome.body)
+
+
+@router.post(
+    "/predict/batch",
+    response_model=BatchResponse,
+    responses=_ERRORS,
+    summary="Score up to FRAUDFLOW_PREDICT_BATCH_MAX transactions; errors are reported per item",
+)
+async def predict_batch(
+    body: BatchRequest, request: Request, service: Annotated[ScoringService, Depends(scoring_service)]
+) -> Any:
+    limit = service.settings.predict_batch_max
+    if len(body.transactions) > limit:
+        return problem(413, f"{len(body.transactions)} transactions in one batch; the limit is {limit}")
+    results: list[dict[str, Any]] = [{"index": i} for i in range(len(body.transactions))]
+    valid: list[tuple[int, PredictRequest]] = []
+    for index, raw in enumerate(body.transactions):
+        try:
+            valid.append((index, _item.validate_python(raw)))
+        except ValidationError as error:
+            results[index]["error"] = {"status": 422, "detail": error_items(error.errors())}
+    if valid:
+        outcomes = await service.predict(
+            [item for _, item in valid], [item.metadata.transaction_id for _, item in valid]
+        )
+        for (index, _), outcome in zip(valid, outcomes, strict=True):
+            if outcome.unavailable:
+                results[index]["error"] = {"status": 503, "detail": f"not published ({outcome.unavailable})"}
+            else:
+                results[index]["result"] = outcome.body
+    version = service.batcher.scorer.models.version
+    return JSONResponse({"results": results, "model_version": version})

@@ -1,0 +1,39 @@
+"""Test helpers for reading a whole stream back."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+from fraudflow.aws import kinesis_client
+from fraudflow.config import Settings
+
+
+async def read_stream(settings: Settings) -> list[dict[str, Any]]:
+    """Every record currently in the stream, each with its ShardId, in shard order."""
+    records: list[dict[str, Any]] = []
+    async with kinesis_client(settings) as client:
+        shards = (await client.list_shards(StreamName=settings.stream_name))["Shards"]
+        for shard in shards:
+            iterator: str | None = (
+                await client.get_shard_iterator(
+                    StreamName=settings.stream_name, ShardId=shard["ShardId"], ShardIteratorType="TRIM_HORIZON"
+                )
+            )["ShardIterator"]
+            while iterator:
+                page = await client.get_records(ShardIterator=iterator, Limit=10_000)
+                records += [{**r, "ShardId": shard["ShardId"]} for r in page["Records"]]
+                if not page["Records"] or page.get("MillisBehindLatest", 0) == 0:
+                    break
+                iterator = page.get("NextShardIterator")
+    return records
+
+
+async def wait_for_records(settings: Settings, count: int, deadline_s: float = 20.0) -> list[dict[str, Any]]:
+    end = time.monotonic() + deadline_s
+    while True:
+        records = await read_stream(settings)
+        if len(records) >= count or time.monotonic() > end:
+            return records
+        await asyncio.sleep(0.1)
