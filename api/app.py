@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.utils import get_openapi
+from fastapi.telemetry import TelemetryConfig
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from api.deps import Services
@@ -32,9 +36,30 @@ detector) and publishes every scored event to Kinesis. Compatible with the refer
 contract; see docs/events.md for the published record."""
 
 
+# Operators scrape Prometheus metrics (/metrics); FastAPI's built-in OpenTelemetry hooks would only add a
+# per-request cost (they look up the global providers on every request).
+NO_OPENTELEMETRY: TelemetryConfig = {"tracing": False, "metrics": False, "logs": False, "operation_spans": False}
+
+
 def check_security(settings: Settings) -> None:
     if settings.production and not settings.api_key_list:
         raise SettingsError("missing setting FRAUDFLOW_API_KEYS: required when FRAUDFLOW_ENV=production")
+
+
+def document_security(app: FastAPI) -> None:
+    """Declare the API-key schemes in the OpenAPI document (the routes check keys without a dependency)."""
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
+            schema.setdefault("components", {})["securitySchemes"] = {
+                "ApiKeyHeader": {"type": "apiKey", "in": "header", "name": "X-API-Key"},
+                "BearerKey": {"type": "http", "scheme": "bearer"},
+            }
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -73,6 +98,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 scoring=ScoringService(settings, batcher, producer, metrics),
                 readiness=Readiness(client, settings.stream_name),
             )
+            # Everything loaded at start-up (models, botocore's service models, numpy, pydantic) lives for the
+            # whole process: move it out of the collector's reach, or each full collection walks it again
+            # (measured: about a third of the per-request CPU under load).
+            gc.collect()
+            gc.freeze()
             if not settings.api_key_list:
                 log.warning("no API keys configured (FRAUDFLOW_API_KEYS): serving loopback clients only")
             log.info(
@@ -108,6 +138,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def http_error(request: Request, error: StarletteHTTPException) -> JSONResponse:
         return problem(error.status_code, error.detail, headers=dict(error.headers or {}))
 
+    document_security(app)
     app.add_middleware(
         RequestContext, metrics=metrics, max_body=settings.max_body_bytes, max_batch_body=settings.max_batch_body_bytes
     )

@@ -23,14 +23,20 @@ class Services:
     readiness: Readiness
 
 
-def services(request: Request) -> Services:
+def _services(request: Request) -> Services:
     value: Services = request.app.state.services
     return value
 
 
-def scoring_service(request: Request) -> ScoringService:
-    return services(request).scoring
+async def services(request: Request) -> Services:
+    return _services(request)
 
 
-def authorized(request: Request) -> None:
-    authorize(request, services(request).settings)
+# Dependencies are async on purpose: FastAPI runs plain `def` dependencies in a thread pool, which would
+# cost a thread hop per request.
+async def scoring_service(request: Request) -> ScoringService:
+    return _services(request).scoring
+
+
+async def authorized(request: Request) -> None:
+    authorize(request, _services(request).settings)

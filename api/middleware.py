@@ -5,6 +5,7 @@ Pure ASGI (not BaseHTTPMiddleware) keeps the per-request overhead to a few micro
 
 from __future__ import annotations
 
+import logging
 import re
 import time
 import uuid
@@ -52,6 +53,7 @@ class RequestContext:
         self.max_body = max_body
         self.max_batch_body = max_batch_body
         self.access_log = access_log
+        self._children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -108,12 +110,25 @@ class RequestContext:
 
         return receive_limited
 
+    def _series(self, path: str, method: str, status: int) -> tuple[Any, Any]:
+        # labels() hashes and locks on every call; the set of (route, method, status) is small, so keep them.
+        key = (path, method, status)
+        series = self._children.get(key)
+        if series is None:
+            series = (
+                self.metrics.requests.labels(path, method, str(status)),
+                self.metrics.latency.labels(path, str(status)),
+            )
+            self._children[key] = series
+        return series
+
     def _observe(self, scope: Scope, status: int, seconds: float, request_id: str) -> None:
         route = scope.get("route")
         path = getattr(route, "path", None) or "unmatched"
-        self.metrics.requests.labels(path, scope["method"], str(status)).inc()
-        self.metrics.latency.labels(path, str(status)).observe(seconds)
-        if self.access_log and path != "/metrics":
+        count, latency = self._series(path, scope["method"], status)
+        count.inc()
+        latency.observe(seconds)
+        if self.access_log and path != "/metrics" and log.isEnabledFor(logging.INFO):
             client = scope.get("client")
             log.info(
                 "request",

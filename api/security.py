@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hmac
 from ipaddress import ip_address
 
@@ -10,6 +11,7 @@ from fastapi import HTTPException, Request
 from fraudflow.config import Settings
 
 
+@functools.lru_cache(maxsize=4096)
 def is_loopback(host: str | None) -> bool:
     if host is None:
         return False

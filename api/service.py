@@ -1,10 +1,15 @@
-"""Score a set of transactions and publish each scored event: the work behind /predict and /predict/batch."""
+"""Score a set of transactions and publish each scored event: the work behind /predict and /predict/batch.
+
+A request suspends once: scoring, publishing and the Kinesis acknowledgement are chained with callbacks on
+the event loop, and the request's future resolves when its outcome is known (or its deadline passes).
+"""
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -15,57 +20,75 @@ from api.schemas import PredictRequest
 from fraudflow.batching import MicroBatcher
 from fraudflow.config import DeliveryMode, Settings
 from fraudflow.data.columns import AMOUNT_INDEX
-from fraudflow.events import SCHEMA_VERSION, encode_event, event_id_for
+from fraudflow.events import SCHEMA_VERSION, DeviceInfo, Geo, encode_event, event_id_for
 from fraudflow.kinesis import BufferFull, KinesisProducer, PublishError, PutResult
-from fraudflow.scoring import Decision
+from fraudflow.scoring import Decision, Scores
 
 DECISIONS = [d.label for d in Decision]
 
 
-class Unavailable(Exception):
-    """The event could not be published in time (or the buffer is full): the client should retry (503)."""
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
-
-
 @dataclass
 class Outcome:
-    """One transaction's answer: a response body, or the reason it could not be published."""
+    """One transaction's answer: a response body, or the reason it could not be published (HTTP 503)."""
 
     body: dict[str, Any]
     unavailable: str | None = None
+    acked: bool = False
 
 
-def _event(
-    request: PredictRequest,
-    event_id: str,
-    received_at: datetime,
-    proba: float,
-    anomaly: float,
-    decision: int,
-    version: str,
-) -> dict[str, Any]:
-    meta = request.metadata
+def _device(device: DeviceInfo | None) -> dict[str, Any] | None:
+    if device is None:
+        return None
+    return {"device_type": device.device_type, "os_version": device.os_version, "app_version": device.app_version}
+
+
+def _geo(geo: Geo | None) -> dict[str, Any] | None:
+    if geo is None:
+        return None
     return {
-        "schema_version": SCHEMA_VERSION,
-        "event_id": event_id,
-        "timestamp": meta.timestamp,
-        "received_at": received_at,
-        "user_id": meta.user_id,
-        "source": meta.source,
-        "fraud_prediction": int(decision == Decision.DECLINE),
-        "fraud_proba": proba,
-        "anomaly_score": anomaly,
-        "decision": DECISIONS[decision],
-        "model_version": version,
-        "amount": float(request.data[AMOUNT_INDEX]),
-        "features": request.data,
-        "device_info": meta.device_info.model_dump() if meta.device_info else None,
-        "ip_address": str(meta.ip_address) if meta.ip_address is not None else None,
-        "geo": meta.geo.model_dump() if meta.geo else None,
+        "country": geo.country,
+        "region": geo.region,
+        "city": geo.city,
+        "latitude": geo.latitude,
+        "longitude": geo.longitude,
     }
+
+
+def _event(request: PredictRequest, body: dict[str, Any], received_at: datetime, decision: int) -> bytes:
+    meta = request.metadata
+    return encode_event(
+        {
+            "schema_version": SCHEMA_VERSION,
+            "event_id": body["event_id"],
+            "timestamp": meta.timestamp,
+            "received_at": received_at,
+            "user_id": meta.user_id,
+            "source": meta.source,
+            "fraud_prediction": body["fraud_classifier"]["prediction"],
+            "fraud_proba": body["fraud_classifier"]["pred_proba"],
+            "anomaly_score": body["anomaly_detector"]["score"],
+            "decision": DECISIONS[decision],
+            "model_version": body["model_version"],
+            "amount": float(request.data[AMOUNT_INDEX]),
+            "features": request.data,
+            "device_info": _device(meta.device_info),
+            "ip_address": str(meta.ip_address) if meta.ip_address is not None else None,
+            "geo": _geo(meta.geo),
+        }
+    )
+
+
+@dataclass
+class _Job:
+    requests: list[PredictRequest]
+    keys: list[str | None]
+    done: asyncio.Future[list[Outcome]]
+    started: float
+    received_at: datetime
+    outcomes: list[Outcome] = field(default_factory=list)
+    waiting: int = 0
+    scored_at: float = 0.0
+    deadline: asyncio.TimerHandle | None = None
 
 
 class ScoringService:
@@ -76,63 +99,82 @@ class ScoringService:
         self.batcher = batcher
         self.producer = producer
         self.metrics = metrics
+        self._decision_counters = [metrics.transactions.labels(label) for label in DECISIONS]
+        self._ack = settings.delivery_mode is DeliveryMode.ACK
 
     async def predict(self, requests: list[PredictRequest], keys: list[str | None]) -> list[Outcome]:
-        started = time.perf_counter()
-        received_at = datetime.now(UTC)
+        loop = asyncio.get_running_loop()
+        job = _Job(requests, keys, loop.create_future(), time.perf_counter(), datetime.now(UTC))
         matrix = np.stack([r.data for r in requests]) if len(requests) > 1 else requests[0].data[None, :]
-        scores = await self.batcher.score(matrix)
-        scored = time.perf_counter()
-        outcomes: list[Outcome] = []
-        waits: list[tuple[int, asyncio.Future[PutResult]]] = []
-        for i, request in enumerate(requests):
-            event_id = str(event_id_for(keys[i]))
-            proba, anomaly, decision = float(scores.fraud_proba[i]), float(scores.anomaly[i]), int(scores.decision[i])
-            self.metrics.transactions.labels(DECISIONS[decision]).inc()
+        self.batcher.submit(matrix).add_done_callback(functools.partial(self._scored, job))
+        return await job.done
+
+    def _scored(self, job: _Job, scored: asyncio.Future[Scores]) -> None:
+        if job.done.done():  # the client went away
+            return
+        if (error := scored.exception()) is not None:
+            job.done.set_exception(error)
+            return
+        scores = scored.result()
+        job.scored_at = time.perf_counter()
+        for i, request in enumerate(job.requests):
+            decision = int(scores.decision[i])
+            self._decision_counters[decision].inc()
+            prediction = int(decision == Decision.DECLINE)
             body = {
-                "anomaly_detector": {"score": anomaly},
-                "fraud_classifier": {"pred_proba": proba, "prediction": int(decision == Decision.DECLINE)},
-                "event_id": event_id,
+                "anomaly_detector": {"score": float(scores.anomaly[i])},
+                "fraud_classifier": {"pred_proba": float(scores.fraud_proba[i]), "prediction": prediction},
+                "event_id": str(event_id_for(job.keys[i])),
                 "decision": DECISIONS[decision],
                 "model_version": scores.model_version,
             }
             outcome = Outcome(body)
-            outcomes.append(outcome)
-            record = encode_event(
-                _event(request, event_id, received_at, proba, anomaly, decision, scores.model_version)
-            )
+            job.outcomes.append(outcome)
             try:
-                future = self.producer.publish(record, request.metadata.user_id)
+                ack = self.producer.publish(_event(request, body, job.received_at, decision), request.metadata.user_id)
             except BufferFull:
                 outcome.unavailable = "buffer_full"
                 continue
             except PublishError:
                 outcome.unavailable = "rejected"
                 continue
-            if self.settings.delivery_mode is DeliveryMode.ACK:
-                waits.append((i, future))
-        if waits:
-            await self._await_acks(outcomes, waits)
+            if self._ack:
+                job.waiting += 1
+                ack.add_done_callback(functools.partial(self._acknowledged, job, outcome))
+        if job.waiting:
+            # A record that misses the deadline stays queued and is still published; the client's retry with
+            # the same idempotency key carries the same event id, which the consumer stores once.
+            job.deadline = asyncio.get_running_loop().call_later(
+                self.settings.publish_timeout_s, self._finish, job, "publish_timeout"
+            )
+        else:
+            self._finish(job)
+
+    def _acknowledged(self, job: _Job, outcome: Outcome, result: asyncio.Future[PutResult]) -> None:
+        if job.done.done():
+            return
+        if result.exception() is not None:
+            outcome.unavailable = "rejected"
+        job.waiting -= 1
+        outcome.acked = True
+        if job.waiting == 0:
+            self._finish(job)
+
+    def _finish(self, job: _Job, late: str | None = None) -> None:
+        if job.done.done():
+            return
+        if job.deadline is not None:
+            job.deadline.cancel()
         finished = time.perf_counter()
         timing = {
-            "total_ms": round((finished - started) * 1000, 3),
-            "scoring_ms": round((scored - started) * 1000, 3),
-            "publish_ms": round((finished - scored) * 1000, 3),
+            "total_ms": round((finished - job.started) * 1000, 3),
+            "scoring_ms": round((job.scored_at - job.started) * 1000, 3),
+            "publish_ms": round((finished - job.scored_at) * 1000, 3),
         }
-        for outcome in outcomes:
+        for outcome in job.outcomes:
+            if late and not outcome.acked and outcome.unavailable is None:
+                outcome.unavailable = late
             outcome.body["timing"] = timing
             if outcome.unavailable:
                 self.metrics.rejected.labels(outcome.unavailable).inc()
-        return outcomes
-
-    async def _await_acks(self, outcomes: list[Outcome], waits: list[tuple[int, asyncio.Future[PutResult]]]) -> None:
-        # Shielded: a timed-out record stays queued and is still published; a client retry with the same
-        # idempotency key produces the same event id, which the consumer stores once.
-        pending = {asyncio.shield(future): index for index, future in waits}
-        done, not_done = await asyncio.wait(pending, timeout=self.settings.publish_timeout_s)
-        for shielded in not_done:
-            outcomes[pending[shielded]].unavailable = "publish_timeout"
-            shielded.cancel()
-        for shielded in done:
-            if shielded.exception() is not None:
-                outcomes[pending[shielded]].unavailable = "rejected"
+        job.done.set_result(job.outcomes)

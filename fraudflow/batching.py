@@ -58,11 +58,14 @@ class MicroBatcher:
             await asyncio.gather(*self._running, return_exceptions=True)
         self._executor.shutdown(wait=True)
 
-    async def score(self, rows: npt.NDArray[np.float32]) -> Scores:
-        """Score a (k, 30) float32 matrix; rows of concurrent callers are batched together."""
+    def submit(self, rows: npt.NDArray[np.float32]) -> asyncio.Future[Scores]:
+        """Queue a (k, 30) float32 matrix; the future resolves on the event loop with its rows' scores.
+
+        Callers chain work onto the future with callbacks: a request then suspends only once in total.
+        """
         future: asyncio.Future[Scores] = asyncio.get_running_loop().create_future()
         self._queue.put_nowait(_Pending(rows, future))
-        return await future
+        return future
 
     def _drain(self, batch: list[_Pending], rows: int) -> int:
         while rows < self.max_rows and not self._queue.empty():

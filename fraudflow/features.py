@@ -23,7 +23,21 @@ def _preview(token: str, limit: int = 20) -> str:
     return token if len(token) <= limit else token[:limit] + "..."
 
 
+_NUM = r"\s*[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?\s*"
+_WELL_FORMED = re.compile(_NUM + ("," + _NUM) * (N_FEATURES - 1))
+
+
 def parse_features(data: str) -> npt.NDArray[np.float32]:
+    if _WELL_FORMED.fullmatch(data):
+        # Fast path (one regex for the whole string); only the float32 range is left to check.
+        values = np.array([float(token) for token in data.split(",")])
+        if np.all(np.abs(values) <= _FLOAT32_MAX):
+            return values.astype(np.float32)
+    return _parse_slowly(data)
+
+
+def _parse_slowly(data: str) -> npt.NDArray[np.float32]:
+    """Token by token, to say which value is wrong and why."""
     tokens = data.split(",")
     if len(tokens) != N_FEATURES:
         raise FeatureError(

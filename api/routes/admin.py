@@ -9,6 +9,7 @@ from fastapi import APIRouter, Depends
 
 from api.deps import Services, authorized, services
 from api.responses import problem
+from api.routes.predict import SECURED
 from fraudflow.logging import get_logger
 from fraudflow.scoring import ModelError
 
@@ -18,6 +19,7 @@ log = get_logger(__name__)
 
 @router.post(
     "/admin/reload-models",
+    openapi_extra=SECURED,
     summary="Reload the model directory (verified before it is swapped in)",
     responses={
         401: {"description": "Missing or invalid API key"},

@@ -41,7 +41,7 @@ class MotoKinesis:
         self.endpoint_url = f"http://{host}:{self.port}"
         self._server = ChildServer(
             "moto",
-            [sys.executable, "-m", "moto.server", "-H", host, "-p", str(self.port)],
+            [sys.executable, "-m", "fraudflow.local.moto_server", host, str(self.port)],
             log_path=log_dir / "moto.log" if log_dir else None,
         )
 

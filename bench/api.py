@@ -1,0 +1,200 @@
+"""Scoring API throughput and latency under load from a separate process (wrk), 1 uvicorn worker each.
+
+(a) bare FastAPI validating the same request model (the framework's ceiling);
+(b) fraudflow's /predict: micro-batched ONNX scoring + `ack` publishing to the embedded Kinesis (moto);
+(c) the reference design's path: native LightGBM/scikit-learn predict and one put_record per request.
+
+Goals (issue 4): (b) >= 0.7x the req/s of (a), >= 5x (c), and p99 <= 10 ms at half of (a)'s maximum rate.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import pickle
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psutil
+
+from bench.report import publish
+from fraudflow.aws import kinesis_client
+from fraudflow.config import Settings
+from fraudflow.data.synthetic import generate
+from fraudflow.local.kinesis import MotoKinesis
+from fraudflow.local.process import free_port
+from fraudflow.streams import ensure_stream
+from fraudflow.training.pipeline import TrainingConfig, fit_classifier, fit_detector, time_split
+
+ROOT = Path(__file__).resolve().parent.parent
+SCRIPT = Path(__file__).parent / "load.lua"
+
+
+@contextmanager
+def server(app: str, env: dict[str, str], log: Path) -> Iterator[tuple[str, psutil.Process]]:
+    port = free_port()
+    with log.open("w") as sink:
+        process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "uvicorn",
+                app,
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--no-access-log",
+                "--log-level",
+                "warning",
+            ],
+            env={**os.environ, **env},
+            cwd=ROOT,
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+        )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            httpx.get(url + "/docs", timeout=0.5)
+            break
+        except httpx.TransportError:
+            time.sleep(0.1)
+    try:
+        yield url, psutil.Process(process.pid)
+    finally:
+        process.terminate()
+        process.wait(30)
+
+
+def wrk(url: str, seconds: int, connections: int, delay_ms: float | None = None) -> dict[str, Any]:
+    argv = ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", str(SCRIPT), url]
+    if delay_ms is not None:
+        argv += ["--", str(delay_ms)]
+    output = subprocess.run(argv, capture_output=True, text=True, check=True).stdout
+    line = next(line for line in output.splitlines() if line.startswith("RESULT "))
+    result: dict[str, Any] = json.loads(line.removeprefix("RESULT "))
+    result["rps"] = result["requests"] / (result["duration_us"] / 1e6)
+    return result
+
+
+def measure(
+    url: str, process: psutil.Process, seconds: int, connections: int, delay_ms: float | None = None
+) -> dict[str, Any]:
+    wrk(url, 2, connections, delay_ms)  # warm-up: connection pools, JIT-free but caches and allocators
+    before = process.cpu_times()
+    result = wrk(url, seconds, connections, delay_ms)
+    after = process.cpu_times()
+    cpu = (after.user - before.user) + (after.system - before.system)
+    result["server_cpu_us_per_request"] = cpu / max(result["requests"], 1) * 1e6
+    return {k: round(v, 1) if isinstance(v, float) else v for k, v in result.items()}
+
+
+def native_models(path: Path) -> None:
+    config = TrainingConfig()
+    data = generate(284_807, seed=config.seed).time_ordered()
+    train = time_split(data, config).train
+    classifier = fit_classifier(data.features[train], data.labels[train], config).set_params(n_jobs=1)
+    detector = fit_detector(data.features[train], config)
+    path.write_bytes(pickle.dumps((classifier, detector)))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seconds", type=int, default=10, help="length of each measured wrk run")
+    parser.add_argument("--connections", type=int, default=64, help="wrk connections for the maximum rate")
+    args = parser.parse_args()
+    if shutil.which("wrk") is None:
+        sys.exit("wrk is not installed: apt-get install wrk")
+
+    work = Path(tempfile.mkdtemp(prefix="fraudflow-bench-"))
+    kinesis = MotoKinesis(log_dir=work)
+    kinesis.start()
+    try:
+        settings = Settings(
+            AWS_ENDPOINT_URL_KINESIS=kinesis.endpoint_url, FRAUDFLOW_STREAM="bench", FRAUDFLOW_SHARDS=4, _env_file=None
+        )
+
+        async def create() -> None:
+            async with kinesis_client(settings) as client:
+                await ensure_stream(client, "bench", 4)
+
+        asyncio.run(create())
+        native_models(work / "native.pkl")
+        env = {
+            "AWS_ENDPOINT_URL_KINESIS": kinesis.endpoint_url,
+            "FRAUDFLOW_STREAM": "bench",
+            "AWS_REGION": "us-east-1",
+            "FRAUDFLOW_LOG_LEVEL": "WARNING",
+            "BENCH_NATIVE_MODELS": str(work / "native.pkl"),
+        }
+        results: dict[str, Any] = {}
+        for name, app in (
+            ("a_bare_fastapi", "bench.apps.bare:app"),
+            ("b_fraudflow", "api.main:app"),
+            ("c_naive_reference", "bench.apps.naive:app"),
+        ):
+            with server(app, env, work / f"{name}.log") as (url, process):
+                results[name] = measure(url, process, args.seconds, args.connections)
+                if name == "b_fraudflow":
+                    # Half of (a)'s maximum rate, spread over the connections with a fixed per-request delay.
+                    target = results["a_bare_fastapi"]["rps"] / 2
+                    connections = 16
+                    delay = connections / target * 1000
+                    half = measure(url, process, args.seconds, connections, delay_ms=delay)
+                    half["target_rps"] = round(target, 1)
+                    results["b_fraudflow_at_half_a_max"] = half
+    finally:
+        kinesis.stop()
+        shutil.rmtree(work, ignore_errors=True)
+
+    a, b, c = results["a_bare_fastapi"], results["b_fraudflow"], results["c_naive_reference"]
+    half = results["b_fraudflow_at_half_a_max"]
+    ratios = {
+        "b_over_a": round(b["rps"] / a["rps"], 2),
+        "b_over_c": round(b["rps"] / c["rps"], 1),
+        "p99_ms_at_half_a_max": round(half["p99_us"] / 1000, 2),
+    }
+    goals = {
+        "b_over_a >= 0.7": ratios["b_over_a"] >= 0.7,
+        "b_over_c >= 5": ratios["b_over_c"] >= 5,
+        "p99 <= 10 ms at half of a's max": ratios["p99_ms_at_half_a_max"] <= 10,
+    }
+    summary = [f"{'scenario':<28}{'req/s':>9}{'p50 ms':>9}{'p95 ms':>9}{'p99 ms':>9}{'cpu us/req':>12}{'non-2xx':>9}"]
+    for name, r in results.items():
+        summary.append(
+            f"{name:<28}{r['rps']:>9.0f}{r['p50_us'] / 1000:>9.2f}{r['p95_us'] / 1000:>9.2f}"
+            f"{r['p99_us'] / 1000:>9.2f}{r['server_cpu_us_per_request']:>12.0f}{r['non_2xx']:>9}"
+        )
+    summary.append(f"ratios: {ratios}")
+    summary += [f"goal {goal}: {'met' if ok else 'NOT met'}" for goal, ok in goals.items()]
+    publish(
+        "api",
+        {
+            "results": results,
+            "ratios": ratios,
+            "goals": goals,
+            "setup": {
+                "uvicorn_workers": 1,
+                "load": f"wrk -t1 -c{args.connections}",
+                "kinesis": "moto server (embedded)",
+                "delivery_mode": "ack",
+            },
+        },
+        summary,
+    )
+
+
+if __name__ == "__main__":
+    main()
