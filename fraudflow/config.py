@@ -81,15 +81,16 @@ class Settings(BaseSettings):
     )
     shards: int = Field(4, ge=1, le=500, validation_alias=_env("FRAUDFLOW_SHARDS"))
 
-    # Scoring API
+    # Scoring API. Batching is natural by default: no fixed wait; whatever arrives while an inference or a
+    # PutRecords call is in flight goes into the next one, so batches grow with load and idle latency stays low.
     api_keys: SecretStr | None = Field(None, validation_alias=_env("FRAUDFLOW_API_KEYS"))  # comma-separated
     delivery_mode: DeliveryMode = Field(DeliveryMode.ACK, validation_alias=_env("FRAUDFLOW_DELIVERY_MODE"))
     publish_timeout_s: float = Field(2.0, gt=0, validation_alias=_env("FRAUDFLOW_PUBLISH_TIMEOUT_S"))
-    publish_linger_ms: float = Field(2.0, ge=0, validation_alias=_env("FRAUDFLOW_PUBLISH_LINGER_MS"))
+    publish_linger_ms: float = Field(0.0, ge=0, validation_alias=_env("FRAUDFLOW_PUBLISH_LINGER_MS"))
     publish_buffer_records: int = Field(20_000, ge=1, validation_alias=_env("FRAUDFLOW_PUBLISH_BUFFER_RECORDS"))
-    publish_max_in_flight: int = Field(4, ge=1, le=64, validation_alias=_env("FRAUDFLOW_PUBLISH_MAX_IN_FLIGHT"))
+    publish_max_in_flight: int = Field(2, ge=1, le=64, validation_alias=_env("FRAUDFLOW_PUBLISH_MAX_IN_FLIGHT"))
     score_batch_rows: int = Field(64, ge=1, le=4096, validation_alias=_env("FRAUDFLOW_SCORE_BATCH_ROWS"))
-    score_batch_wait_ms: float = Field(1.0, ge=0, validation_alias=_env("FRAUDFLOW_SCORE_BATCH_WAIT_MS"))
+    score_batch_wait_ms: float = Field(0.0, ge=0, validation_alias=_env("FRAUDFLOW_SCORE_BATCH_WAIT_MS"))
     scoring_threads: int = Field(1, ge=1, le=64, validation_alias=_env("FRAUDFLOW_SCORING_THREADS"))
     predict_batch_max: int = Field(500, ge=1, le=10_000, validation_alias=_env("FRAUDFLOW_PREDICT_BATCH_MAX"))
     max_body_bytes: int = Field(64 * 1024, ge=1024, validation_alias=_env("FRAUDFLOW_MAX_BODY_BYTES"))
