@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from fraudflow import __version__
-from fraudflow.cli import db
+from fraudflow.cli import consume, db
 from fraudflow.cli.models import synth, train
 from fraudflow.cli.services import services
 
@@ -16,6 +16,7 @@ app = typer.Typer(
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 app.add_typer(db.app, name="db")
+app.add_typer(consume.app, name="consume")
 app.command("services")(services)
 app.command("synth")(synth)
 app.command("train")(train)

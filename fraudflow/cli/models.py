@@ -30,12 +30,12 @@ def train(
     data: Annotated[
         Path | None,
         typer.Option(
-            help="creditcard.csv to train on [default: dataset/creditcard.csv if present, else synthetic data]."
+            help="creditcard.csv to train on (default: dataset/creditcard.csv if present, else synthetic data)."
         ),
     ] = None,
     synthetic_rows: Annotated[int | None, typer.Option(min=100, help="Train on this many synthetic rows.")] = None,
     out: Annotated[
-        Path | None, typer.Option(help="Model directory [default: FRAUDFLOW_MODELS_DIR or models/].")
+        Path | None, typer.Option(help="Model directory (default: FRAUDFLOW_MODELS_DIR or models/).")
     ] = None,
     seed: Annotated[int, typer.Option(help="Seed for the synthetic data and the models.")] = 0,
 ) -> None:

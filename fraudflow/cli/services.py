@@ -16,7 +16,7 @@ def services(
     kinesis_port: Annotated[int, typer.Option(help="Kinesis port on 127.0.0.1 (0 picks a free one).")] = 4567,
     kinesis: Annotated[KinesisBackend, typer.Option(help="Kinesis emulator to run.")] = KinesisBackend.MOTO,
     data_dir: Annotated[
-        Path | None, typer.Option(help="Where PostgreSQL keeps its data [default: FRAUDFLOW_DATA_DIR].")
+        Path | None, typer.Option(help="Where PostgreSQL keeps its data (default: FRAUDFLOW_DATA_DIR).")
     ] = None,
 ) -> None:
     """Start the embedded PostgreSQL and Kinesis endpoint; print their settings; stop both on Ctrl-C/SIGTERM."""

@@ -1,0 +1,49 @@
+"""Every timing and bound of the consumer, named and documented, with its default."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from datetime import datetime
+
+
+class InitialPosition(enum.StrEnum):
+    TRIM_HORIZON = "TRIM_HORIZON"
+    LATEST = "LATEST"
+    AT_TIMESTAMP = "AT_TIMESTAMP"
+
+
+@dataclass(frozen=True)
+class ConsumerConfig:
+    application: str = "fraudflow-consumer"
+    # A lease whose counter has not moved for this long (observer's monotonic clock) is free to take.
+    failover_s: float = 10.0
+    # Leases are renewed every failover/3 and taken or stolen every 2 x failover.
+    renew_interval_s: float | None = None
+    take_interval_s: float | None = None
+    # ListShards runs this often (and at once when a shard ends) to create leases for new shards.
+    shard_sync_interval_s: float = 30.0
+    # GetRecords: page size, wait when caught up, and the service's per-shard read limits.
+    get_records_limit: int = 10_000
+    idle_wait_s: float = 0.2
+    reads_per_second: float = 5.0
+    read_bytes_per_second: float = 2 * 1024 * 1024
+    # Backoff on throttling, 5xx and transport errors (jittered, doubling up to the cap).
+    backoff_base_s: float = 0.1
+    backoff_cap_s: float = 5.0
+    # Where a shard without a checkpoint starts (children of a reshard always start at TRIM_HORIZON).
+    initial_position: InitialPosition = InitialPosition.TRIM_HORIZON
+    initial_timestamp: datetime | None = None
+    # A shard's buffer is flushed (one transaction) at this many rows or this age, whichever comes first.
+    flush_rows: int = 2_000
+    flush_interval_s: float = 0.25
+    # Graceful shutdown: flush, checkpoint and release within this bound.
+    shutdown_timeout_s: float = 20.0
+
+    @property
+    def renew_every_s(self) -> float:
+        return self.renew_interval_s or self.failover_s / 3
+
+    @property
+    def take_every_s(self) -> float:
+        return self.take_interval_s or self.failover_s * 2

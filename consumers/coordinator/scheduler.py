@@ -1,0 +1,216 @@
+"""The scheduler: shard sync, lease renewal and taking, and one ShardConsumer task per held lease."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from typing import TYPE_CHECKING
+
+import asyncpg
+
+from consumers.config import ConsumerConfig, InitialPosition
+from consumers.leases.coordinator import LeaseCoordinator
+from consumers.leases.table import SHARD_END, TRIM_HORIZON, Lease, LeaseLost, LeaseTable, NewShard
+from consumers.lifecycle.shard_consumer import ShardConsumer
+from consumers.metrics import ConsumerMetrics
+from consumers.processor.sink import PostgresSink
+from consumers.retrieval.fetcher import ShardFetcher, ShardInfo
+from fraudflow.logging import get_logger
+
+if TYPE_CHECKING:
+    from types_aiobotocore_kinesis import KinesisClient
+
+log = get_logger(__name__)
+
+
+class Scheduler:
+    def __init__(
+        self,
+        client: KinesisClient,
+        pool: asyncpg.Pool,
+        stream: str,
+        worker_id: str,
+        config: ConsumerConfig,
+        metrics: ConsumerMetrics | None = None,
+    ) -> None:
+        self.client = client
+        self.stream = stream
+        self.worker_id = worker_id
+        self.config = config
+        self.metrics = metrics or ConsumerMetrics()
+        self.table = LeaseTable(pool, config.application, stream)
+        self.sink = PostgresSink(pool, self.table)
+        self.coordinator = LeaseCoordinator(self.table, worker_id, config)
+        self.shards: dict[str, ShardInfo] = {}
+        self.consumers: dict[str, tuple[ShardConsumer, asyncio.Task[None]]] = {}
+        self._sync_now = asyncio.Event()
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Run until `stop` is set, then shut down gracefully (flush, checkpoint, release)."""
+        await self.sync_shards()
+        loops = [asyncio.create_task(loop(), name=loop.__name__) for loop in (self._shard_sync_loop, self._lease_loop)]
+        try:
+            await stop.wait()
+        finally:
+            for task in loops:
+                task.cancel()
+            await asyncio.gather(*loops, return_exceptions=True)
+            await self.shutdown()
+
+    async def list_shards(self) -> list[ShardInfo]:
+        shards, token = [], None
+        while True:
+            kwargs = {"NextToken": token} if token else {"StreamName": self.stream}
+            page = await self.client.list_shards(**kwargs)  # type: ignore[arg-type]
+            shards += [ShardInfo.from_api(shard) for shard in page["Shards"]]
+            if not (token := page.get("NextToken")):
+                return shards
+
+    async def sync_shards(self) -> None:
+        """Create leases for new shards; remove finished leases whose children started, and aged-out ones."""
+        shards = await self.list_shards()
+        self.shards = {shard.shard_id: shard for shard in shards}
+        leases = {lease.shard_id: lease for lease in await self.table.all()}
+        new = []
+        for shard in shards:
+            if shard.shard_id in leases:
+                continue
+            # Children of a reshard always start at the beginning; other shards at the configured position.
+            known_parent = any(p in self.shards or p in leases for p in shard.parent_shard_ids)
+            start = TRIM_HORIZON if known_parent else self.config.initial_position.value
+            if start == InitialPosition.AT_TIMESTAMP and self.config.initial_timestamp is None:
+                start = TRIM_HORIZON
+            new.append(
+                NewShard(shard.shard_id, shard.parent_shard_ids, shard.starting_hash_key, shard.ending_hash_key, start)
+            )
+        if created := await self.table.create_missing(new):
+            log.info("leases created", shards=created)
+        children: dict[str, list[str]] = {}
+        for lease in leases.values():
+            for parent in lease.parent_shard_ids:
+                children.setdefault(parent, []).append(lease.shard_id)
+        done = []
+        for lease in leases.values():
+            gone = lease.shard_id not in self.shards
+            kids = [leases[c] for c in children.get(lease.shard_id, []) if c in leases]
+            started = bool(kids) and all(k.owner is not None or k.checkpoint != TRIM_HORIZON for k in kids)
+            if (lease.finished and started) or (gone and lease.owner is None):
+                done.append(lease.shard_id)
+        if done:
+            await self.table.delete(done)
+            log.info("leases cleaned up", shards=done)
+
+    async def _shard_sync_loop(self) -> None:
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._sync_now.wait(), self.config.shard_sync_interval_s)
+            self._sync_now.clear()
+            await self._guard("shard sync", self.sync_shards())
+
+    async def _guard(self, what: str, work: object) -> None:
+        try:
+            await work  # type: ignore[misc]
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as error:
+            self.metrics.retries.labels(what).inc()
+            log.warning(f"{what} failed, will retry", error=type(error).__name__, detail=str(error)[:200])
+        except Exception as error:  # botocore errors: the loop must survive them and retry
+            self.metrics.retries.labels(what).inc()
+            log.warning(f"{what} failed, will retry", error=type(error).__name__, detail=str(error)[:200])
+
+    async def _lease_loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        next_steal = loop.time() + self.config.take_every_s
+        while True:
+            await self._guard("lease renewal", self._renew())
+            steal = loop.time() >= next_steal
+            if steal:
+                next_steal = loop.time() + self.config.take_every_s
+            await self._guard("lease taking", self._take(steal))
+            self._reap()
+            self.metrics.leases_held.set(len(self.coordinator.held))
+            self.metrics.workers.set(self.coordinator.workers_seen)
+            await asyncio.sleep(self.config.renew_every_s)
+
+    async def _renew(self) -> None:
+        for lease in await self.coordinator.renew():
+            self.metrics.leases_lost.inc()
+            log.warning("lease lost", shard=lease.shard_id)
+            self._stop_consumer(lease.shard_id, graceful=False)
+
+    async def _take(self, steal: bool) -> None:
+        for lease in await self.coordinator.take(steal):
+            self.metrics.leases_taken.inc()
+            if lease.shard_id not in self.shards:
+                await self.sync_shards()
+            shard = self.shards.get(lease.shard_id)
+            if shard is None:
+                continue
+            self._start_consumer(lease, shard)
+
+    def _start_consumer(self, lease: Lease, shard: ShardInfo) -> None:
+        fetcher = ShardFetcher(
+            self.client,
+            self.stream,
+            shard,
+            self.config,
+            on_retry=lambda reason: self.metrics.retries.labels(reason).inc(),
+        )
+        consumer = ShardConsumer(
+            lease,
+            fetcher,
+            self.sink,
+            self.table,
+            self.config,
+            self.metrics,
+            on_shard_end=lambda _: self._sync_now.set(),
+        )
+        task = asyncio.create_task(self._run_consumer(consumer), name=f"shard-{shard.shard_id}")
+        self.consumers[shard.shard_id] = (consumer, task)
+
+    async def _run_consumer(self, consumer: ShardConsumer) -> None:
+        try:
+            await consumer.run()
+        except LeaseLost:
+            log.warning("lease lost while flushing; buffer dropped", shard=consumer.shard_id)
+            self.metrics.leases_lost.inc()
+            self.coordinator.forget(consumer.shard_id)
+
+    def _reap(self) -> None:
+        """Forget consumers that finished (shard ended) or crashed; a crashed one is retried next round."""
+        for shard_id, (consumer, task) in list(self.consumers.items()):
+            if not task.done():
+                continue
+            del self.consumers[shard_id]
+            if task.cancelled():
+                continue
+            if (error := task.exception()) is not None:
+                log.error("shard consumer failed", shard=shard_id, error=repr(error))
+            if consumer.checkpoint == SHARD_END or error is not None:
+                self.coordinator.forget(shard_id)
+
+    def _stop_consumer(self, shard_id: str, graceful: bool) -> None:
+        entry = self.consumers.pop(shard_id, None)
+        if entry is None:
+            return
+        consumer, task = entry
+        if graceful:
+            consumer.request_stop()
+        else:
+            task.cancel()
+
+    async def shutdown(self) -> None:
+        entries = list(self.consumers.values())
+        for consumer, _ in entries:
+            consumer.request_stop()
+        tasks = [task for _, task in entries]
+        if tasks:
+            _, pending = await asyncio.wait(tasks, timeout=self.config.shutdown_timeout_s)
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+        for lease in list(self.coordinator.held.values()):
+            with contextlib.suppress(OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
+                await self.table.release(lease)
+        self.coordinator.held.clear()
+        self.consumers.clear()
+        log.info("consumer stopped", worker=self.worker_id)
