@@ -30,7 +30,7 @@ def client_config(*, read_timeout: float = 10.0, max_attempts: int = 1, pool: in
     return AioConfig(
         connect_timeout=2.0,
         read_timeout=read_timeout,
-        retries={"mode": "standard", "max_attempts": max_attempts},
+        retries={"mode": "standard", "total_max_attempts": max_attempts},
         max_pool_connections=pool,
     )
 

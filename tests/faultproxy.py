@@ -3,7 +3,8 @@
 Faults are set per Kinesis operation (the X-Amz-Target action) and consumed as calls arrive:
 - `fail_records(n)`: in the next PutRecords calls, fail up to n records with
   ProvisionedThroughputExceededException; those records are not forwarded, as with real Kinesis.
-- `error(action, status, code, times)`: answer the next `times` calls of `action` with an error.
+- `error(action, status, code, times)`: answer the next `times` calls of `action` with an error (errors
+  set for one action queue up in order).
 - `delay(action, seconds, times)`: hold the next calls before forwarding (timeouts).
 - `down = True`: answer every call with 503 until set back.
 """
@@ -30,7 +31,7 @@ class FaultProxy:
     upstream: str
     records_to_fail: int = 0
     down: bool = False
-    errors: dict[str, _Error] = field(default_factory=dict)
+    errors: dict[str, list[_Error]] = field(default_factory=dict)
     delays: dict[str, tuple[float, int]] = field(default_factory=dict)
     calls: dict[str, int] = field(default_factory=dict)
     injected: int = 0
@@ -46,7 +47,7 @@ class FaultProxy:
         self.records_to_fail = count
 
     def error(self, action: str, status: int, code: str, times: int = 1) -> None:
-        self.errors[action] = _Error(status, code, times)
+        self.errors.setdefault(action, []).append(_Error(status, code, times))
 
     def delay(self, action: str, seconds: float, times: int = 1) -> None:
         self.delays[action] = (seconds, times)
@@ -92,8 +93,12 @@ class FaultProxy:
         if self.down:
             self.injected += 1
             return self._error_response(503, "ServiceUnavailable")
-        if (error := self.errors.get(action)) and error.times > 0:
+        queued = self.errors.get(action)
+        if queued:
+            error = queued[0]
             error.times -= 1
+            if error.times <= 0:
+                queued.pop(0)
             self.injected += 1
             return self._error_response(error.status, error.code)
         if (delay := self.delays.get(action)) and delay[1] > 0:

@@ -1,0 +1,110 @@
+"""Helpers for consumer tests: valid events on a stream, workers run in-process, and waiting on the table."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime
+from typing import Any
+
+import asyncpg
+
+from consumers.config import ConsumerConfig
+from consumers.coordinator.scheduler import Scheduler
+from consumers.processor.sink import create_staging
+from fraudflow.aws import kinesis_client
+from fraudflow.config import Settings
+from fraudflow.events import SCHEMA_VERSION, encode_event
+
+FAST = ConsumerConfig(
+    failover_s=1.5,
+    shard_sync_interval_s=1.0,
+    idle_wait_s=0.05,
+    flush_interval_s=0.05,
+    backoff_base_s=0.02,
+    backoff_cap_s=0.2,
+    shutdown_timeout_s=10,
+)
+
+
+def event(event_id: uuid.UUID | None = None, user: str = "u1", country: str = " fr ") -> dict[str, Any]:
+    now = datetime.now(UTC)
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "event_id": str(event_id or uuid.uuid4()),
+        "timestamp": now,
+        "received_at": now,
+        "user_id": user,
+        "source": "test",
+        "fraud_prediction": 0,
+        "fraud_proba": 0.1,
+        "anomaly_score": 0.2,
+        "decision": "approve",
+        "model_version": "test",
+        "amount": 12.5,
+        "features": [0.5] * 30,
+        "device_info": {"device_type": "mobile", "os_version": None, "app_version": None},
+        "ip_address": "10.0.0.1",
+        "geo": {"country": country, "region": " IDF ", "city": " Paris ", "latitude": 1.0, "longitude": 2.0},
+    }
+
+
+async def put(settings: Settings, bodies: list[bytes], keys: list[str]) -> None:
+    async with kinesis_client(settings) as client:
+        for start in range(0, len(bodies), 500):
+            chunk = [
+                {"Data": b, "PartitionKey": k}
+                for b, k in zip(bodies[start : start + 500], keys[start : start + 500], strict=True)
+            ]
+            response = await client.put_records(StreamName=settings.stream_name, Records=chunk)
+            assert response["FailedRecordCount"] == 0
+
+
+async def put_events(settings: Settings, count: int, users: int = 13) -> list[str]:
+    ids = [str(uuid.uuid4()) for _ in range(count)]
+    await put(
+        settings,
+        [encode_event(event(uuid.UUID(i), f"user-{n % users}")) for n, i in enumerate(ids)],
+        [f"user-{n % users}" for n in range(count)],
+    )
+    return ids
+
+
+async def pool_for(settings: Settings) -> asyncpg.Pool:
+    assert settings.static_database_url
+    return await asyncpg.create_pool(settings.static_database_url, min_size=1, max_size=6, init=create_staging)
+
+
+@asynccontextmanager
+async def worker(settings: Settings, worker_id: str, config: ConsumerConfig = FAST) -> AsyncIterator[Scheduler]:
+    """A consumer worker running in this event loop; stopped gracefully on exit."""
+    pool = await pool_for(settings)
+    stop = asyncio.Event()
+    async with kinesis_client(settings) as client:
+        scheduler = Scheduler(client, pool, settings.stream_name, worker_id, config)
+        task = asyncio.create_task(scheduler.run(stop))
+        try:
+            yield scheduler
+        finally:
+            stop.set()
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.wait_for(task, 30)
+    await pool.close()
+
+
+async def wait_until(check: Callable[[], Awaitable[bool]], deadline_s: float = 30.0, what: str = "") -> None:
+    end = time.monotonic() + deadline_s
+    while not await check():
+        if time.monotonic() > end:
+            raise AssertionError(f"timed out waiting for {what or check}")
+        await asyncio.sleep(0.1)
+
+
+async def stored(db: asyncpg.Connection) -> tuple[int, int]:
+    row = await db.fetchrow("SELECT count(*) AS n, count(DISTINCT event_id) AS d FROM fraud_predictions")
+    assert row is not None
+    return int(row["n"]), int(row["d"])

@@ -1,0 +1,210 @@
+"""The consumer against real PostgreSQL and real Kinesis emulators: exactly once, leases, dead letters."""
+
+from __future__ import annotations
+
+import uuid
+
+import asyncpg
+import pytest
+
+from consumers.leases.table import SHARD_END, LeaseLost, LeaseTable
+from consumers.processor.sink import PostgresSink, ShardBuffer
+from consumers.retrieval.deaggregation import aggregate
+from consumers.retrieval.fetcher import Record
+from fraudflow.config import Settings
+from fraudflow.events import encode_event
+from tests.consumer_helpers import event, pool_for, put, put_events, stored, wait_until, worker
+from tests.faultproxy import FaultProxy
+
+
+@pytest.fixture
+def shard_count() -> int:
+    return 4
+
+
+@pytest.mark.parametrize("kinesis_server", ["moto", "kinesis-local"], indirect=True)
+async def test_every_record_lands_exactly_once(settings: Settings, db: asyncpg.Connection) -> None:
+    ids = await put_events(settings, 700)
+    async with worker(settings, "w1"):
+        await wait_until(lambda: _count(db, 700), what="700 rows")
+        await put_events(settings, 0)
+    assert await stored(db) == (700, 700)
+    assert {str(r["event_id"]) for r in await db.fetch("SELECT event_id FROM fraud_predictions")} == set(ids)
+    row = await db.fetchrow("SELECT country, region, city, shard_id, sequence_number FROM fraud_predictions LIMIT 1")
+    assert (row["country"], row["region"], row["city"]) == ("FR", "IDF", "Paris")  # the reference transforms
+    assert row["shard_id"].startswith("shardId-")
+    leases = await db.fetch("SELECT owner, checkpoint FROM kinesis_leases")
+    assert len(leases) == 4
+    assert all(lease["owner"] is None for lease in leases)  # released on graceful stop
+
+
+async def _count(db: asyncpg.Connection, n: int) -> bool:
+    return (await stored(db))[0] >= n
+
+
+async def test_duplicates_on_the_stream_are_stored_once(settings: Settings, db: asyncpg.Connection) -> None:
+    body = encode_event(event(uuid.uuid4()))
+    await put(settings, [body, body, body], ["a", "b", "a"])
+    async with worker(settings, "w1"):
+        await wait_until(lambda: _checkpointed(db, 2), what="checkpoints")
+    assert await stored(db) == (1, 1)
+
+
+async def _checkpointed(db: asyncpg.Connection, shards: int) -> bool:
+    count = await db.fetchval("SELECT count(*) FROM kinesis_leases WHERE checkpoint ~ '^[0-9]+$'")
+    return int(count) >= shards
+
+
+async def test_poison_records_go_to_dead_letters_and_the_shard_goes_on(
+    settings: Settings, db: asyncpg.Connection
+) -> None:
+    good = encode_event(event())
+    missing = encode_event({k: v for k, v in event().items() if k != "user_id"})
+    await put(settings, [b"not json", missing, good], ["k", "k", "k"])
+    async with worker(settings, "w1"):
+        await wait_until(lambda: _count(db, 1), what="the good row")
+        await wait_until(lambda: _rejected(db, 2), what="two dead letters")
+    rejected = await db.fetch("SELECT reason, payload, shard_id, sequence_number FROM rejected_records ORDER BY id")
+    assert rejected[0]["payload"] == b"not json"
+    assert "invalid event" in rejected[0]["reason"]
+    assert "user_id" in rejected[1]["reason"]
+    assert all(r["shard_id"] and r["sequence_number"] for r in rejected)
+
+
+async def _rejected(db: asyncpg.Connection, n: int) -> bool:
+    return int(await db.fetchval("SELECT count(*) FROM rejected_records")) >= n
+
+
+async def test_kpl_aggregated_records_are_split(settings: Settings, db: asyncpg.Connection) -> None:
+    inner = [("user-a", encode_event(event())), ("user-b", encode_event(event())), ("user-a", b"{broken")]
+    await put(settings, [aggregate(inner)], ["user-a"])
+    async with worker(settings, "w1"):
+        await wait_until(lambda: _count(db, 2), what="two rows from one aggregated record")
+        await wait_until(lambda: _rejected(db, 1), what="the broken sub-record")
+    assert await db.fetchval("SELECT sub_sequence FROM rejected_records") == 2
+
+
+@pytest.mark.parametrize("shard_count", [6])
+async def test_workers_share_the_shards_fairly(settings: Settings, db: asyncpg.Connection) -> None:
+    async with worker(settings, "w1") as one, worker(settings, "w2") as two, worker(settings, "w3") as three:
+
+        async def balanced() -> bool:
+            return sorted(len(w.coordinator.held) for w in (one, two, three)) == [2, 2, 2]
+
+        await wait_until(balanced, deadline_s=40, what="2 leases per worker")
+        ids = await put_events(settings, 300)
+        await wait_until(lambda: _count(db, 300), what="300 rows")
+    assert await stored(db) == (300, 300)
+    assert len(ids) == 300
+
+
+async def test_graceful_stop_hands_leases_over_at_once(settings: Settings, db: asyncpg.Connection) -> None:
+    await put_events(settings, 200)
+    async with worker(settings, "survivor") as survivor:
+        async with worker(settings, "leaver") as leaver:
+            await wait_until(lambda: _count(db, 200), what="first 200 rows")
+            await wait_until(lambda: _async(len(leaver.coordinator.held) > 0), what="leaver holds a lease")
+        # The leaver released its leases: they are free now, no failover wait needed.
+        await wait_until(lambda: _async(len(survivor.coordinator.held) == 4), deadline_s=8, what="hand-over")
+        await put_events(settings, 100)
+        await wait_until(lambda: _count(db, 300), what="300 rows")
+    assert await stored(db) == (300, 300)
+
+
+async def _async(value: bool) -> bool:
+    return value
+
+
+async def test_a_stale_owner_cannot_commit(settings: Settings, db: asyncpg.Connection) -> None:
+    pool = await pool_for(settings)
+    try:
+        table = LeaseTable(pool, "app", settings.stream_name)
+        from consumers.leases.table import NewShard
+
+        await table.create_missing([NewShard("shard-1", [], "0", "1", "TRIM_HORIZON")])
+        (lease,) = await table.all()
+        mine = await table.take("shard-1", "old-owner", lease.lease_counter)
+        assert mine is not None
+        thief = await table.take("shard-1", "new-owner", mine.lease_counter)
+        assert thief is not None
+        assert thief.epoch == mine.epoch + 1
+        buffer = ShardBuffer("shard-1")
+        buffer.add([Record("5", 0, "k", encode_event(event()), None)])
+        with pytest.raises(LeaseLost):
+            await PostgresSink(pool, table).flush(mine, buffer, "5")
+        assert await stored(db) == (0, 0)  # the whole transaction rolled back
+        assert await table.renew(mine) is None
+        await PostgresSink(pool, table).flush(thief, buffer, "5")
+        assert await stored(db) == (1, 1)
+        assert (await table.all())[0].checkpoint == "5"
+    finally:
+        await pool.close()
+
+
+async def test_throttling_5xx_and_iterator_expiry_are_survived(
+    proxied_settings: Settings, fault_proxy: FaultProxy, db: asyncpg.Connection
+) -> None:
+    await put_events(proxied_settings, 120)
+    fault_proxy.error("GetRecords", 400, "ProvisionedThroughputExceededException", times=4)
+    async with worker(proxied_settings, "w1") as w:
+        await wait_until(lambda: _count(db, 40), what="some rows")
+        fault_proxy.error("GetRecords", 400, "ExpiredIteratorException", times=3)
+        fault_proxy.error("GetRecords", 500, "InternalFailure", times=2)
+        await put_events(proxied_settings, 80)
+        await wait_until(lambda: _count(db, 200), what="200 rows")
+        retries = {s.labels["reason"] for m in w.metrics.retries.collect() for s in m.samples if s.value > 0}
+    assert await stored(db) == (200, 200)
+    assert {"ProvisionedThroughputExceededException", "ExpiredIteratorException", "InternalFailure"} <= retries
+    assert fault_proxy.injected == 9
+
+
+@pytest.mark.parametrize("kinesis_server", ["moto", "kinesis-local"], indirect=True)
+@pytest.mark.parametrize("shard_count", [2])
+async def test_split_and_merge_while_consuming(settings: Settings, db: asyncpg.Connection) -> None:
+    from fraudflow.aws import kinesis_client
+    from fraudflow.streams import wait_until_active
+
+    await put_events(settings, 150)
+    async with worker(settings, "w1"):
+        await wait_until(lambda: _count(db, 150), what="rows before resharding")
+        async with kinesis_client(settings) as client:
+            shards = (await client.list_shards(StreamName=settings.stream_name))["Shards"]
+            first = shards[0]
+            low, high = (int(first["HashKeyRange"][k]) for k in ("StartingHashKey", "EndingHashKey"))
+            await client.split_shard(
+                StreamName=settings.stream_name,
+                ShardToSplit=first["ShardId"],
+                NewStartingHashKey=str((low + high) // 2),
+            )
+            await wait_until_active(client, settings.stream_name)
+            await put_events(settings, 150)
+            open_shards = [
+                s
+                for s in (await client.list_shards(StreamName=settings.stream_name))["Shards"]
+                if "EndingSequenceNumber" not in s["SequenceNumberRange"]
+            ]
+            open_shards.sort(key=lambda s: int(s["HashKeyRange"]["StartingHashKey"]))
+            await client.merge_shards(
+                StreamName=settings.stream_name,
+                ShardToMerge=open_shards[0]["ShardId"],
+                AdjacentShardToMerge=open_shards[1]["ShardId"],
+            )
+            await wait_until_active(client, settings.stream_name)
+            await put_events(settings, 150)
+        await wait_until(lambda: _count(db, 450), deadline_s=60, what="450 rows across the reshards")
+    assert await stored(db) == (450, 450)
+    # Parents before children: every row of a child shard was written after the last row of its parents.
+    leases = {
+        r["shard_id"]: r for r in await db.fetch("SELECT shard_id, parent_shard_ids, checkpoint FROM kinesis_leases")
+    }
+    spans = {
+        r["shard_id"]: (r["first"], r["last"])
+        for r in await db.fetch(
+            "SELECT shard_id, min(id) AS first, max(id) AS last FROM fraud_predictions GROUP BY shard_id"
+        )
+    }
+    for shard_id, lease in leases.items():
+        for parent in lease["parent_shard_ids"]:
+            if parent in spans and shard_id in spans:
+                assert spans[parent][1] < spans[shard_id][0], f"{shard_id} written before its parent {parent}"
+    assert any(lease["checkpoint"] == SHARD_END for lease in leases.values()) or len(leases) >= 3
