@@ -7,12 +7,13 @@ import uuid
 import asyncpg
 import pytest
 
-from consumers.leases.table import SHARD_END, LeaseLost, LeaseTable
+from consumers.leases.table import LeaseLost, LeaseTable
 from consumers.processor.sink import PostgresSink, ShardBuffer
 from consumers.retrieval.deaggregation import aggregate
 from consumers.retrieval.fetcher import Record
 from fraudflow.config import Settings
 from fraudflow.events import encode_event
+from fraudflow.local.kinesis import KinesisServer
 from tests.consumer_helpers import event, pool_for, put, put_events, stored, wait_until, worker
 from tests.faultproxy import FaultProxy
 
@@ -160,7 +161,9 @@ async def test_throttling_5xx_and_iterator_expiry_are_survived(
 
 @pytest.mark.parametrize("kinesis_server", ["moto", "kinesis-local"], indirect=True)
 @pytest.mark.parametrize("shard_count", [2])
-async def test_split_and_merge_while_consuming(settings: Settings, db: asyncpg.Connection) -> None:
+async def test_split_and_merge_while_consuming(
+    settings: Settings, db: asyncpg.Connection, kinesis_server: KinesisServer
+) -> None:
     from fraudflow.aws import kinesis_client
     from fraudflow.streams import wait_until_active
 
@@ -194,17 +197,15 @@ async def test_split_and_merge_while_consuming(settings: Settings, db: asyncpg.C
         await wait_until(lambda: _count(db, 450), deadline_s=60, what="450 rows across the reshards")
     assert await stored(db) == (450, 450)
     # Parents before children: every row of a child shard was written after the last row of its parents.
-    leases = {
-        r["shard_id"]: r for r in await db.fetch("SELECT shard_id, parent_shard_ids, checkpoint FROM kinesis_leases")
-    }
-    spans = {
-        r["shard_id"]: (r["first"], r["last"])
-        for r in await db.fetch(
-            "SELECT shard_id, min(id) AS first, max(id) AS last FROM fraud_predictions GROUP BY shard_id"
-        )
-    }
-    for shard_id, lease in leases.items():
-        for parent in lease["parent_shard_ids"]:
-            if parent in spans and shard_id in spans:
-                assert spans[parent][1] < spans[shard_id][0], f"{shard_id} written before its parent {parent}"
-    assert any(lease["checkpoint"] == SHARD_END for lease in leases.values()) or len(leases) >= 3
+    async with kinesis_client(settings) as client:
+        shards = (await client.list_shards(StreamName=settings.stream_name))["Shards"]
+    parents = {s["ShardId"]: [p for p in (s.get("ParentShardId"), s.get("AdjacentParentShardId")) if p] for s in shards}
+    rows = await db.fetch("SELECT shard_id, min(id) AS first, max(id) AS last FROM fraud_predictions GROUP BY 1")
+    spans = {r["shard_id"]: (r["first"], r["last"]) for r in rows}
+    if kinesis_server.name == "kinesis-local":
+        # moto keeps routing new records to a closed parent shard; kinesis-local routes them to the children.
+        assert len(spans) >= 4
+    for child, of in parents.items():
+        for parent in of:
+            if parent in spans and child in spans:
+                assert spans[parent][1] < spans[child][0], f"{child} written before its parent {parent}"
