@@ -23,8 +23,9 @@ class ConsumerConfig:
     take_interval_s: float | None = None
     # ListShards runs this often (and at once when a shard ends) to create leases for new shards.
     shard_sync_interval_s: float = 30.0
-    # GetRecords: page size, wait when caught up, and the service's per-shard read limits.
-    get_records_limit: int = 10_000
+    # GetRecords: page size (the service allows up to 10,000; a page the size of a flush keeps memory flat:
+    # each shard holds at most one page being flushed and one prefetched), wait when caught up, read limits.
+    get_records_limit: int = 2_000
     idle_wait_s: float = 0.2
     reads_per_second: float = 5.0
     read_bytes_per_second: float = 2 * 1024 * 1024

@@ -49,6 +49,8 @@ class ShardConsumer:
         self._stop = asyncio.Event()
         self._lag_reported = 0.0
         self.checkpoint = lease.checkpoint
+        # The last sequence number whose records are all in the buffer (a prefetched page is not).
+        self.buffer_checkpoint: str | None = None
 
     def request_stop(self) -> None:
         """Graceful: finish the current page, flush, checkpoint, return."""
@@ -61,25 +63,36 @@ class ShardConsumer:
             return
         self.fetcher.seek(self.checkpoint)
         log.info("shard started", shard=self.shard_id, checkpoint=self.checkpoint, epoch=self.lease.epoch)
-        while not self._stop.is_set():
-            page = await self.fetcher.fetch()
-            self.buffer.add(page.records)
-            self._observe(page.records, page.bytes, page.millis_behind)
-            if page.shard_end:
-                await self._flush(SHARD_END)
-                log.info("shard ended", shard=self.shard_id, children=page.child_shard_ids)
-                self.on_shard_end(self.shard_id)
-                return
-            if len(self.buffer) >= self.config.flush_rows or (
-                len(self.buffer) and self.buffer.age() >= self.config.flush_interval_s
-            ):
-                await self._flush(page.last_sequence_number)
-            await self._report_lag()
-            if not page.records:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._stop.wait(), self.config.idle_wait_s)
-        if self.fetcher.last_sequence_number and self.fetcher.last_sequence_number != self.checkpoint:
-            await self._flush(self.fetcher.last_sequence_number)
+        # One page is prefetched while the previous one is being flushed (the KCL's prefetching publisher):
+        # Kinesis and PostgreSQL round trips overlap, and memory stays bounded at two pages per shard.
+        next_page = asyncio.create_task(self.fetcher.fetch())
+        try:
+            while not self._stop.is_set():
+                page = await next_page
+                self.buffer.add(page.records)
+                self.buffer_checkpoint = page.last_sequence_number
+                self._observe(page.records, page.bytes, page.millis_behind)
+                if page.shard_end:
+                    await self._flush(SHARD_END)
+                    log.info("shard ended", shard=self.shard_id, children=page.child_shard_ids)
+                    self.on_shard_end(self.shard_id)
+                    return
+                if not page.records:
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._stop.wait(), self.config.idle_wait_s)
+                next_page = asyncio.create_task(self.fetcher.fetch())
+                if len(self.buffer) >= self.config.flush_rows or (
+                    len(self.buffer) and self.buffer.age() >= self.config.flush_interval_s
+                ):
+                    await self._flush(page.last_sequence_number)
+                await self._report_lag()
+        finally:
+            next_page.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await next_page
+        # Stopping: what was read (and buffered) is committed; a prefetched page is simply read again later.
+        if self.buffer_checkpoint is not None and self.buffer_checkpoint != self.checkpoint:
+            await self._flush(self.buffer_checkpoint)
         log.info("shard stopped", shard=self.shard_id, checkpoint=self.checkpoint)
 
     async def _parents_done(self) -> bool:
@@ -105,7 +118,7 @@ class ShardConsumer:
         if self.fetcher.millis_behind is None or now - self._lag_reported < _LAG_REPORT_EVERY_S:
             return
         self._lag_reported = now
-        with contextlib.suppress(OSError, asyncpg.PostgresError):
+        with contextlib.suppress(OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
             await self.leases.report_lag(self.lease, self.fetcher.millis_behind)
 
     async def _flush(self, checkpoint: str | None) -> None:

@@ -29,6 +29,8 @@ async def _pool(url: str, max_size: int) -> asyncpg.Pool:
 
     try:
         return await asyncpg.create_pool(url, min_size=1, max_size=max_size, init=create_staging, timeout=10)
+    except asyncpg.UndefinedTableError:
+        raise CommandError("the database has no fraudflow schema: run `fraudflow db migrate` first") from None
     except (OSError, asyncpg.PostgresError) as error:
         raise CommandError(f"cannot connect to PostgreSQL: {error}") from None
 

@@ -1,0 +1,261 @@
+"""Consumer end to end on the embedded services: throughput, freshness and memory.
+
+1. Throughput: N records already on an 8-shard stream; a plain GetRecords loop over every shard (the
+   emulator's ceiling) vs `fraudflow consume` from TRIM_HORIZON until every row is in PostgreSQL.
+2. Freshness at a steady 1,000 events/s: time from PutRecords to the row being visible, p50 and p99.
+3. Peak RSS of the consumer process while it runs at full speed.
+
+Goals (issue 5): >= 0.8x the plain loop, p99 freshness <= 1 s, RSS <= 200 MB.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import psutil
+
+from bench.report import publish
+from fraudflow.aws import kinesis_client
+from fraudflow.config import Settings
+from fraudflow.db.migrate import migrate
+from fraudflow.events import encode_event
+from fraudflow.local.kinesis import MotoKinesis
+from fraudflow.local.postgres import EmbeddedPostgres
+from fraudflow.streams import ensure_stream
+
+ROOT = Path(__file__).resolve().parent.parent
+SHARDS = 8
+
+
+def body(i: int, sent_at: datetime) -> bytes:
+    return encode_event(
+        {
+            "schema_version": 1,
+            "event_id": str(uuid.uuid4()),
+            "timestamp": sent_at,
+            "received_at": sent_at,
+            "user_id": f"user-{i % 10_000}",
+            "source": "bench",
+            "fraud_prediction": 0,
+            "fraud_proba": 0.01,
+            "anomaly_score": 0.2,
+            "decision": "approve",
+            "model_version": "bench",
+            "amount": 10.0,
+            "features": [0.25] * 30,
+            "device_info": None,
+            "ip_address": None,
+            "geo": {"country": "fr"},
+        }
+    )
+
+
+async def put(settings: Settings, count: int, start: int = 0) -> None:
+    async with kinesis_client(settings) as client:
+        for offset in range(0, count, 500):
+            now = datetime.now(UTC)
+            n = min(500, count - offset)
+            await client.put_records(
+                StreamName=settings.stream_name,
+                Records=[
+                    {"Data": body(start + offset + i, now), "PartitionKey": f"user-{start + offset + i}"}
+                    for i in range(n)
+                ],
+            )
+
+
+async def plain_loop(settings: Settings, expected: int) -> float:
+    """Read every shard with bare GetRecords calls: the emulator's ceiling for this data."""
+    async with kinesis_client(settings) as client:
+        shards = (await client.list_shards(StreamName=settings.stream_name))["Shards"]
+
+        async def drain(shard_id: str) -> int:
+            iterator = (
+                await client.get_shard_iterator(
+                    StreamName=settings.stream_name, ShardId=shard_id, ShardIteratorType="TRIM_HORIZON"
+                )
+            )["ShardIterator"]
+            seen = 0
+            while True:
+                page = await client.get_records(ShardIterator=iterator, Limit=10_000)
+                seen += len(page["Records"])
+                iterator = page["NextShardIterator"]
+                if not page["Records"]:
+                    return seen
+
+        started = time.perf_counter()
+        total = sum(await asyncio.gather(*(drain(s["ShardId"]) for s in shards)))
+        elapsed = time.perf_counter() - started
+    assert total == expected, (total, expected)
+    return total / elapsed
+
+
+def start_consumer(
+    settings: Settings, url: str, log: Path, application: str, position: str = "TRIM_HORIZON"
+) -> subprocess.Popen[bytes]:
+    env = {
+        **os.environ,
+        "DATABASE_URL": url,
+        "FRAUDFLOW_STREAM": settings.stream_name,
+        "AWS_REGION": "us-east-1",
+        "AWS_ENDPOINT_URL_KINESIS": settings.kinesis_endpoint_url or "",
+        "FRAUDFLOW_LOG_LEVEL": "WARNING",
+    }
+    with log.open("ab") as sink:
+        return subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "fraudflow.cli",
+                "consume",
+                "--application",
+                application,
+                "--initial-position",
+                position,
+            ],
+            env=env,
+            cwd=ROOT,
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+        )
+
+
+async def consume_all(settings: Settings, url: str, expected: int, log: Path) -> tuple[float, float]:
+    conn = await asyncpg.connect(url)
+    await conn.execute("TRUNCATE fraud_predictions")
+    process = start_consumer(settings, url, log, "bench-throughput")
+    watched = psutil.Process(process.pid)
+    peak = 0
+    started = time.perf_counter()
+    try:
+        while int(await conn.fetchval("SELECT count(*) FROM fraud_predictions")) < expected:
+            peak = max(peak, watched.memory_info().rss)
+            await asyncio.sleep(0.05)
+        elapsed = time.perf_counter() - started
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(60)
+        await conn.close()
+    return expected / elapsed, peak / 1e6
+
+
+async def freshness(settings: Settings, url: str, rate: int, seconds: int, log: Path) -> dict[str, float]:
+    conn = await asyncpg.connect(url)
+    await conn.execute("TRUNCATE fraud_predictions")
+    await conn.execute("DELETE FROM kinesis_leases")
+    process = start_consumer(settings, url, log, "bench-freshness", "LATEST")
+    await asyncio.sleep(3)  # leases taken and shards positioned at LATEST before events flow
+    delays: list[float] = []
+    last_id = 0
+    stop = asyncio.Event()
+
+    async def produce() -> None:
+        tick = 0.1
+        async with kinesis_client(settings) as client:
+            next_at = time.monotonic()
+            for step in range(int(seconds / tick)):
+                now = datetime.now(UTC)
+                await client.put_records(
+                    StreamName=settings.stream_name,
+                    Records=[
+                        {"Data": body(step * 1000 + i, now), "PartitionKey": f"u{step}-{i}"}
+                        for i in range(int(rate * tick))
+                    ],
+                )
+                next_at += tick
+                await asyncio.sleep(max(0.0, next_at - time.monotonic()))
+        stop.set()
+
+    producer = asyncio.create_task(produce())
+    try:
+        while not stop.is_set() or len(delays) < rate * seconds:
+            rows = await conn.fetch("SELECT id, received_at FROM fraud_predictions WHERE id > $1 ORDER BY id", last_id)
+            seen_at = datetime.now(UTC)
+            for row in rows:
+                delays.append((seen_at - row["received_at"]).total_seconds())
+                last_id = row["id"]
+            if stop.is_set() and not rows and len(delays) >= rate * seconds * 0.999:
+                break
+            await asyncio.sleep(0.02)
+    finally:
+        await producer
+        process.send_signal(signal.SIGTERM)
+        process.wait(60)
+        await conn.close()
+    delays.sort()
+    return {
+        "events": len(delays),
+        "p50_s": round(delays[len(delays) // 2], 3),
+        "p99_s": round(delays[int(len(delays) * 0.99)], 3),
+    }
+
+
+async def run(records: int, rate: int, seconds: int) -> dict[str, Any]:
+    work = Path(tempfile.mkdtemp(prefix="fraudflow-bench-consumer-"))
+    pg = EmbeddedPostgres(work / "pg", durable=True)
+    kinesis = MotoKinesis(log_dir=work)
+    pg.start()
+    kinesis.start()
+    try:
+        conn = await asyncpg.connect(pg.url())
+        await migrate(conn)
+        await conn.close()
+        settings = Settings(AWS_ENDPOINT_URL_KINESIS=kinesis.endpoint_url, FRAUDFLOW_STREAM="bench", _env_file=None)
+        async with kinesis_client(settings) as client:
+            await ensure_stream(client, "bench", SHARDS)
+        await put(settings, records)
+        ceiling = await plain_loop(settings, records)
+        ours, rss_mb = await consume_all(settings, pg.url(), records, work / "consumer.log")
+        fresh = await freshness(settings, pg.url(), rate, seconds, work / "consumer.log")
+    finally:
+        kinesis.stop()
+        pg.stop()
+        shutil.rmtree(work, ignore_errors=True)
+    return {
+        "shards": SHARDS,
+        "records": records,
+        "plain_getrecords_per_s": round(ceiling),
+        "consumer_rows_per_s": round(ours),
+        "ratio": round(ours / ceiling, 2),
+        "peak_rss_mb": round(rss_mb, 1),
+        "freshness": {"rate_per_s": rate, "seconds": seconds, **fresh},
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--records", type=int, default=40_000)
+    parser.add_argument("--rate", type=int, default=1_000)
+    parser.add_argument("--seconds", type=int, default=15)
+    args = parser.parse_args()
+    f = asyncio.run(run(args.records, args.rate, args.seconds))
+    goals = {
+        "consumer >= 0.8x plain GetRecords": f["ratio"] >= 0.8,
+        "p99 freshness <= 1 s at 1,000 events/s": f["freshness"]["p99_s"] <= 1.0,
+        "RSS <= 200 MB with 8 shards": f["peak_rss_mb"] <= 200,
+    }
+    summary = [
+        f"plain GetRecords loop: {f['plain_getrecords_per_s']} records/s; consumer into PostgreSQL: "
+        f"{f['consumer_rows_per_s']} rows/s (ratio {f['ratio']})",
+        f"freshness at {f['freshness']['rate_per_s']}/s: p50 {f['freshness']['p50_s']} s, "
+        f"p99 {f['freshness']['p99_s']} s",
+        f"consumer peak RSS: {f['peak_rss_mb']} MB",
+    ] + [f"goal {goal}: {'met' if ok else 'NOT met'}" for goal, ok in goals.items()]
+    publish("consumer", {**f, "goals": goals}, summary)
+
+
+if __name__ == "__main__":
+    main()

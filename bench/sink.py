@@ -1,0 +1,148 @@
+"""Sink throughput: the exactly-once flush vs plain COPY (the ceiling) vs asyncpg executemany INSERT.
+
+Same rows, same batches (the consumer's default 2,000 rows), each batch one transaction, on the embedded
+PostgreSQL with fsync on. Goals (issue 5): exactly-once >= 0.5x plain COPY and >= 3x executemany.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import shutil
+import tempfile
+import time
+import uuid
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+
+from bench.report import publish
+from consumers.leases.table import LeaseTable, NewShard
+from consumers.processor.rows import COLUMNS, to_row
+from consumers.processor.sink import PostgresSink, ShardBuffer, create_staging
+from consumers.retrieval.fetcher import Record
+from fraudflow.data.synthetic import generate
+from fraudflow.db.migrate import migrate
+from fraudflow.events import encode_event
+from fraudflow.local.postgres import EmbeddedPostgres
+
+
+def rows(count: int) -> list[tuple[Any, ...]]:
+    features = generate(count, seed=3).features
+    out = []
+    for i in range(count):
+        body = {
+            "schema_version": 1,
+            "event_id": str(uuid.uuid4()),
+            "timestamp": "2026-01-01T00:00:00Z",
+            "received_at": "2026-01-01T00:00:01Z",
+            "user_id": f"u{i % 5000}",
+            "source": "bench",
+            "fraud_prediction": 0,
+            "fraud_proba": 0.01,
+            "anomaly_score": 0.3,
+            "decision": "approve",
+            "model_version": "bench",
+            "amount": float(features[i, -1]),
+            "features": features[i],
+            "device_info": {"device_type": "mobile"},
+            "ip_address": "10.0.0.1",
+            "geo": {"country": "fr", "city": "Paris", "latitude": 48.8, "longitude": 2.3},
+        }
+        row = to_row(Record(str(i + 1), 0, "k", encode_event(body), None), "shardId-000000000000")
+        assert isinstance(row, tuple)
+        out.append(row)
+    return out
+
+
+async def timed(pool: asyncpg.Pool, batches: list[list[tuple[Any, ...]]], write: Any) -> float:
+    await pool.execute("TRUNCATE fraud_predictions")
+    started = time.perf_counter()
+    for number, batch in enumerate(batches):
+        await write(batch, number)
+    return sum(len(b) for b in batches) / (time.perf_counter() - started)
+
+
+async def run(total: int, batch_size: int, repeats: int) -> dict[str, Any]:
+    work = Path(tempfile.mkdtemp(prefix="fraudflow-bench-sink-"))
+    server = EmbeddedPostgres(work / "pg", durable=True)
+    server.start()
+    try:
+        conn = await asyncpg.connect(server.url())
+        await migrate(conn)
+        await conn.close()
+        pool = await asyncpg.create_pool(server.url(), min_size=1, max_size=2, init=create_staging)
+        table = LeaseTable(pool, "bench", "bench")
+        await table.create_missing([NewShard("shardId-000000000000", [], "0", "1", "TRIM_HORIZON")])
+        lease = await table.take("shardId-000000000000", "bench", 0)
+        assert lease is not None
+        sink = PostgresSink(pool, table)
+        data = rows(total)
+        batches = [data[i : i + batch_size] for i in range(0, total, batch_size)]
+        columns = list(COLUMNS)
+        placeholders = ", ".join(f"${i + 1}" for i in range(len(columns)))
+        quoted = ", ".join(f'"{c}"' for c in columns)
+        insert = f"INSERT INTO fraud_predictions ({quoted}) VALUES ({placeholders})"
+
+        async def exactly_once(batch: list[tuple[Any, ...]], number: int) -> None:
+            buffer = ShardBuffer("shardId-000000000000")
+            buffer.rows.extend(batch)
+            await sink.flush(lease, buffer, str((number + 1) * batch_size))
+
+        async def plain_copy(batch: list[tuple[Any, ...]], number: int) -> None:
+            async with pool.acquire() as conn, conn.transaction():
+                await conn.copy_records_to_table("fraud_predictions", records=batch, columns=columns)
+
+        async def executemany(batch: list[tuple[Any, ...]], number: int) -> None:
+            async with pool.acquire() as conn, conn.transaction():
+                await conn.executemany(insert, batch)
+
+        results: dict[str, list[float]] = {"exactly_once": [], "plain_copy": [], "executemany": []}
+        for _ in range(repeats):  # interleaved, so drift on a noisy machine hits all three alike
+            for name, write in (
+                ("plain_copy", plain_copy),
+                ("exactly_once", exactly_once),
+                ("executemany", executemany),
+            ):
+                results[name].append(await timed(pool, batches, write))
+        await pool.close()
+    finally:
+        server.stop()
+        shutil.rmtree(work, ignore_errors=True)
+    best = {name: max(values) for name, values in results.items()}
+    return {
+        "rows": total,
+        "batch_rows": batch_size,
+        "rows_per_s": {k: round(v) for k, v in best.items()},
+        "runs": {k: [round(v) for v in vs] for k, vs in results.items()},
+        "ratio_vs_plain_copy": round(best["exactly_once"] / best["plain_copy"], 2),
+        "ratio_vs_executemany": round(best["exactly_once"] / best["executemany"], 2),
+        "checkpoint": str(Decimal(total)),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rows", type=int, default=60_000)
+    parser.add_argument("--batch", type=int, default=2_000)
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+    figures = asyncio.run(run(args.rows, args.batch, args.repeats))
+    r = figures["rows_per_s"]
+    goals = {
+        "exactly_once >= 0.5x plain COPY": figures["ratio_vs_plain_copy"] >= 0.5,
+        "exactly_once >= 3x executemany": figures["ratio_vs_executemany"] >= 3,
+    }
+    summary = [f"{name:<14}{value:>10} rows/s" for name, value in r.items()]
+    summary.append(
+        f"exactly-once / plain COPY = {figures['ratio_vs_plain_copy']}, "
+        f"/ executemany = {figures['ratio_vs_executemany']}"
+    )
+    summary += [f"goal {goal}: {'met' if ok else 'NOT met'}" for goal, ok in goals.items()]
+    publish("sink", {**figures, "goals": goals}, summary)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,125 @@
+"""Workers as real processes: SIGKILL mid-flight, restarts, a PostgreSQL crash, and nothing lost or doubled.
+
+Short by default (CI); set FRAUDFLOW_CHAOS_SECONDS for a longer soak.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import signal
+import subprocess
+import sys
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import asyncpg
+import pytest
+
+from fraudflow.config import Settings
+from fraudflow.db.migrate import migrate
+from fraudflow.local.postgres import EmbeddedPostgres
+from tests.consumer_helpers import put_events, wait_until
+
+CHAOS_SECONDS = float(os.environ.get("FRAUDFLOW_CHAOS_SECONDS", "12"))
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture
+def shard_count() -> int:
+    return 4
+
+
+@pytest.fixture
+async def own_postgres(tmp_path: Path) -> AsyncIterator[EmbeddedPostgres]:
+    """A migrated server of this test's own: it gets crashed and restarted."""
+    server = EmbeddedPostgres(tmp_path / "pg", durable=False)
+    await asyncio.to_thread(server.start)
+    conn = await asyncpg.connect(server.url())
+    await migrate(conn)
+    await conn.close()
+    yield server
+    await asyncio.to_thread(server.stop, "immediate")
+
+
+class Worker:
+    def __init__(self, name: str, settings: Settings, url: str, log_dir: Path) -> None:
+        self.name, self.settings, self.url, self.log_dir = name, settings, url, log_dir
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        env = {
+            **os.environ,
+            "DATABASE_URL": self.url,
+            "FRAUDFLOW_STREAM": self.settings.stream_name,
+            "AWS_ENDPOINT_URL_KINESIS": self.settings.kinesis_endpoint_url or "",
+            "AWS_REGION": "us-east-1",
+            "FRAUDFLOW_LOG_FORMAT": "json",
+        }
+        with (self.log_dir / f"{self.name}.log").open("ab") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "fraudflow.cli", "consume", "--worker-id", self.name, "--failover", "2"],
+                env=env,
+                cwd=ROOT,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+
+    def kill(self) -> None:
+        assert self.process is not None
+        self.process.send_signal(signal.SIGKILL)
+        self.process.wait(10)
+
+    def stop(self) -> int:
+        assert self.process is not None
+        self.process.send_signal(signal.SIGTERM)
+        return self.process.wait(60)
+
+
+async def test_kills_restarts_and_a_database_crash_lose_and_double_nothing(
+    settings: Settings, own_postgres: EmbeddedPostgres, tmp_path: Path
+) -> None:
+    url = own_postgres.url()
+    workers = [Worker(f"w{i}", settings, url, tmp_path) for i in range(3)]
+    for w in workers:
+        w.start()
+    put: list[str] = []
+    rng = random.Random(7)
+    loop = asyncio.get_running_loop()
+    end = loop.time() + CHAOS_SECONDS
+    crashed_database = False
+    try:
+        while loop.time() < end:
+            put += await put_events(settings, 120)
+            victim = rng.choice(workers)
+            victim.kill()  # no flush, no release: its leases must expire by counter
+            await asyncio.sleep(0.3)
+            victim.start()
+            if not crashed_database and loop.time() > end - CHAOS_SECONDS / 2:
+                crashed_database = True
+                await asyncio.to_thread(own_postgres.stop, "immediate")
+                put += await put_events(settings, 120)  # Kinesis keeps taking events meanwhile
+                await asyncio.sleep(1.0)
+                await asyncio.to_thread(own_postgres.start)
+            await asyncio.sleep(0.5)
+        conn = await asyncpg.connect(url)
+        try:
+
+            async def all_stored() -> bool:
+                return int(await conn.fetchval("SELECT count(*) FROM fraud_predictions")) >= len(put)
+
+            await wait_until(all_stored, deadline_s=90, what=f"{len(put)} rows")
+            rows = await conn.fetchrow(
+                "SELECT count(*) AS n, count(DISTINCT event_id) AS d, count(*) FILTER "
+                "(WHERE event_id = ANY($1::uuid[])) AS ours FROM fraud_predictions",
+                [uuid.UUID(i) for i in put],
+            )
+        finally:
+            await conn.close()
+    finally:
+        codes = [w.stop() for w in workers]
+    assert crashed_database
+    assert (rows["n"], rows["d"], rows["ours"]) == (len(put), len(put), len(put))
+    assert codes == [0, 0, 0], [(w.log_dir / f"{w.name}.log").read_text()[-3000:] for w in workers]
