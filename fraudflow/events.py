@@ -8,7 +8,7 @@ from plain values (hot path); readers validate with `ScoredEvent`.
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 import orjson
@@ -21,13 +21,20 @@ SCHEMA_VERSION = 1
 EVENT_NAMESPACE = uuid.UUID("5b0b8a5e-2f43-4c1e-9f7e-8d6f6c1c9a11")
 
 
+_ZERO = timedelta(0)
+
+
 def event_id_for(idempotency_key: str | None) -> uuid.UUID:
     return uuid.uuid5(EVENT_NAMESPACE, idempotency_key) if idempotency_key else uuid.uuid4()
 
 
 def as_utc(value: datetime) -> datetime:
     """Naive times are taken as UTC (the reference client sends naive times)."""
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    if value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    if value.utcoffset() == _ZERO:
+        return value  # already UTC: astimezone would cost more than the whole rest of the conversion
+    return value.astimezone(UTC)
 
 
 class DeviceInfo(BaseModel):

@@ -1,0 +1,126 @@
+"""Dashboard queries against the real PostgreSQL with known rows: every KPI and bucket checked exactly."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime, timedelta
+
+import asyncpg
+import numpy as np
+import pytest
+
+from dash_app import queries
+from dash_app.queries import Filters
+
+NOW = datetime(2026, 11, 29, 12, 0, tzinfo=UTC)
+# (minutes before NOW, country, source, device, decision, proba, latency seconds)
+ROWS = [
+    (1, "FR", "web", "mobile", "decline", 0.95, 0.2),
+    (2, "FR", "web", "desktop", "decline", 0.90, 0.4),
+    (3, "DE", "app", "mobile", "decline", 0.85, 0.6),
+    (4, "DE", "app", "mobile", "review", 0.40, 0.8),
+    (5, None, "app", None, "review", 0.30, 1.0),
+    (6, "FR", "web", "mobile", "approve", 0.05, 1.2),
+    (7, "FR", "web", "mobile", "approve", 0.04, 1.4),
+    (8, "US", "web", "desktop", "approve", 0.03, 1.6),
+    (9, "US", "app", "mobile", "approve", 0.02, 1.8),
+    (0.5, "FR", "web", "mobile", "approve", 0.01, 2.0),
+    (120, "FR", "web", "mobile", "decline", 0.99, 0.1),  # outside a 15-minute window
+]
+
+
+@pytest.fixture
+async def loaded(db: asyncpg.Connection) -> list[uuid.UUID]:
+    ids = []
+    for minutes, country, source, device, decision, proba, latency in ROWS:
+        received = NOW - timedelta(minutes=minutes)
+        event_id = uuid.uuid4()
+        ids.append(event_id)
+        await db.execute(
+            """INSERT INTO fraud_predictions ("timestamp", user_id, source, fraud_prediction, fraud_proba,
+                   anomaly_score, device_type, country, latitude, longitude, event_id, decision, model_version,
+                   amount, received_at, processed_at)
+               VALUES ($1, 'u', $2, $3, $4, $5, $6, $7, 48.86, 2.35, $8, $9, 'v1', 10, $1, $10)""",
+            received, source, int(decision == "decline"), proba, proba / 2, device, country, event_id, decision,
+            received + timedelta(seconds=latency),
+        )
+    return ids
+
+
+WINDOW = Filters(start=NOW - timedelta(minutes=15), end=NOW)
+
+
+async def test_kpis(db: asyncpg.Connection, loaded: list[uuid.UUID]) -> None:
+    k = await queries.kpis(db, WINDOW)
+    inside = ROWS[:10]
+    assert k["transactions"] == 10
+    assert k["frauds"] == 3
+    assert k["reviews"] == 2
+    assert k["declines"] == 3
+    assert k["fraud_rate"] == pytest.approx(0.3)
+    assert k["mean_proba"] == pytest.approx(np.mean([np.float32(r[5]) for r in inside]), abs=1e-6)
+    latencies = [r[6] for r in inside]
+    assert k["latency_p50_s"] == pytest.approx(np.percentile(latencies, 50))
+    assert k["latency_p95_s"] == pytest.approx(np.percentile(latencies, 95))
+    assert k["events_per_s"] == pytest.approx(2 / 60)  # two rows in the last minute (one exactly 60 s old)
+    assert k["model_versions"] == ["v1"]
+
+
+async def test_filters_apply(db: asyncpg.Connection, loaded: list[uuid.UUID]) -> None:
+    fr = Filters(WINDOW.start, WINDOW.end, countries=("FR",))
+    assert (await queries.kpis(db, fr))["transactions"] == 5
+    assert (await queries.kpis(db, Filters(WINDOW.start, WINDOW.end, decisions=("review",))))["transactions"] == 2
+    assert (await queries.kpis(db, Filters(WINDOW.start, WINDOW.end, min_proba=0.5)))["transactions"] == 3
+    both = Filters(WINDOW.start, WINDOW.end, sources=("app",), device_types=("mobile",))
+    assert (await queries.kpis(db, both))["transactions"] == 3
+
+
+async def test_volume_buckets(db: asyncpg.Connection, loaded: list[uuid.UUID]) -> None:
+    buckets = await queries.volume(db, WINDOW)
+    assert queries.bucket_for(WINDOW.end - WINDOW.start) == timedelta(seconds=10)
+    assert sum(b["transactions"] for b in buckets) == 10
+    assert sum(b["frauds"] for b in buckets) == 3
+    assert all(b["bucket"].second % 10 == 0 for b in buckets)
+    day = Filters(NOW - timedelta(hours=24), NOW)
+    assert queries.bucket_for(day.end - day.start) == timedelta(minutes=15)
+    assert sum(b["transactions"] for b in await queries.volume(db, day)) == 11
+
+
+async def test_breakdowns_and_places(db: asyncpg.Connection, loaded: list[uuid.UUID]) -> None:
+    countries = {r["value"]: (r["transactions"], r["frauds"]) for r in await queries.breakdown(db, WINDOW, "country")}
+    assert countries == {"FR": (5, 2), "DE": (2, 1), "US": (2, 0), "(unknown)": (1, 0)}
+    with pytest.raises(KeyError):
+        await queries.breakdown(db, WINDOW, "user_id; DROP TABLE fraud_predictions")
+    (place,) = await queries.places(db, WINDOW)
+    assert (place["latitude"], place["longitude"], place["transactions"]) == (48.9, 2.4, 10)
+
+
+async def test_distributions(db: asyncpg.Connection, loaded: list[uuid.UUID]) -> None:
+    rows = await queries.distributions(db, WINDOW)
+    assert sum(r["n"] for r in rows) == 10
+    declines = {r["proba_bin"] for r in rows if r["decision"] == "decline"}
+    assert declines == {18, 19}  # 0.85 -> bin 18; 0.90 and 0.95 -> bin 19
+
+
+async def test_flagged_pages_and_sorts(db: asyncpg.Connection, loaded: list[uuid.UUID]) -> None:
+    total, first = await queries.flagged(db, WINDOW, page=0, page_size=2, sort="fraud_proba")
+    assert total == 5
+    assert [round(r["fraud_proba"], 2) for r in first] == [0.95, 0.90]
+    _, last = await queries.flagged(db, WINDOW, page=2, page_size=2, sort="fraud_proba")
+    assert [round(r["fraud_proba"], 2) for r in last] == [0.30]
+    _, ascending = await queries.flagged(db, WINDOW, page=0, page_size=5, sort="fraud_proba", descending=False)
+    assert round(ascending[0]["fraud_proba"], 2) == 0.30
+    with pytest.raises(KeyError):
+        await queries.flagged(db, WINDOW, page=0, page_size=5, sort="1; --")
+
+
+async def test_event_and_empty_database(db: asyncpg.Connection, loaded: list[uuid.UUID]) -> None:
+    detail = await queries.event(db, loaded[0])
+    assert detail is not None
+    assert detail["decision"] == "decline"
+    assert await queries.event(db, uuid.uuid4()) is None
+    await db.execute("TRUNCATE fraud_predictions")
+    empty = await queries.kpis(db, WINDOW)
+    assert (empty["transactions"], empty["fraud_rate"], empty["model_versions"]) == (0, 0.0, [])
+    assert await queries.volume(db, WINDOW) == []
+    assert await queries.leases(db) == []
