@@ -84,7 +84,8 @@ async def kpis(conn: asyncpg.Connection, f: Filters) -> dict[str, Any]:
                        AS latency_p50_s,
                    percentile_cont(0.95) WITHIN GROUP (ORDER BY extract(epoch FROM processed_at - received_at))
                        AS latency_p95_s,
-                   count(*) FILTER (WHERE received_at >= $2::timestamptz - interval '60 seconds') / 60.0 AS events_per_s,
+                   count(*) FILTER (WHERE received_at >= $2::timestamptz - interval '60 seconds') / 60.0
+                       AS events_per_s,
                    coalesce(array_agg(DISTINCT model_version), '{{}}') AS model_versions
               FROM fraud_predictions WHERE {where}""",
         *args,

@@ -96,6 +96,10 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(64 * 1024, ge=1024, validation_alias=_env("FRAUDFLOW_MAX_BODY_BYTES"))
     max_batch_body_bytes: int = Field(2 * 1024 * 1024, ge=1024, validation_alias=_env("FRAUDFLOW_MAX_BATCH_BODY_BYTES"))
 
+    # Dashboard: comma-separated user:password pairs for HTTP basic auth; without them it serves loopback only.
+    dashboard_users: SecretStr | None = Field(None, validation_alias=_env("FRAUDFLOW_DASHBOARD_USERS"))
+    dashboard_refresh_s: float = Field(5.0, ge=1.0, validation_alias=_env("FRAUDFLOW_DASHBOARD_REFRESH_S"))
+
     @field_validator("log_level")
     @classmethod
     def _known_level(cls, value: str) -> str:
@@ -114,6 +118,13 @@ class Settings(BaseSettings):
     @property
     def production(self) -> bool:
         return self.env is Environment.PRODUCTION
+
+    @property
+    def dashboard_credentials(self) -> dict[str, str]:
+        if self.dashboard_users is None:
+            return {}
+        pairs = (item.strip().partition(":") for item in self.dashboard_users.get_secret_value().split(","))
+        return {user: password for user, _, password in pairs if user and password}
 
     @property
     def api_key_list(self) -> list[str]:

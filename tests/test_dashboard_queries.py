@@ -41,7 +41,15 @@ async def loaded(db: asyncpg.Connection) -> list[uuid.UUID]:
                    anomaly_score, device_type, country, latitude, longitude, event_id, decision, model_version,
                    amount, received_at, processed_at)
                VALUES ($1, 'u', $2, $3, $4, $5, $6, $7, 48.86, 2.35, $8, $9, 'v1', 10, $1, $10)""",
-            received, source, int(decision == "decline"), proba, proba / 2, device, country, event_id, decision,
+            received,
+            source,
+            int(decision == "decline"),
+            proba,
+            proba / 2,
+            device,
+            country,
+            event_id,
+            decision,
             received + timedelta(seconds=latency),
         )
     return ids

@@ -6,6 +6,7 @@ import typer
 
 from fraudflow import __version__
 from fraudflow.cli import consume, db
+from fraudflow.cli.dashboard import dashboard
 from fraudflow.cli.models import synth, train
 from fraudflow.cli.services import services
 
@@ -20,6 +21,7 @@ app.add_typer(consume.app, name="consume")
 app.command("services")(services)
 app.command("synth")(synth)
 app.command("train")(train)
+app.command("dashboard")(dashboard)
 
 
 @app.command()

@@ -1,0 +1,25 @@
+"""The dashboard app factory; `dash_app.wsgi:server` serves it under gunicorn."""
+
+from __future__ import annotations
+
+from dash import Dash
+
+from dash_app.auth import protect
+from dash_app.callbacks import register
+from dash_app.database import Database
+from dash_app.layout import layout
+from fraudflow.config import Settings, SettingsError
+
+
+def check_security(settings: Settings) -> None:
+    if settings.production and not settings.dashboard_credentials:
+        raise SettingsError("missing setting FRAUDFLOW_DASHBOARD_USERS: required when FRAUDFLOW_ENV=production")
+
+
+def create_app(settings: Settings, database_url: str) -> Dash:
+    check_security(settings)
+    app = Dash(__name__, title="fraudflow", update_title="", serve_locally=True)
+    app.layout = layout(settings.dashboard_refresh_s)
+    register(app, Database(database_url, max_size=settings.db_pool_max))
+    protect(app.server, settings)
+    return app

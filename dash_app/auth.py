@@ -1,0 +1,42 @@
+"""Access control for the dashboard: HTTP basic auth from settings; without users, loopback clients only."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hmac
+
+from flask import Flask, Response, request
+
+from fraudflow.config import Settings
+
+
+def _is_loopback(address: str | None) -> bool:
+    return address in {"127.0.0.1", "::1", "localhost"} or bool(address and address.startswith("127."))
+
+
+def _authorized(header: str | None, users: dict[str, str]) -> bool:
+    scheme, _, encoded = (header or "").partition(" ")
+    if scheme.lower() != "basic":
+        return False
+    try:
+        user, _, password = base64.b64decode(encoded, validate=True).decode().partition(":")
+    except (binascii.Error, UnicodeDecodeError):
+        return False
+    expected = users.get(user, "")
+    # compare_digest on both paths, so an unknown user costs the same time as a wrong password
+    return hmac.compare_digest(password.encode(), expected.encode()) and bool(expected)
+
+
+def protect(server: Flask, settings: Settings) -> None:
+    users = settings.dashboard_credentials
+
+    @server.before_request
+    def check() -> Response | None:
+        if users:
+            if _authorized(request.headers.get("Authorization"), users):
+                return None
+            return Response("authentication required", 401, {"WWW-Authenticate": 'Basic realm="fraudflow"'})
+        if not _is_loopback(request.remote_addr):
+            return Response("no dashboard users configured: loopback clients only", 403)
+        return None

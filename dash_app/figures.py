@@ -1,0 +1,108 @@
+"""Plotly figures from query results: pure functions, one per panel, with units on every axis."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import plotly.graph_objects as go
+
+# A risk scale readable on light and dark backgrounds and by colour-blind readers (blue -> amber -> red).
+RISK_SCALE = [[0.0, "#2c7bb6"], [0.5, "#fdae61"], [1.0, "#d7191c"]]
+DECISION_COLOURS = {"approve": "#2c7bb6", "review": "#fdae61", "decline": "#d7191c"}
+_LAYOUT: dict[str, Any] = {
+    "margin": {"l": 50, "r": 20, "t": 40, "b": 40},
+    "template": "plotly_white",
+    "font": {"size": 12},
+    "legend": {"orientation": "h", "y": -0.2},
+}
+
+
+def _figure(title: str, **layout: Any) -> go.Figure:
+    figure = go.Figure()
+    figure.update_layout(title=title, **_LAYOUT, **layout)
+    return figure
+
+
+def volume(rows: list[dict[str, Any]], bucket_label: str) -> go.Figure:
+    figure = _figure(
+        f"Transactions per {bucket_label}",
+        yaxis_title="transactions / bucket",
+        xaxis_title="time (UTC)",
+        yaxis2={"title": "frauds / bucket", "overlaying": "y", "side": "right"},
+    )
+    figure.add_bar(
+        x=[r["bucket"] for r in rows], y=[r["transactions"] for r in rows], name="transactions", marker_color="#9ecae1"
+    )
+    figure.add_scatter(
+        x=[r["bucket"] for r in rows],
+        y=[r["frauds"] for r in rows],
+        name="frauds (declined)",
+        yaxis="y2",
+        mode="lines+markers",
+        line_color="#d7191c",
+    )
+    return figure
+
+
+def latency(rows: list[dict[str, Any]]) -> go.Figure:
+    figure = _figure("End-to-end latency (API receive -> row stored)", yaxis_title="seconds", xaxis_title="time (UTC)")
+    for key, name in (("latency_p50_s", "p50"), ("latency_p95_s", "p95")):
+        figure.add_scatter(x=[r["bucket"] for r in rows], y=[r[key] for r in rows], name=name, mode="lines")
+    return figure
+
+
+def distribution(rows: list[dict[str, Any]], key: str, title: str, bins: int = 20) -> go.Figure:
+    figure = _figure(title, barmode="stack", xaxis_title="score (0-1)", yaxis_title="transactions")
+    for decision, colour in DECISION_COLOURS.items():
+        counts = [0] * bins
+        for r in rows:
+            if r["decision"] == decision and r[key] is not None:
+                counts[max(0, min(bins, r[key]) - 1)] += r["n"]
+        figure.add_bar(
+            x=[(i + 0.5) / bins for i in range(bins)], y=counts, name=decision, marker_color=colour, width=1 / bins
+        )
+    return figure
+
+
+def places(rows: list[dict[str, Any]]) -> go.Figure:
+    """Transactions by place on longitude/latitude axes. No basemap: map tiles and outlines would be fetched
+    from the network at run time, which this project never does."""
+    figure = _figure(
+        "Where transactions come from (colour: mean fraud probability)",
+        xaxis={"title": "longitude (°)", "range": [-180, 180]},
+        yaxis={"title": "latitude (°)", "range": [-90, 90]},
+    )
+    figure.add_scatter(
+        x=[r["longitude"] for r in rows],
+        y=[r["latitude"] for r in rows],
+        mode="markers",
+        text=[f"{r['transactions']} tx, mean p(fraud) {r['mean_proba']:.2f}" for r in rows],
+        marker={
+            "size": [min(30, 4 + r["transactions"] ** 0.5) for r in rows],
+            "color": [r["mean_proba"] for r in rows],
+            "colorscale": RISK_SCALE,
+            "cmin": 0,
+            "cmax": 1,
+            "colorbar": {"title": "p(fraud)"},
+        },
+    )
+    return figure
+
+
+def breakdown(rows: list[dict[str, Any]], dimension: str) -> go.Figure:
+    figure = _figure(
+        f"By {dimension.replace('_', ' ')}",
+        xaxis_title="transactions",
+        barmode="stack",
+        yaxis={"autorange": "reversed"},
+    )
+    labels = [r["value"] for r in rows]
+    figure.add_bar(
+        y=labels,
+        x=[r["transactions"] - r["frauds"] for r in rows],
+        orientation="h",
+        name="not declined",
+        marker_color="#9ecae1",
+    )
+    figure.add_bar(y=labels, x=[r["frauds"] for r in rows], orientation="h", name="declined", marker_color="#d7191c")
+    return figure

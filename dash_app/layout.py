@@ -1,0 +1,198 @@
+"""The page: controls, KPI cards, charts, the lease panel, and the flagged-transactions table."""
+
+from __future__ import annotations
+
+from dash import dcc, html
+from dash.dash_table.DataTable import DataTable
+
+RANGES = {
+    "15m": "Last 15 minutes",
+    "1h": "Last hour",
+    "24h": "Last 24 hours",
+    "7d": "Last 7 days",
+    "custom": "Custom range",
+}
+KPIS = [
+    ("kpi-transactions", "Transactions"),
+    ("kpi-rate", "Events/s now"),
+    ("kpi-frauds", "Frauds flagged"),
+    ("kpi-fraud-rate", "Fraud rate"),
+    ("kpi-review-decline", "Review / decline"),
+    ("kpi-mean-proba", "Mean p(fraud)"),
+    ("kpi-latency", "Latency p50 / p95"),
+    ("kpi-lag", "Consumer lag"),
+    ("kpi-models", "Model version(s)"),
+]
+FLAGGED_COLUMNS = [
+    ("received_at", "Received (UTC)"),
+    ("user_id", "User"),
+    ("country", "Country"),
+    ("source", "Source"),
+    ("amount", "Amount"),
+    ("fraud_proba", "p(fraud)"),
+    ("anomaly_score", "Anomaly"),
+    ("decision", "Decision"),
+]
+PAGE_SIZE = 15
+
+_CARD = {
+    "padding": "10px 14px",
+    "border": "1px solid #d0d7de",
+    "borderRadius": "8px",
+    "minWidth": "140px",
+    "flex": "1",
+    "background": "#fbfcfd",
+}
+_ROW = {"display": "flex", "gap": "10px", "flexWrap": "wrap", "marginBottom": "12px"}
+_GRAPH = {"flex": "1 1 480px", "minWidth": "380px", "height": "320px"}
+
+
+def _dropdown(id_: str, placeholder: str) -> dcc.Dropdown:
+    return dcc.Dropdown(
+        id=id_,
+        multi=True,
+        placeholder=placeholder,
+        persistence=True,
+        persistence_type="local",
+        style={"minWidth": "180px", "flex": "1"},
+    )
+
+
+def _card(id_: str, label: str) -> html.Div:
+    return html.Div(
+        [
+            html.Div(label, style={"fontSize": "12px", "color": "#57606a"}),
+            html.Div("-", id=id_, style={"fontSize": "22px", "fontWeight": "600"}),
+        ],
+        style=_CARD,
+    )
+
+
+def layout(refresh_s: float) -> html.Div:
+    controls = html.Div(
+        [
+            dcc.Dropdown(
+                id="range",
+                options=[{"label": v, "value": k} for k, v in RANGES.items()],
+                value="1h",
+                clearable=False,
+                persistence=True,
+                persistence_type="local",
+                style={"width": "200px"},
+            ),
+            dcc.Input(
+                id="custom-start",
+                type="text",
+                placeholder="from YYYY-MM-DD HH:MM (UTC)",
+                debounce=True,
+                persistence=True,
+                persistence_type="local",
+            ),
+            dcc.Input(
+                id="custom-end",
+                type="text",
+                placeholder="to YYYY-MM-DD HH:MM (UTC)",
+                debounce=True,
+                persistence=True,
+                persistence_type="local",
+            ),
+            dcc.Checklist(
+                id="pause",
+                options=[{"label": " pause auto-refresh", "value": "paused"}],
+                value=[],
+                persistence=True,
+                persistence_type="local",
+            ),
+            html.Span(id="refreshed", style={"color": "#57606a", "fontSize": "12px"}),
+        ],
+        style={**_ROW, "alignItems": "center"},
+    )
+    filters = html.Div(
+        [
+            _dropdown("f-country", "Country"),
+            _dropdown("f-source", "Source"),
+            _dropdown("f-device", "Device type"),
+            dcc.Dropdown(
+                id="f-decision",
+                multi=True,
+                placeholder="Decision",
+                persistence=True,
+                persistence_type="local",
+                options=["approve", "review", "decline"],
+                style={"minWidth": "180px", "flex": "1"},
+            ),
+            html.Label(
+                [
+                    "Min p(fraud) ",
+                    dcc.Input(
+                        id="f-min-proba",
+                        type="number",
+                        min=0,
+                        max=1,
+                        step=0.01,
+                        value=0,
+                        debounce=True,
+                        persistence=True,
+                        persistence_type="local",
+                        style={"width": "80px"},
+                    ),
+                ]
+            ),
+        ],
+        style={**_ROW, "alignItems": "center"},
+    )
+    graphs = html.Div(
+        [
+            dcc.Graph(id=g, style=_GRAPH, config={"displaylogo": False})
+            for g in ("g-volume", "g-latency", "g-proba", "g-anomaly", "g-map", "g-country", "g-source", "g-device")
+        ],
+        style=_ROW,
+    )
+    flagged = DataTable(
+        id="flagged",
+        columns=[{"name": label, "id": key} for key, label in FLAGGED_COLUMNS],
+        page_current=0,
+        page_size=PAGE_SIZE,
+        page_action="custom",
+        sort_action="custom",
+        sort_mode="single",
+        sort_by=[{"column_id": "received_at", "direction": "desc"}],
+        row_selectable=False,
+        style_cell={"fontSize": "13px", "padding": "4px 8px"},
+        style_header={"fontWeight": "600"},
+        style_data_conditional=[{"if": {"filter_query": '{decision} = "decline"'}, "color": "#b10f14"}],
+    )
+    leases = DataTable(
+        id="leases",
+        columns=[
+            {"name": n, "id": i}
+            for i, n in (
+                ("shard_id", "Shard"),
+                ("owner", "Owner"),
+                ("lag_ms", "Lag (ms)"),
+                ("checkpoint_age_s", "Checkpoint age (s)"),
+                ("renewed_s_ago", "Renewed (s ago)"),
+            )
+        ],
+        style_cell={"fontSize": "13px", "padding": "4px 8px"},
+    )
+    return html.Div(
+        [
+            html.H2("fraudflow · live fraud monitor", style={"margin": "4px 0 12px"}),
+            controls,
+            filters,
+            html.Div(id="banner", style={"display": "none"}),
+            html.Div([_card(i, label) for i, label in KPIS], style=_ROW),
+            graphs,
+            html.H4("Latest flagged transactions (review or decline)"),
+            flagged,
+            html.Pre(
+                id="detail",
+                style={"whiteSpace": "pre-wrap", "background": "#f6f8fa", "padding": "8px", "fontSize": "12px"},
+            ),
+            html.H4("Consumer shards"),
+            leases,
+            dcc.Interval(id="tick", interval=int(refresh_s * 1000)),
+        ],
+        style={"fontFamily": "system-ui, sans-serif", "padding": "12px 20px", "maxWidth": "1600px", "margin": "auto"},
+    )

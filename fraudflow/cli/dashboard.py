@@ -1,0 +1,56 @@
+"""`fraudflow dashboard`: the live dashboard (Plotly Dash) on a local port."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import threading
+from typing import Annotated, Any
+
+import typer
+
+from fraudflow.aws import resolve_database_url
+from fraudflow.cli.runner import fail, settings_or_exit
+from fraudflow.config import SettingsError
+from fraudflow.local.process import port_is_free
+from fraudflow.logging import get_logger
+
+log = get_logger("fraudflow.dashboard")
+_LOOPBACK = {"127.0.0.1", "localhost", "::1"}
+
+
+def dashboard(
+    host: Annotated[str, typer.Option(help="Address to bind.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to bind.")] = 8050,
+) -> None:
+    """Serve the dashboard until Ctrl-C/SIGTERM (production: gunicorn dash_app.wsgi:server)."""
+    from werkzeug.serving import make_server
+
+    from dash_app.app import create_app
+
+    settings = settings_or_exit()
+    if not settings.dashboard_credentials and host not in _LOOPBACK:
+        fail(
+            f"refusing to serve on {host} without FRAUDFLOW_DASHBOARD_USERS (user:password,...): "
+            "without users the dashboard binds to loopback only",
+            code=2,
+        )
+    if not port_is_free(port, "127.0.0.1" if host == "localhost" else host):
+        fail(f"port {port} on {host} is taken; choose another with --port", code=2)
+    try:
+        url = asyncio.run(resolve_database_url(settings))
+        app = create_app(settings, url)
+    except SettingsError as error:
+        fail(str(error), code=2)
+    server = make_server(host, port, app.server, threaded=True)
+    if not settings.dashboard_credentials:
+        log.warning("no dashboard users configured (FRAUDFLOW_DASHBOARD_USERS): serving loopback clients only")
+    typer.echo(f"dashboard on http://{host}:{port}/  (Ctrl-C to stop)")
+
+    def stop(*_: Any) -> None:
+        threading.Thread(target=server.shutdown, daemon=True).start()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    server.serve_forever()
+    typer.echo("dashboard stopped", err=True)

@@ -1,0 +1,150 @@
+"""The dashboard in a real headless Chromium, and its access control."""
+
+from __future__ import annotations
+
+import base64
+import shutil
+import threading
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import asyncpg
+import pytest
+from pydantic import SecretStr
+from werkzeug.serving import make_server
+
+from dash_app.app import create_app
+from fraudflow.config import Environment, Settings, SettingsError
+from fraudflow.local.process import free_port
+
+ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
+
+
+def _row(i: int) -> tuple[str, float]:
+    if i < 30:
+        return "review", 0.30 + i * 0.01
+    if i < 38:
+        return "approve", 0.02
+    return "decline", 0.90 + (i - 38) * 0.05
+
+
+@pytest.fixture
+async def forty_rows(db: asyncpg.Connection) -> None:
+    now = datetime.now(UTC)
+    for i in range(40):
+        decision, proba = _row(i)
+        received = now - timedelta(minutes=i, seconds=5)
+        await db.execute(
+            """INSERT INTO fraud_predictions ("timestamp", user_id, source, fraud_prediction, fraud_proba,
+                   anomaly_score, device_type, country, latitude, longitude, event_id, decision, model_version,
+                   amount, features, received_at, processed_at)
+               VALUES ($1, $2, 'web', $3, $4, 0.5, 'mobile', 'FR', 48.86, 2.35, $5, $6, 'v1', 42, $7, $1, $8)""",
+            received,
+            f"user-{i:02d}",
+            int(decision == "decline"),
+            proba,
+            uuid.uuid4(),
+            decision,
+            [0.5] * 30,
+            received + timedelta(milliseconds=300),
+        )
+
+
+@pytest.fixture
+def dashboard(settings: Settings, forty_rows: None) -> Iterator[str]:
+    assert settings.static_database_url
+    app = create_app(settings.model_copy(update={"dashboard_refresh_s": 2.0}), settings.static_database_url)
+    port = free_port()
+    server = make_server("127.0.0.1", port, app.server, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{port}/"
+    server.shutdown()
+    thread.join(10)
+
+
+@pytest.fixture
+def browser() -> Iterator[object]:
+    if shutil.which("chromedriver") is None or shutil.which("chromium") is None:
+        pytest.skip("Debian's chromium and chromium-driver are not installed (.ci/run installs them)")
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = shutil.which("chromium") or "chromium"
+    for flag in (
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--no-first-run",
+        "--window-size=1400,2200",
+    ):
+        options.add_argument(flag)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    driver = webdriver.Chrome(options=options, service=Service(shutil.which("chromedriver")))
+    yield driver
+    driver.quit()
+
+
+def test_page_shows_data_filters_pages_and_details(dashboard: str, browser: object) -> None:
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+    from selenium.webdriver.support import expected_conditions as ec
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    driver = browser
+    wait = WebDriverWait(driver, 30)  # type: ignore[arg-type]
+    driver.get(dashboard)  # type: ignore[attr-defined]
+    wait.until(ec.text_to_be_present_in_element((By.ID, "kpi-transactions"), "40"))
+    assert driver.find_element(By.ID, "kpi-frauds").text == "2"  # type: ignore[attr-defined]
+    assert driver.find_element(By.ID, "kpi-review-decline").text == "30 / 2"  # type: ignore[attr-defined]
+    assert driver.find_element(By.ID, "kpi-models").text == "v1"  # type: ignore[attr-defined]
+
+    def first_user() -> str:
+        return str(driver.find_element(By.CSS_SELECTOR, "#flagged td[data-dash-column='user_id']").text)  # type: ignore[attr-defined]
+
+    wait.until(lambda _: first_user() == "user-00")  # newest first
+    driver.find_element(By.CSS_SELECTOR, "#flagged .next-page").click()  # type: ignore[attr-defined]
+    wait.until(lambda _: first_user() == "user-15")  # server-side paging: the second page of 15
+    driver.find_element(By.CSS_SELECTOR, "#flagged td[data-dash-column='user_id']").click()  # type: ignore[attr-defined]
+    wait.until(ec.text_to_be_present_in_element((By.ID, "detail"), "features (Time, V1..V28, Amount)"))
+    assert "user_id: user-15" in driver.find_element(By.ID, "detail").text  # type: ignore[attr-defined]
+
+    proba = driver.find_element(By.ID, "f-min-proba")  # type: ignore[attr-defined]
+    proba.send_keys(Keys.CONTROL, "a")
+    proba.send_keys("0.5", Keys.ENTER)
+    wait.until(ec.text_to_be_present_in_element((By.ID, "kpi-transactions"), "12"))
+    assert driver.find_element(By.ID, "banner").is_displayed() is False  # type: ignore[attr-defined]
+    ARTIFACTS.mkdir(exist_ok=True)
+    driver.save_screenshot(str(ARTIFACTS / "dashboard.png"))  # type: ignore[attr-defined]
+    errors = [entry for entry in driver.get_log("browser") if entry["level"] == "SEVERE"]  # type: ignore[attr-defined]
+    assert errors == []
+
+
+def test_basic_auth(settings: Settings) -> None:
+    assert settings.static_database_url
+    keyed = settings.model_copy(update={"dashboard_users": SecretStr("ana:s3cret")})
+    client = create_app(keyed, settings.static_database_url).server.test_client()
+    assert client.get("/").status_code == 401
+    assert client.get("/").headers["WWW-Authenticate"].startswith("Basic")
+    wrong = base64.b64encode(b"ana:nope").decode()
+    assert client.get("/", headers={"Authorization": f"Basic {wrong}"}).status_code == 401
+    good = base64.b64encode(b"ana:s3cret").decode()
+    assert client.get("/", headers={"Authorization": f"Basic {good}"}).status_code == 200
+
+
+def test_without_users_only_loopback_is_served(settings: Settings) -> None:
+    assert settings.static_database_url
+    client = create_app(settings, settings.static_database_url).server.test_client()
+    assert client.get("/", environ_base={"REMOTE_ADDR": "127.0.0.1"}).status_code == 200
+    assert client.get("/", environ_base={"REMOTE_ADDR": "203.0.113.5"}).status_code == 403
+
+
+def test_production_refuses_to_start_without_users(settings: Settings) -> None:
+    with pytest.raises(SettingsError, match="FRAUDFLOW_DASHBOARD_USERS"):
+        create_app(settings.model_copy(update={"env": Environment.PRODUCTION}), "postgresql://unused/db")
