@@ -115,17 +115,7 @@ def register(app: Dash, db: Database) -> None:
             raise PreventUpdate
         f = make_filters(*controls)
         try:
-            k, volume, dist, places, by_country, by_source, by_device, leases, options = db.gather(
-                (queries.kpis, (f,)),
-                (queries.volume, (f,)),
-                (queries.distributions, (f,)),
-                (queries.places, (f,)),
-                (queries.breakdown, (f, "country")),
-                (queries.breakdown, (f, "source")),
-                (queries.breakdown, (f, "device_type")),
-                (queries.leases, ()),
-                (queries.options, (f.end - timedelta(days=7),)),
-            )
+            k, volume, dist, places, by_country, by_source, by_device, leases, options = db.gather(*queries.refresh(f))
         except DatabaseUnavailable as error:
             banner = f"Database unavailable ({error}); showing the last data, retrying every refresh."
             style = {"background": "#ffebe9", "border": "1px solid #d1242f", "padding": "8px", "marginBottom": "12px"}

@@ -8,6 +8,7 @@ which is indexed.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -154,17 +155,33 @@ async def places(conn: asyncpg.Connection, f: Filters, limit: int = 2000) -> lis
     return [dict(r) for r in rows]
 
 
-async def options(conn: asyncpg.Connection, since: datetime) -> dict[str, list[str]]:
-    """Values offered in the filter menus (from recent data)."""
+async def options(conn: asyncpg.Connection, f: Filters) -> dict[str, list[str]]:
+    """Values offered in the filter menus: those present in the selected time range."""
     out = {}
     for name, column in DIMENSIONS.items():
         rows = await conn.fetch(
-            f"SELECT DISTINCT {column} AS v FROM fraud_predictions WHERE received_at >= $1 AND {column} IS NOT NULL "
-            "ORDER BY 1 LIMIT 200",
-            since,
+            f"SELECT DISTINCT {column} AS v FROM fraud_predictions "
+            f"WHERE received_at >= $1 AND received_at < $2 AND {column} IS NOT NULL ORDER BY 1 LIMIT 200",
+            f.start,
+            f.end,
         )
         out[name] = [r["v"] for r in rows]
     return out
+
+
+def refresh(f: Filters) -> list[tuple[Callable[..., Awaitable[Any]], tuple[Any, ...]]]:
+    """Every query of one dashboard refresh (run concurrently); the order is the callback's."""
+    return [
+        (kpis, (f,)),
+        (volume, (f,)),
+        (distributions, (f,)),
+        (places, (f,)),
+        (breakdown, (f, "country")),
+        (breakdown, (f, "source")),
+        (breakdown, (f, "device_type")),
+        (leases, ()),
+        (options, (f,)),
+    ]
 
 
 async def flagged(
