@@ -9,6 +9,8 @@ from fraudflow.cli import consume, db
 from fraudflow.cli.dashboard import dashboard
 from fraudflow.cli.models import synth, train
 from fraudflow.cli.services import services
+from fraudflow.cli.simulate import simulate
+from fraudflow.cli.up import up
 
 app = typer.Typer(
     help="fraudflow: real-time fraud scoring, streaming and storage.",
@@ -22,6 +24,8 @@ app.command("services")(services)
 app.command("synth")(synth)
 app.command("train")(train)
 app.command("dashboard")(dashboard)
+app.command("simulate")(simulate)
+app.command("up")(up)
 
 
 @app.command()
