@@ -139,3 +139,29 @@ async def fault_proxy(kinesis_server: KinesisServer) -> AsyncIterator[FaultProxy
 def proxied_settings(settings: Settings, fault_proxy: FaultProxy) -> Settings:
     """The test's settings, with Kinesis reached through the fault-injecting proxy."""
     return settings.model_copy(update={"kinesis_endpoint_url": fault_proxy.endpoint_url})
+
+
+@pytest.fixture
+def browser() -> Iterator[object]:
+    if shutil.which("chromedriver") is None or shutil.which("chromium") is None:
+        pytest.skip("Debian's chromium and chromium-driver are not installed (.ci/run installs them)")
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = shutil.which("chromium") or "chromium"
+    for flag in (
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--no-first-run",
+        "--window-size=1400,2200",
+    ):
+        options.add_argument(flag)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    driver = webdriver.Chrome(options=options, service=Service(shutil.which("chromedriver")))
+    yield driver
+    driver.quit()

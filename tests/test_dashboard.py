@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import shutil
 import threading
 import uuid
 from collections.abc import Iterator
@@ -63,32 +62,6 @@ def dashboard(settings: Settings, forty_rows: None) -> Iterator[str]:
     yield f"http://127.0.0.1:{port}/"
     server.shutdown()
     thread.join(10)
-
-
-@pytest.fixture
-def browser() -> Iterator[object]:
-    if shutil.which("chromedriver") is None or shutil.which("chromium") is None:
-        pytest.skip("Debian's chromium and chromium-driver are not installed (.ci/run installs them)")
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = shutil.which("chromium") or "chromium"
-    for flag in (
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--no-first-run",
-        "--window-size=1400,2200",
-    ):
-        options.add_argument(flag)
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    driver = webdriver.Chrome(options=options, service=Service(shutil.which("chromedriver")))
-    yield driver
-    driver.quit()
 
 
 def test_page_shows_data_filters_pages_and_details(dashboard: str, browser: object) -> None:

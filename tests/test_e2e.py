@@ -1,0 +1,141 @@
+"""The real stack as a user runs it: `fraudflow up` (API, consumer, dashboard as separate processes on the
+embedded services), `fraudflow simulate` against it, and the dashboard read in a real browser."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import asyncpg
+import psutil
+import pytest
+
+from fraudflow.local.process import free_port
+from tests.consumer_helpers import wait_until
+
+ROOT = Path(__file__).resolve().parent.parent
+REQUESTS = 300
+
+
+@pytest.fixture
+def stack(tmp_path: Path) -> object:
+    api, dash = free_port(), free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("FRAUDFLOW_", "AWS_", "DATABASE_URL"))}
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "fraudflow.cli",
+            "up",
+            "--api-port",
+            str(api),
+            "--dashboard-port",
+            str(dash),
+            "--no-simulate",
+            "--data-dir",
+            str(tmp_path / "data"),
+        ],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    assert process.stdout is not None
+    lines: list[str] = []
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not any("Press Ctrl-C" in line for line in lines):
+        line = process.stdout.readline()
+        if not line:
+            break
+        lines.append(line)
+    output = "".join(lines)
+    assert "fraudflow is up" in output, output
+    url = next(line.split()[1] for line in lines if line.strip().startswith("database"))
+    children = {p.pid for p in psutil.Process(process.pid).children(recursive=True)}
+    yield {
+        "process": process,
+        "api": f"http://127.0.0.1:{api}",
+        "dashboard": f"http://127.0.0.1:{dash}/",
+        "database": url,
+        "children": children,
+        "data": tmp_path / "data",
+    }
+    if process.poll() is None:
+        process.kill()
+
+
+async def test_every_answer_is_stored_once_with_its_scores_and_the_dashboard_agrees(
+    stack: dict[str, object], tmp_path: Path, browser: object
+) -> None:
+    answers = tmp_path / "answers.jsonl"
+    simulated = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "fraudflow.cli",
+            "simulate",
+            "--api-url",
+            str(stack["api"]),
+            "--max-requests",
+            str(REQUESTS),
+            "--rate",
+            "0",
+            "--concurrency",
+            "16",
+            "--record",
+            str(answers),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+    )
+    assert simulated.returncode == 0, simulated.stderr[-2000:]
+    answered = {a["event_id"]: a for a in map(json.loads, answers.read_text().splitlines())}
+    assert len(answered) == REQUESTS
+
+    conn = await asyncpg.connect(str(stack["database"]))
+    try:
+
+        async def all_stored() -> bool:
+            return int(await conn.fetchval("SELECT count(*) FROM fraud_predictions")) >= REQUESTS
+
+        await wait_until(all_stored, deadline_s=60, what=f"{REQUESTS} rows")
+        rows = await conn.fetch("SELECT event_id::text AS id, fraud_proba, decision FROM fraud_predictions")
+        sql_count = int(await conn.fetchval("SELECT count(*) FROM fraud_predictions"))
+    finally:
+        await conn.close()
+    assert len(rows) == REQUESTS
+    assert {r["id"] for r in rows} == set(answered)  # each answered event exactly once, nothing else
+    for r in rows:
+        assert r["fraud_proba"] == pytest.approx(answered[r["id"]]["fraud_proba"], rel=1e-6)
+        assert r["decision"] == answered[r["id"]]["decision"]
+
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as ec
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    browser.get(str(stack["dashboard"]))  # type: ignore[attr-defined]
+    WebDriverWait(browser, 30).until(  # type: ignore[arg-type]
+        ec.text_to_be_present_in_element((By.ID, "kpi-transactions"), f"{sql_count:,}")
+    )
+
+    process = stack["process"]
+    process.send_signal(signal.SIGTERM)  # type: ignore[attr-defined]
+    assert await asyncio.to_thread(process.wait, 60) == 0  # type: ignore[attr-defined]
+    alive = [
+        pid
+        for pid in stack["children"]
+        if psutil.pid_exists(pid)  # type: ignore[attr-defined]
+        and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    ]
+    assert alive == []
+    assert not (Path(str(stack["data"])) / "pgdata" / "postmaster.pid").exists()
