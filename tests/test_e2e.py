@@ -75,7 +75,8 @@ async def test_every_answer_is_stored_once_with_its_scores_and_the_dashboard_agr
     stack: dict[str, object], tmp_path: Path, browser: object
 ) -> None:
     answers = tmp_path / "answers.jsonl"
-    simulated = subprocess.run(
+    simulated = await asyncio.to_thread(
+        subprocess.run,
         [
             sys.executable,
             "-m",
