@@ -140,3 +140,56 @@ async def test_every_answer_is_stored_once_with_its_scores_and_the_dashboard_agr
     ]
     assert alive == []
     assert not (Path(str(stack["data"])) / "pgdata" / "postmaster.pid").exists()
+
+
+def _env() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if not k.startswith(("FRAUDFLOW_", "AWS_", "DATABASE_URL"))}
+
+
+def test_up_reports_a_taken_port(tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = subprocess.run(
+            [sys.executable, "-m", "fraudflow.cli", "up", "--api-port", str(port), "--data-dir", str(tmp_path)],
+            cwd=tmp_path,
+            env=_env(),
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+    assert result.returncode == 2
+    assert f"port {port} for the API is taken" in result.stderr
+
+
+def test_up_stops_everything_when_a_part_fails_to_start(tmp_path: Path) -> None:
+    # In production the API refuses to start without API keys: `up` must stop the rest and say why.
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "fraudflow.cli",
+            "up",
+            "--api-port",
+            str(free_port()),
+            "--dashboard-port",
+            str(free_port()),
+            "--no-simulate",
+            "--data-dir",
+            str(tmp_path / "data"),
+        ],
+        cwd=tmp_path,
+        env={**_env(), "FRAUDFLOW_ENV": "production"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 1
+    assert "api exited during start-up" in result.stderr
+    assert "FRAUDFLOW_API_KEYS" in result.stderr
+    assert not (tmp_path / "data" / "pgdata" / "postmaster.pid").exists()

@@ -1,0 +1,54 @@
+"""The simulator's population: realistic metadata, and frauds that look different from their owner's habits."""
+
+from __future__ import annotations
+
+import ipaddress
+import random
+
+from api.schemas import Metadata
+from fraudflow.cli.simulate import predict_url
+from fraudflow.simulation.population import metadata, users
+from fraudflow.simulation.replay import load_rows
+
+
+def test_metadata_is_valid_for_the_api_and_uses_documentation_addresses() -> None:
+    rng = random.Random(1)
+    for user in users(50, rng):
+        meta = metadata(user, is_fraud=rng.random() < 0.5, rng=rng)
+        Metadata.model_validate(meta)
+        address = ipaddress.ip_address(meta["ip_address"])
+        assert any(address in ipaddress.ip_network(n) for n in ("192.0.2.0/24", "198.51.100.0/24", "203.0.113.0/24"))
+
+
+def test_frauds_break_the_users_habits_more_often() -> None:
+    rng = random.Random(2)
+    people = users(500, rng)
+
+    def unusual(is_fraud: bool) -> float:
+        count = 0
+        for user in people:
+            meta = metadata(user, is_fraud, rng)
+            device = (
+                meta["device_info"]["device_type"],
+                meta["device_info"]["os_version"],
+                meta["device_info"]["app_version"],
+            )
+            count += device not in user.devices or meta["geo"]["country"] != user.city[0]
+        return count / len(people)
+
+    assert unusual(True) > 0.5
+    assert unusual(False) == 0.0
+
+
+def test_replayed_rows_come_from_the_test_period_only() -> None:
+    rows, labels, source = load_rows(None, 100_000.0, seed=3)
+    assert source == "synthetic"
+    assert rows[:, 0].min() >= 100_000.0
+    assert len(rows) == len(labels) > 0
+
+
+def test_predict_url_joins_the_reference_base_url() -> None:
+    assert predict_url("https://abc.execute-api.eu-west-1.amazonaws.com/api/") == (
+        "https://abc.execute-api.eu-west-1.amazonaws.com/api/predict"
+    )
+    assert predict_url("http://127.0.0.1:8000") == "http://127.0.0.1:8000/predict"
