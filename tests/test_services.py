@@ -124,3 +124,22 @@ def test_services_command_prints_env_and_stops_on_sigterm(tmp_path: Path) -> Non
     assert process.wait(30) == 0
     assert not [pid for pid in children if psutil.pid_exists(pid) and psutil.Process(pid).status() != "zombie"]
     assert not (tmp_path / "data" / "pgdata" / "postmaster.pid").exists(), "PostgreSQL is still running"
+
+
+@pytest.mark.parametrize("shard_count", [1])
+async def test_concurrent_puts_on_one_shard_are_all_kept(settings: Settings) -> None:
+    """moto's put_record is not thread-safe; the embedded server must serialise requests so none is lost."""
+    import asyncio
+
+    async def put_batch(batch: int) -> None:
+        async with kinesis_client(settings) as client:
+            records = [{"Data": f"{batch}-{i}".encode(), "PartitionKey": f"k{i}"} for i in range(200)]
+            assert (await client.put_records(StreamName=settings.stream_name, Records=records))[
+                "FailedRecordCount"
+            ] == 0
+
+    await asyncio.gather(*(put_batch(b) for b in range(8)))
+    from tests.streams import read_stream
+
+    data = [r["Data"] for r in await read_stream(settings)]
+    assert len(data) == len(set(data)) == 1600

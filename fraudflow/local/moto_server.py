@@ -18,7 +18,10 @@ from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_ba
 
 def main(argv: list[str]) -> None:
     host, port = argv[0], int(argv[1])
-    app = WSGIMiddleware(DomainDispatcherApplication(create_backend_app), workers=8)  # type: ignore[arg-type]
+    # One worker: moto's Kinesis backend is not thread-safe (put_record takes max(sequence) + 1 without a
+    # lock, so concurrent PutRecords on a shard can overwrite each other's records). Its work holds the GIL
+    # anyway, so serial requests cost little.
+    app = WSGIMiddleware(DomainDispatcherApplication(create_backend_app), workers=1)  # type: ignore[arg-type]
     uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)
 
 

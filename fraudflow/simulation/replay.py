@@ -99,6 +99,7 @@ class Replayer:
                                         "event_id": answer["event_id"],
                                         "fraud_proba": answer["fraud_classifier"]["pred_proba"],
                                         "decision": answer["decision"],
+                                        "answered_at": time.time(),
                                     }
                                 )
                                 + "\n"
