@@ -133,13 +133,13 @@ async def test_concurrent_puts_on_one_shard_are_all_kept(settings: Settings) -> 
 
     async def put_batch(batch: int) -> None:
         async with kinesis_client(settings) as client:
-            records = [{"Data": f"{batch}-{i}".encode(), "PartitionKey": f"k{i}"} for i in range(200)]
+            records = [{"Data": f"{batch}-{i}".encode(), "PartitionKey": f"k{i}"} for i in range(500)]
             assert (await client.put_records(StreamName=settings.stream_name, Records=records))[
                 "FailedRecordCount"
             ] == 0
 
-    await asyncio.gather(*(put_batch(b) for b in range(8)))
+    await asyncio.gather(*(put_batch(b) for b in range(16)))
     from tests.streams import read_stream
 
     data = [r["Data"] for r in await read_stream(settings)]
-    assert len(data) == len(set(data)) == 1600
+    assert len(data) == len(set(data)) == 8000
