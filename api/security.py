@@ -2,23 +2,12 @@
 
 from __future__ import annotations
 
-import functools
 import hmac
-from ipaddress import ip_address
 
 from fastapi import HTTPException, Request
 
 from fraudflow.config import Settings
-
-
-@functools.lru_cache(maxsize=4096)
-def is_loopback(host: str | None) -> bool:
-    if host is None:
-        return False
-    try:
-        return ip_address(host).is_loopback
-    except ValueError:
-        return host == "localhost"
+from fraudflow.net import is_loopback
 
 
 def presented_key(request: Request) -> str | None:

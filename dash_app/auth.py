@@ -9,10 +9,7 @@ import hmac
 from flask import Flask, Response, request
 
 from fraudflow.config import Settings
-
-
-def _is_loopback(address: str | None) -> bool:
-    return address in {"127.0.0.1", "::1", "localhost"} or bool(address and address.startswith("127."))
+from fraudflow.net import is_loopback
 
 
 def _authorized(header: str | None, users: dict[str, str]) -> bool:
@@ -37,6 +34,6 @@ def protect(server: Flask, settings: Settings) -> None:
             if _authorized(request.headers.get("Authorization"), users):
                 return None
             return Response("authentication required", 401, {"WWW-Authenticate": 'Basic realm="fraudflow"'})
-        if not _is_loopback(request.remote_addr):
+        if not is_loopback(request.remote_addr):
             return Response("no dashboard users configured: loopback clients only", 403)
         return None

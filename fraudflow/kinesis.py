@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import random
 import time
 from collections import deque
 from collections.abc import Callable
@@ -20,6 +19,7 @@ from typing import TYPE_CHECKING
 from botocore.exceptions import BotoCoreError, ClientError
 
 from fraudflow.logging import get_logger
+from fraudflow.retry import backoff_delay
 from fraudflow.streams import error_code
 
 if TYPE_CHECKING:
@@ -147,10 +147,6 @@ class KinesisProducer:
             log.error("producer closed with undelivered records", records=left, stream=self.stream)
         return left
 
-    def _backoff(self, attempts: int) -> float:
-        ceiling = min(self.backoff_cap_s, self.backoff_base_s * 2 ** (attempts - 1))
-        return float(ceiling * random.uniform(0.5, 1.0))
-
     def _take_batch(self, now: float) -> tuple[list[_Entry], float | None]:
         """The next call's records: oldest first, one per key, none of a key already in flight."""
         batch: list[_Entry] = []
@@ -248,7 +244,7 @@ class KinesisProducer:
             now = asyncio.get_running_loop().time()
             for entry in retry:
                 entry.attempts += 1
-                entry.not_before = now + self._backoff(entry.attempts)
+                entry.not_before = now + backoff_delay(entry.attempts, self.backoff_base_s, self.backoff_cap_s)
             self._pending.extendleft(reversed(retry))
             log.warning("kinesis put failed, retrying", records=len(retry), attempts=retry[0].attempts)
         self._in_flight_keys -= keys

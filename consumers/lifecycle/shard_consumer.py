@@ -19,8 +19,8 @@ from consumers.leases.table import SHARD_END, Lease, LeaseLost, LeaseTable
 from consumers.metrics import ConsumerMetrics
 from consumers.processor.sink import PostgresSink, ShardBuffer
 from consumers.retrieval.fetcher import ShardFetcher
-from consumers.retrieval.throttle import Backoff
 from fraudflow.logging import get_logger
+from fraudflow.retry import Backoff
 
 log = get_logger(__name__)
 _LAG_REPORT_EVERY_S = 2.0

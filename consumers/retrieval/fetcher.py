@@ -13,8 +13,9 @@ from botocore.exceptions import BotoCoreError, ClientError
 from consumers.config import ConsumerConfig, InitialPosition
 from consumers.leases.table import SHARD_END
 from consumers.retrieval.deaggregation import AggregationError, UserRecord, deaggregate
-from consumers.retrieval.throttle import Backoff, TokenBucket
+from consumers.retrieval.throttle import TokenBucket
 from fraudflow.logging import get_logger
+from fraudflow.retry import Backoff
 from fraudflow.streams import error_code
 
 if TYPE_CHECKING:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import random
 import time
 
 
@@ -32,20 +31,3 @@ class TokenBucket:
         """Spend tokens after the fact (bytes are known only once a page arrived); may go negative."""
         self._refill()
         self._tokens -= amount
-
-
-class Backoff:
-    """Jittered exponential backoff: each failure waits longer, up to the cap; a success resets it."""
-
-    def __init__(self, base_s: float, cap_s: float) -> None:
-        self.base_s = base_s
-        self.cap_s = cap_s
-        self.failures = 0
-
-    def next_delay(self) -> float:
-        self.failures += 1
-        ceiling = min(self.cap_s, self.base_s * 2 ** (self.failures - 1))
-        return float(ceiling * random.uniform(0.5, 1.0))
-
-    def reset(self) -> None:
-        self.failures = 0
