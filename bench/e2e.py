@@ -14,12 +14,9 @@ import argparse
 import asyncio
 import contextlib
 import json
-import os
 import random
 import shutil
 import signal
-import subprocess
-import sys
 import tempfile
 import time
 import uuid
@@ -29,46 +26,11 @@ from typing import Any
 import asyncpg
 
 from bench.report import publish
-from fraudflow.local.process import free_port
+from bench.stack import launch_up
 from fraudflow.simulation.population import users
 from fraudflow.simulation.replay import Plan, Replayer, load_rows
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def start_stack(work: Path) -> tuple[subprocess.Popen[str], str, str]:
-    api, dash = free_port(), free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("FRAUDFLOW_", "AWS_", "DATABASE_URL"))}
-    env["FRAUDFLOW_LOG_LEVEL"] = "WARNING"
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "fraudflow.cli",
-            "up",
-            "--api-port",
-            str(api),
-            "--dashboard-port",
-            str(dash),
-            "--no-simulate",
-            "--data-dir",
-            str(work / "data"),
-        ],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    assert process.stdout is not None
-    lines: list[str] = []
-    while not any("Press Ctrl-C" in line for line in lines):
-        line = process.stdout.readline()
-        if not line:
-            raise RuntimeError("fraudflow up failed:\n" + "".join(lines))
-        lines.append(line)
-    url = next(line.split()[1] for line in lines if line.strip().startswith("database"))
-    return process, f"http://127.0.0.1:{api}/predict", url
 
 
 class Answers:
@@ -144,7 +106,8 @@ async def phase(url: str, database: str, plan: Plan, seed: int) -> dict[str, Any
 
 async def run(rate: float, seconds: float) -> dict[str, Any]:
     work = Path(tempfile.mkdtemp(prefix="fraudflow-bench-e2e-"))
-    process, url, database = start_stack(work)
+    stack = launch_up(work, {"FRAUDFLOW_LOG_LEVEL": "WARNING"})
+    process, url, database = stack.process, stack.api + "/predict", stack.database
     try:
         steady = await phase(url, database, Plan(rate, True, 64, None, seconds), 1)
         flat_out = await phase(url, database, Plan(0, False, 64, None, seconds), 2)

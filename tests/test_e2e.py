@@ -9,13 +9,14 @@ import os
 import signal
 import subprocess
 import sys
-import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import asyncpg
 import psutil
 import pytest
 
+from bench.stack import launch_up
 from fraudflow.local.process import free_port
 from tests.consumer_helpers import wait_until
 
@@ -24,51 +25,19 @@ REQUESTS = 300
 
 
 @pytest.fixture
-def stack(tmp_path: Path) -> object:
-    api, dash = free_port(), free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("FRAUDFLOW_", "AWS_", "DATABASE_URL"))}
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "fraudflow.cli",
-            "up",
-            "--api-port",
-            str(api),
-            "--dashboard-port",
-            str(dash),
-            "--no-simulate",
-            "--data-dir",
-            str(tmp_path / "data"),
-        ],
-        cwd=tmp_path,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    assert process.stdout is not None
-    lines: list[str] = []
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and not any("Press Ctrl-C" in line for line in lines):
-        line = process.stdout.readline()
-        if not line:
-            break
-        lines.append(line)
-    output = "".join(lines)
-    assert "fraudflow is up" in output, output
-    url = next(line.split()[1] for line in lines if line.strip().startswith("database"))
-    children = {p.pid for p in psutil.Process(process.pid).children(recursive=True)}
+def stack(tmp_path: Path) -> Iterator[dict[str, object]]:
+    up = launch_up(tmp_path)
+    children = {p.pid for p in psutil.Process(up.process.pid).children(recursive=True)}
     yield {
-        "process": process,
-        "api": f"http://127.0.0.1:{api}",
-        "dashboard": f"http://127.0.0.1:{dash}/",
-        "database": url,
+        "process": up.process,
+        "api": up.api,
+        "dashboard": up.dashboard,
+        "database": up.database,
         "children": children,
-        "data": tmp_path / "data",
+        "data": up.data,
     }
-    if process.poll() is None:
-        process.kill()
+    if up.process.poll() is None:
+        up.process.kill()
 
 
 async def test_every_answer_is_stored_once_with_its_scores_and_the_dashboard_agrees(

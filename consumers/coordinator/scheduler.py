@@ -110,10 +110,7 @@ class Scheduler:
     async def _guard(self, what: str, work: object) -> None:
         try:
             await work  # type: ignore[misc]
-        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as error:
-            self.metrics.retries.labels(what).inc()
-            log.warning(f"{what} failed, will retry", error=type(error).__name__, detail=str(error)[:200])
-        except Exception as error:  # botocore errors: the loop must survive them and retry
+        except Exception as error:  # PostgreSQL, network or botocore: the loop must survive and retry
             self.metrics.retries.labels(what).inc()
             log.warning(f"{what} failed, will retry", error=type(error).__name__, detail=str(error)[:200])
 
