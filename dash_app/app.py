@@ -1,10 +1,10 @@
-"""The dashboard app factory; `dash_app.wsgi:server` serves it under gunicorn."""
+"""The dashboard app factory; `dash_app.wsgi:server` serves it under any WSGI server."""
 
 from __future__ import annotations
 
 from dash import Dash
 
-from dash_app.auth import protect
+from dash_app.auth import HEALTH_PATH, protect
 from dash_app.callbacks import register
 from dash_app.database import Database
 from dash_app.layout import layout
@@ -22,4 +22,6 @@ def create_app(settings: Settings, database_url: str) -> Dash:
     app.layout = layout(settings.dashboard_refresh_s)
     register(app, Database(database_url, max_size=settings.db_pool_max))
     protect(app.server, settings)
+    # Liveness only: it says nothing about the database, so a PostgreSQL failover does not restart every task.
+    app.server.add_url_rule(HEALTH_PATH, "healthz", lambda: "ok")
     return app

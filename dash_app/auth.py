@@ -11,6 +11,8 @@ from flask import Flask, Response, request
 from fraudflow.config import Settings
 from fraudflow.net import is_loopback
 
+HEALTH_PATH = "/healthz"
+
 
 def _authorized(header: str | None, users: dict[str, str]) -> bool:
     scheme, _, encoded = (header or "").partition(" ")
@@ -30,6 +32,8 @@ def protect(server: Flask, settings: Settings) -> None:
 
     @server.before_request
     def check() -> Response | None:
+        if request.path == HEALTH_PATH:  # load balancer and container health checks carry no credentials
+            return None
         if users:
             if _authorized(request.headers.get("Authorization"), users):
                 return None

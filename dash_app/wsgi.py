@@ -1,4 +1,4 @@
-"""WSGI entry point for production serving: `gunicorn dash_app.wsgi:server`."""
+"""WSGI entry point for serving the dashboard under a WSGI server of your choice (`dash_app.wsgi:server`)."""
 
 from __future__ import annotations
 

@@ -48,17 +48,24 @@ async def kinesis_client(settings: Settings, config: AioConfig | None = None) ->
 
 
 async def database_url_from_secret(settings: Settings) -> str:
-    """Build the database URL from an AWS Secrets Manager secret (RDS-managed secrets use this JSON shape)."""
+    """Build the database URL from an AWS Secrets Manager secret.
+
+    RDS-managed master secrets hold only `username` and `password`; the host, port and database then come from
+    POSTGRES_HOST, POSTGRES_PORT and POSTGRES_DB. Secrets made by RDS rotation templates also carry them.
+    """
     assert settings.secrets_manager_id
     session = get_session()
     async with session.create_client("secretsmanager", region_name=settings.aws_region) as client:
         response = await client.get_secret_value(SecretId=settings.secrets_manager_id)
     try:
         secret = json.loads(response["SecretString"])
+        host = secret.get("host") or settings.postgres_host
+        if not host:
+            raise KeyError("host")
         return postgres_url(
-            secret["host"],
-            int(secret.get("port", 5432)),
-            secret.get("dbname", "postgres"),
+            host,
+            int(secret.get("port", settings.postgres_port)),
+            secret.get("dbname", settings.postgres_db),
             secret["username"],
             secret["password"],
         )

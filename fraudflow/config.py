@@ -134,10 +134,13 @@ class Settings(BaseSettings):
 
     @cached_property
     def static_database_url(self) -> str | None:
-        """The database URL known without network calls: DATABASE_URL, or one built from POSTGRES_*."""
+        """The database URL known without network calls: DATABASE_URL, or one built from POSTGRES_*.
+
+        POSTGRES_HOST without a password but with SECRETS_MANAGER_ID is not enough: the password is in the secret.
+        """
         if self.database_url is not None:
             return self.database_url.get_secret_value()
-        if self.postgres_host:
+        if self.postgres_host and (self.postgres_password or not self.secrets_manager_id):
             password = self.postgres_password.get_secret_value() if self.postgres_password else None
             return postgres_url(self.postgres_host, self.postgres_port, self.postgres_db, self.postgres_user, password)
         return None

