@@ -17,7 +17,7 @@ import pytest
 
 from fraudflow.aws import kinesis_client
 from fraudflow.config import Settings
-from fraudflow.local.kinesis import KinesisServer
+from fraudflow.local.kinesis import KinesisServer, MotoKinesis
 from fraudflow.local.process import ServiceError, free_port
 from fraudflow.local.services import EmbeddedServices, KinesisBackend
 
@@ -187,3 +187,24 @@ def test_stream_create_reports_an_unreachable_endpoint_in_one_line() -> None:
     assert result.returncode == 1
     assert result.stderr.startswith("error: cannot create stream")
     assert "Traceback" not in result.stderr
+
+
+def test_stream_create_waits_for_an_emulator_that_starts_later(tmp_path: Path) -> None:
+    # docker compose starts the emulator and this one-shot together; the command must outwait the emulator.
+    port = free_port()
+    env = {**os.environ, "AWS_ENDPOINT_URL_KINESIS": f"http://127.0.0.1:{port}", "AWS_REGION": "us-east-1"}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "fraudflow.cli", "stream", "create", "--wait", "60"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    server = MotoKinesis(port=port, log_dir=tmp_path)
+    try:
+        server.start()
+        out, err = process.communicate(timeout=90)
+    finally:
+        server.stop()
+    assert process.returncode == 0, err
+    assert "is ACTIVE" in out

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import random
 from pathlib import Path
 from typing import Annotated
@@ -25,8 +24,8 @@ def predict_url(base: str) -> str:
 
 def simulate(
     api_url: Annotated[
-        str | None, typer.Option(help="Scoring API base URL (default: $CHALICE_API_URL, else http://127.0.0.1:8000).")
-    ] = None,
+        str, typer.Option(envvar="CHALICE_API_URL", help="Scoring API base URL (the reference design's variable).")
+    ] = "http://127.0.0.1:8000",
     rate: Annotated[float, typer.Option(min=0, help="Events per second (0: as fast as concurrency allows).")] = 20.0,
     poisson: Annotated[bool, typer.Option(help="Poisson arrivals instead of a constant rate.")] = False,
     concurrency: Annotated[int, typer.Option(min=1, help="Requests in flight at most.")] = 16,
@@ -43,7 +42,6 @@ def simulate(
     settings_or_exit()
     if max_requests is None and duration is None:
         fail("give --max-requests or --duration (or both)", code=2)
-    base = api_url or os.environ.get("CHALICE_API_URL") or "http://127.0.0.1:8000"
     try:
         test_from = Manifest.read(default_models_dir()).training_data.test_from_time
     except (OSError, ValueError):
@@ -52,7 +50,7 @@ def simulate(
     plan = Plan(rate=rate, poisson=poisson, concurrency=concurrency, max_requests=max_requests, duration_s=duration)
     console = Console(stderr=True)
     console.print(
-        f"replaying {source} rows to {predict_url(base)} at "
+        f"replaying {source} rows to {predict_url(api_url)} at "
         f"{'max' if rate == 0 else f'{rate:g}'}/s ({'Poisson' if poisson else 'constant'})"
     )
 
@@ -60,7 +58,7 @@ def simulate(
         sink = record.open("w") if record else None
         try:
             replayer = Replayer(
-                predict_url(base),
+                predict_url(api_url),
                 rows,
                 labels,
                 users(users_count, random.Random(seed)),
