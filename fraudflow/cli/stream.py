@@ -20,7 +20,9 @@ app = typer.Typer(help="The Kinesis stream (on AWS, Terraform owns it; see docs/
 @app.command("create")
 def create(
     shards: Annotated[int | None, typer.Option(min=1, help="Shard count (default: FRAUDFLOW_SHARDS).")] = None,
-    wait: Annotated[float, typer.Option(min=1.0, help="Seconds to wait for the endpoint to answer and the stream to become ACTIVE.")] = 60.0,
+    wait: Annotated[
+        float, typer.Option(min=1.0, help="Seconds to wait for the endpoint to answer and the stream to be ACTIVE.")
+    ] = 60.0,
 ) -> None:
     """Create FRAUDFLOW_STREAM if it does not exist (idempotent) and wait until it is ACTIVE."""
     settings = settings_or_exit()
