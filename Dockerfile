@@ -3,11 +3,10 @@
 #   API (default):  uvicorn api.main:app --host 0.0.0.0 --port 8000
 #   consumer:       fraudflow consume --metrics-port 9100 --metrics-host 0.0.0.0
 #   dashboard:      fraudflow dashboard --host 0.0.0.0 --port 8050
-# Patch-pinned base; pin the digest too (python:3.11.11-slim-bookworm@sha256:...) where your registry policy asks.
-ARG PYTHON_IMAGE=python:3.11.11-slim-bookworm
+# Patch-pinned base, the same in both stages; add the digest (@sha256:...) where your registry policy asks.
 
 # Build stage: the project wheel (models/ inside it) and wheels for every runtime dependency, nothing else.
-FROM ${PYTHON_IMAGE} AS build
+FROM python:3.11.11-slim-bookworm AS build
 ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
 WORKDIR /src
@@ -21,7 +20,7 @@ RUN pip wheel --wheel-dir /wheels . \
     && ls /wheels/fraudflow-*.whl
 
 # Runtime stage: no compiler, no pip cache, no local/train/dev extras, non-root.
-FROM ${PYTHON_IMAGE} AS runtime
+FROM python:3.11.11-slim-bookworm AS runtime
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     PIP_NO_CACHE_DIR=1 \

@@ -1,0 +1,42 @@
+locals {
+  account_id = data.aws_caller_identity.current.account_id
+  partition  = data.aws_partition.current.partition
+
+  vpc_id             = var.create_vpc ? aws_vpc.this[0].id : var.existing_vpc_id
+  public_subnet_ids  = var.create_vpc ? aws_subnet.public[*].id : var.existing_public_subnet_ids
+  private_subnet_ids = var.create_vpc ? aws_subnet.private[*].id : var.existing_private_subnet_ids
+
+  image = "${aws_ecr_repository.this.repository_url}:${var.image_tag}"
+
+  # Ports the image serves (see Dockerfile); the health checks probe them from inside the task.
+  api_port       = 8000
+  dashboard_port = 8050
+
+  # The settings every service reads (names as in fraudflow/config.py; tests/test_terraform.py checks them).
+  stream_environment = {
+    AWS_REGION       = var.aws_region
+    FRAUDFLOW_STREAM = aws_kinesis_stream.events.name
+    FRAUDFLOW_ENV    = "production"
+  }
+  database_environment = {
+    POSTGRES_HOST      = aws_db_instance.this.address
+    POSTGRES_PORT      = tostring(aws_db_instance.this.port)
+    POSTGRES_DB        = aws_db_instance.this.db_name
+    SECRETS_MANAGER_ID = aws_db_instance.this.master_user_secret[0].secret_arn
+  }
+  api_environment = merge(local.stream_environment, {
+    FRAUDFLOW_DELIVERY_MODE = var.delivery_mode
+  })
+  consumer_environment  = merge(local.stream_environment, local.database_environment)
+  dashboard_environment = merge(local.stream_environment, local.database_environment)
+
+  # Container commands (tests/test_terraform.py parses them with the real CLI).
+  api_command       = ["uvicorn", "api.main:app", "--host", "0.0.0.0", "--port", "8000", "--no-server-header", "--timeout-graceful-shutdown", "20", "--forwarded-allow-ips", "*"]
+  consumer_command  = ["fraudflow", "consume", "--metrics-port", "9100"]
+  dashboard_command = ["fraudflow", "dashboard", "--host", "0.0.0.0", "--port", "8050"]
+  migrate_command   = ["fraudflow", "db", "migrate"]
+
+  api_health       = ["CMD", "fraudflow", "healthcheck", "--url", "http://127.0.0.1:8000/healthz"]
+  consumer_health  = ["CMD", "fraudflow", "healthcheck", "--url", "http://127.0.0.1:9100/metrics"]
+  dashboard_health = ["CMD", "fraudflow", "healthcheck", "--url", "http://127.0.0.1:8050/healthz"]
+}

@@ -1,0 +1,200 @@
+"""infra/terraform, read with python-hcl2 (providers cannot be downloaded here, so `terraform validate` cannot run):
+references resolve, settings and commands match the code, and the IAM policies stay least-privilege."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from typing import Any
+
+import hcl2
+import pytest
+
+from tests.deployment import ROOT, known_environment_names, option, parse_command
+
+TERRAFORM = ROOT / "infra" / "terraform"
+FILES = sorted(TERRAFORM.glob("*.tf"))
+PARSER_KEYS = {"__comments__", "__is_block__"}  # python-hcl2's annotations, not configuration
+
+
+def unquote(value: Any) -> Any:
+    """python-hcl2 keeps the quotes of string literals and block labels; drop them, recursively."""
+    if isinstance(value, str):
+        return value[1:-1] if len(value) >= 2 and value[0] == value[-1] == '"' else value
+    if isinstance(value, list):
+        return [unquote(item) for item in value]
+    if isinstance(value, dict):
+        return {unquote(key): unquote(item) for key, item in value.items() if key not in PARSER_KEYS}
+    return value
+
+
+def load() -> dict[str, list[Any]]:
+    merged: dict[str, list[Any]] = {}
+    for path in FILES:
+        with path.open() as handle:
+            for kind, blocks in unquote(hcl2.load(handle)).items():
+                merged.setdefault(kind, []).extend(blocks)
+    return merged
+
+
+CONFIG = load()
+
+
+def blocks(kind: str) -> dict[str, Any]:
+    """name -> body for one-label blocks (variable, output), "type.name" -> body for resources and data."""
+    result: dict[str, Any] = {}
+    for block in CONFIG.get(kind, []):
+        for label, body in block.items():
+            if kind in {"resource", "data"}:
+                for name, inner in body.items():
+                    result[f"{label}.{name}"] = inner
+            else:
+                result[label] = body
+    return result
+
+
+VARIABLES = blocks("variable")
+OUTPUTS = blocks("output")
+RESOURCES = blocks("resource")
+DATA = blocks("data")
+LOCALS = {name: value for block in CONFIG.get("locals", []) for name, value in block.items()}
+
+
+def strings(value: Any) -> Iterator[str]:
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, list):
+        for item in value:
+            yield from strings(item)
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            yield key
+            yield from strings(item)
+
+
+TEXT = "\n".join(strings(CONFIG))
+
+
+def test_every_reference_resolves() -> None:
+    assert FILES, "no Terraform files found"
+    assert set(re.findall(r"\bvar\.(\w+)", TEXT)) <= set(VARIABLES)
+    assert set(re.findall(r"\blocal\.(\w+)", TEXT)) <= set(LOCALS)
+    assert {f"{t}.{n}" for t, n in re.findall(r"\bdata\.(\w+)\.(\w+)", TEXT)} <= set(DATA)
+    referenced = {f"{t}.{n}" for t, n in re.findall(r"(?<![\w.])(aws_\w+)\.(\w+)", TEXT)}
+    assert referenced <= set(RESOURCES), sorted(referenced - set(RESOURCES))
+
+
+def test_everything_declared_is_used_and_documented() -> None:
+    assert set(VARIABLES) == set(re.findall(r"\bvar\.(\w+)", TEXT)), "unused variables"
+    assert set(LOCALS) == set(re.findall(r"\blocal\.(\w+)", TEXT)), "unused locals"
+    data_used = {f"{t}.{n}" for t, n in re.findall(r"\bdata\.(\w+)\.(\w+)", TEXT)}
+    assert set(DATA) == data_used, "unused data sources"
+    for name, body in VARIABLES.items():
+        assert body.get("description"), f"variable {name} needs a description"
+        assert body.get("type"), f"variable {name} needs a type"
+    for name, body in OUTPUTS.items():
+        assert body.get("description"), f"output {name} needs a description"
+    # Only what cannot have a safe default is required.
+    assert {name for name, body in VARIABLES.items() if "default" not in body} == {
+        "image_tag",
+        "certificate_arn",
+        "dashboard_hostname",
+    }
+
+
+def test_settings_names_are_real() -> None:
+    known = known_environment_names()
+    environment_keys = set(LOCALS["stream_environment"]) | set(LOCALS["database_environment"])
+    for text in [LOCALS["api_environment"]] + [str(task["environment"]) for task in LOCALS["tasks"].values()]:
+        environment_keys |= set(re.findall(r"\b([A-Z][A-Z0-9_]{2,})\s*=", text))
+    environment_keys |= {secret["name"] for task in LOCALS["tasks"].values() for secret in task["secrets"]}
+    assert {"FRAUDFLOW_API_KEYS", "FRAUDFLOW_DASHBOARD_USERS", "SECRETS_MANAGER_ID"} <= environment_keys
+    assert environment_keys <= known, sorted(environment_keys - known)
+    # Outputs in capitals are named for the setting they feed (the README's mapping table).
+    assert {name for name in OUTPUTS if name.isupper()} <= known
+    assert set(OUTPUTS["service_environment"]["value"].split("merge(")[1].replace(")}", "").split(", ")) == {
+        "local.stream_environment",
+        "local.database_environment",
+    }
+
+
+@pytest.mark.parametrize(("role", "port"), [("api", "--port"), ("consumer", "--metrics-port"), ("dashboard", "--port")])
+def test_commands_and_health_checks_match_the_cli(role: str, port: str) -> None:
+    command = LOCALS[f"{role}_command"]
+    health = LOCALS[f"{role}_health"]
+    parse_command(command)
+    assert health[0] == "CMD"
+    parse_command(health[1:])
+    probe_port = re.search(r":(\d+)/", option(health, "--url") or "")
+    assert probe_port is not None
+    assert probe_port.group(1) == option(command, port)
+    parse_command(LOCALS["migrate_command"])
+    assert str(LOCALS["api_port"]) == option(LOCALS["api_command"], "--port")
+    assert str(LOCALS["dashboard_port"]) == option(LOCALS["dashboard_command"], "--port")
+
+
+def statements(document: str) -> list[dict[str, Any]]:
+    found: list[dict[str, Any]] = DATA[f"aws_iam_policy_document.{document}"]["statement"]
+    return found
+
+
+def actions(document: str) -> set[str]:
+    return {action for statement in statements(document) for action in statement["actions"]}
+
+
+def test_api_may_only_publish_to_its_stream() -> None:
+    assert actions("api") == {
+        "kinesis:PutRecord",
+        "kinesis:PutRecords",
+        "kinesis:DescribeStreamSummary",
+        "kinesis:DescribeStream",
+        "kms:GenerateDataKey",
+    }
+    for statement in statements("api"):
+        assert statement["resources"] in (["${aws_kinesis_stream.events.arn}"], ["${aws_kms_key.this.arn}"])
+
+
+def test_consumer_may_only_read() -> None:
+    assert {action for action in actions("consumer") if action.startswith("kinesis:")} == {
+        "kinesis:GetRecords",
+        "kinesis:GetShardIterator",
+        "kinesis:ListShards",
+        "kinesis:DescribeStreamSummary",
+        "kinesis:DescribeStream",
+    }
+    assert not [action for action in actions("consumer") if "Put" in action or action.endswith("*")]
+
+
+@pytest.mark.parametrize("document", ["api", "consumer", "database_client"])
+def test_task_policies_name_their_resources_and_scope_kms(document: str) -> None:
+    for statement in statements(document):
+        assert "*" not in statement["resources"]
+        if any(action.startswith("kms:") for action in statement["actions"]):
+            (condition,) = statement["condition"]
+            assert condition["variable"] == "kms:ViaService"
+
+
+def test_only_the_ecr_login_is_unscoped() -> None:
+    (execution,) = [DATA["aws_iam_policy_document.execution"]]
+    unscoped = [statement for statement in execution["statement"] if "*" in statement["resources"]]
+    assert [statement["actions"] for statement in unscoped] == [["ecr:GetAuthorizationToken"]]
+
+
+def test_database_is_private_encrypted_and_protected() -> None:
+    database = RESOURCES["aws_db_instance.this"]
+    assert database["publicly_accessible"] is False
+    assert database["storage_encrypted"] is True
+    assert database["manage_master_user_password"] is True
+    assert database["deletion_protection"] == "${var.db_deletion_protection}"
+    assert VARIABLES["db_deletion_protection"]["default"] is True
+    assert VARIABLES["db_skip_final_snapshot"]["default"] is False
+    assert VARIABLES["db_backup_retention_days"]["default"] >= 7
+    stream = RESOURCES["aws_kinesis_stream.events"]
+    assert stream["encryption_type"] == "KMS"
+
+
+def test_every_checkov_skip_gives_a_reason() -> None:
+    skips = [match for path in FILES for match in re.findall(r"#checkov:skip=(\w+)(?::(.*))?", path.read_text())]
+    assert skips
+    for check, reason in skips:
+        assert len(reason.strip()) > 30, f"{check} is skipped without a reason"
