@@ -8,6 +8,7 @@ from dash_app.auth import HEALTH_PATH, protect
 from dash_app.callbacks import register
 from dash_app.database import Database
 from dash_app.layout import layout
+from fraudflow.aws import DatabaseTarget
 from fraudflow.config import Settings, SettingsError
 
 
@@ -16,11 +17,11 @@ def check_security(settings: Settings) -> None:
         raise SettingsError("missing setting FRAUDFLOW_DASHBOARD_USERS: required when FRAUDFLOW_ENV=production")
 
 
-def create_app(settings: Settings, database_url: str) -> Dash:
+def create_app(settings: Settings, database: DatabaseTarget | str) -> Dash:
     check_security(settings)
     app = Dash(__name__, title="fraudflow", update_title="", serve_locally=True)
     app.layout = layout(settings.dashboard_refresh_s)
-    register(app, Database(database_url, max_size=settings.db_pool_max))
+    register(app, Database(database, max_size=settings.db_pool_max))
     protect(app.server, settings)
     # Liveness only: it says nothing about the database, so a PostgreSQL failover does not restart every task.
     app.server.add_url_rule(HEALTH_PATH, "healthz", lambda: "ok")

@@ -9,6 +9,8 @@ from typing import Any, TypeVar
 
 import asyncpg
 
+from fraudflow.aws import DatabaseTarget
+
 T = TypeVar("T")
 Query = tuple[Callable[..., Awaitable[Any]], tuple[Any, ...]]
 _UNAVAILABLE = (
@@ -26,8 +28,8 @@ class DatabaseUnavailable(RuntimeError):
 
 
 class Database:
-    def __init__(self, url: str, *, max_size: int = 4, timeout_s: float = 10.0) -> None:
-        self.url = url
+    def __init__(self, database: DatabaseTarget | str, *, max_size: int = 4, timeout_s: float = 10.0) -> None:
+        self.target = database if isinstance(database, DatabaseTarget) else DatabaseTarget(database)
         self.max_size = max_size
         self.timeout_s = timeout_s
         self._loop = asyncio.new_event_loop()
@@ -38,7 +40,11 @@ class Database:
     async def _one(self, query: Callable[..., Awaitable[T]], args: tuple[Any, ...]) -> T:
         if self._pool is None:
             self._pool = await asyncpg.create_pool(
-                self.url, min_size=1, max_size=self.max_size, timeout=5, command_timeout=self.timeout_s
+                **self.target.connect_kwargs(),
+                min_size=1,
+                max_size=self.max_size,
+                timeout=5,
+                command_timeout=self.timeout_s,
             )
         async with self._pool.acquire() as conn:
             return await query(conn, *args)

@@ -6,14 +6,14 @@ import asyncio
 import sys
 
 from dash_app.app import create_app
-from fraudflow.aws import resolve_database_url
+from fraudflow.aws import resolve_database
 from fraudflow.config import SettingsError, load_settings
 from fraudflow.logging import configure_logging
 
 try:
     _settings = load_settings()
     configure_logging(_settings)
-    server = create_app(_settings, asyncio.run(resolve_database_url(_settings))).server
+    server = create_app(_settings, asyncio.run(resolve_database(_settings))).server
 except SettingsError as error:
     print(f"error: {error}", file=sys.stderr)
     raise SystemExit(2) from None

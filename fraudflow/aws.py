@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
 
@@ -47,22 +48,54 @@ async def kinesis_client(settings: Settings, config: AioConfig | None = None) ->
         yield client
 
 
-async def database_url_from_secret(settings: Settings) -> str:
-    """Build the database URL from an AWS Secrets Manager secret.
+@dataclass(frozen=True)
+class DatabaseTarget:
+    """Where PostgreSQL is, and for a secret that rotates, how to read the current password.
 
-    RDS-managed master secrets hold only `username` and `password`; the host, port and database then come from
-    POSTGRES_HOST, POSTGRES_PORT and POSTGRES_DB. Secrets made by RDS rotation templates also carry them.
+    RDS rotates a managed master password (every 7 days by default): a URL read at start-up would fail on the
+    first reconnect after that, so every new connection asks Secrets Manager for the password again.
     """
+
+    url: str
+    password: Callable[[], Awaitable[str]] | None = None
+
+    def connect_kwargs(self) -> dict[str, Any]:
+        """Arguments for asyncpg.connect/create_pool (an explicit password takes precedence over the URL's)."""
+        return {"dsn": self.url} if self.password is None else {"dsn": self.url, "password": self.password}
+
+
+async def _read_secret(settings: Settings) -> dict[str, Any]:
     assert settings.secrets_manager_id
     session = get_session()
     async with session.create_client("secretsmanager", region_name=settings.aws_region) as client:
         response = await client.get_secret_value(SecretId=settings.secrets_manager_id)
     try:
         secret = json.loads(response["SecretString"])
+        if not isinstance(secret, dict):
+            raise TypeError("not an object")
+    except (KeyError, ValueError, TypeError) as error:
+        raise _bad_secret(error) from None
+    return secret
+
+
+def _bad_secret(error: Exception) -> SettingsError:
+    return SettingsError(
+        f"invalid setting SECRETS_MANAGER_ID: the secret's JSON lacks a usable field ({type(error).__name__})"
+    )
+
+
+async def database_from_secret(settings: Settings) -> DatabaseTarget:
+    """The database named by an AWS Secrets Manager secret.
+
+    RDS-managed master secrets hold only `username` and `password`; the host, port and database then come from
+    POSTGRES_HOST, POSTGRES_PORT and POSTGRES_DB. Secrets made by RDS rotation templates also carry them.
+    """
+    secret = await _read_secret(settings)
+    try:
         host = secret.get("host") or settings.postgres_host
         if not host:
             raise KeyError("host")
-        return postgres_url(
+        url = postgres_url(
             host,
             int(secret.get("port", settings.postgres_port)),
             secret.get("dbname", settings.postgres_db),
@@ -70,18 +103,26 @@ async def database_url_from_secret(settings: Settings) -> str:
             secret["password"],
         )
     except (KeyError, ValueError, TypeError) as error:
-        raise SettingsError(
-            f"invalid setting SECRETS_MANAGER_ID: the secret's JSON lacks a usable field ({type(error).__name__})"
-        ) from None
+        raise _bad_secret(error) from None
+
+    async def current_password() -> str:
+        return str((await _read_secret(settings))["password"])
+
+    return DatabaseTarget(url, current_password)
 
 
-async def resolve_database_url(settings: Settings) -> str:
+async def resolve_database(settings: Settings) -> DatabaseTarget:
     url = settings.static_database_url
     if url is not None:
-        return url
+        return DatabaseTarget(url)
     if settings.secrets_manager_id:
-        return await database_url_from_secret(settings)
+        return await database_from_secret(settings)
     raise SettingsError(
         "missing setting DATABASE_URL (or POSTGRES_HOST, or SECRETS_MANAGER_ID); "
         "`fraudflow services` prints one for the embedded server"
     )
+
+
+async def resolve_database_url(settings: Settings) -> str:
+    """The URL alone (for one-off connections, where a rotation during the command does not matter)."""
+    return (await resolve_database(settings)).url

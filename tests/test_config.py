@@ -5,15 +5,18 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from collections.abc import Awaitable, Callable
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
+import asyncpg
 import pytest
 from aiobotocore.session import get_session
 
-from fraudflow.aws import resolve_database_url
+from fraudflow.aws import resolve_database, resolve_database_url
 from fraudflow.config import Settings, SettingsError, load_settings
 from fraudflow.local.kinesis import KinesisServer
+from fraudflow.local.postgres import EmbeddedPostgres
 
 
 @pytest.fixture(autouse=True)
@@ -178,3 +181,55 @@ async def test_secret_without_any_host_is_a_named_error(
     monkeypatch.setenv("SECRETS_MANAGER_ID", "no-host")
     with pytest.raises(SettingsError, match="SECRETS_MANAGER_ID"):
         await resolve_database_url(Settings(_env_file=None))
+
+
+@pytest.fixture
+async def password_role(pg_server: EmbeddedPostgres) -> AsyncIterator[str]:
+    """A role that must log in with a password (the embedded server trusts everyone else on loopback)."""
+    role = f"rot_{uuid.uuid4().hex[:8]}"
+    hba = pg_server.data_dir / "pg_hba.conf"
+    original = hba.read_text()
+    admin = await asyncpg.connect(pg_server.url())
+    try:
+        await admin.execute(f"CREATE ROLE {role} LOGIN PASSWORD 'first'")
+        hba.write_text(f"host all {role} 127.0.0.1/32 scram-sha-256\n{original}")  # the first matching line wins
+        await admin.execute("SELECT pg_reload_conf()")
+        yield role
+    finally:
+        hba.write_text(original)
+        await admin.execute("SELECT pg_reload_conf()")
+        await admin.execute(f"DROP ROLE IF EXISTS {role}")
+        await admin.close()
+
+
+async def test_rotated_database_password_is_read_for_each_new_connection(
+    monkeypatch: pytest.MonkeyPatch,
+    create_secret: Callable[[str, dict[str, object]], Awaitable[None]],
+    pg_server: EmbeddedPostgres,
+    password_role: str,
+) -> None:
+    name = f"rds!{password_role}"
+    await create_secret(name, {"username": password_role, "password": "first"})
+    for variable, value in {
+        "SECRETS_MANAGER_ID": name,
+        "POSTGRES_HOST": pg_server.host,
+        "POSTGRES_PORT": str(pg_server.port),
+    }.items():
+        monkeypatch.setenv(variable, value)
+    target = await resolve_database(Settings(_env_file=None))
+    await (await asyncpg.connect(**target.connect_kwargs())).close()
+
+    # RDS rotates the password: the database and the secret change together.
+    admin = await asyncpg.connect(pg_server.url())
+    await admin.execute(f"ALTER ROLE {password_role} PASSWORD 'second'")
+    await admin.close()
+    async with get_session().create_client("secretsmanager", region_name="us-east-1") as client:
+        await client.put_secret_value(
+            SecretId=name, SecretString=json.dumps({"username": password_role, "password": "second"})
+        )
+
+    with pytest.raises(asyncpg.InvalidPasswordError):  # what a URL read once at start-up would do
+        await asyncpg.connect(target.url)
+    conn = await asyncpg.connect(**target.connect_kwargs())
+    assert await conn.fetchval("SELECT current_user") == password_role
+    await conn.close()

@@ -11,7 +11,7 @@ from typing import Annotated
 import asyncpg
 import typer
 
-from fraudflow.aws import client_config, kinesis_client, resolve_database_url
+from fraudflow.aws import DatabaseTarget, client_config, kinesis_client, resolve_database, resolve_database_url
 from fraudflow.cli.runner import CommandError, run, settings_or_exit
 from fraudflow.logging import get_logger
 
@@ -24,11 +24,13 @@ ApplicationOption = Annotated[
 ]
 
 
-async def _pool(url: str, max_size: int) -> asyncpg.Pool:
+async def _pool(database: DatabaseTarget, max_size: int) -> asyncpg.Pool:
     from consumers.processor.sink import create_staging
 
     try:
-        return await asyncpg.create_pool(url, min_size=1, max_size=max_size, init=create_staging, timeout=10)
+        return await asyncpg.create_pool(
+            **database.connect_kwargs(), min_size=1, max_size=max_size, init=create_staging, timeout=10
+        )
     except asyncpg.UndefinedTableError:
         raise CommandError("the database has no fraudflow schema: run `fraudflow db migrate` first") from None
     except (OSError, asyncpg.PostgresError) as error:
@@ -67,7 +69,7 @@ def consume(
     name = stream or settings.stream_name
 
     async def main() -> None:
-        pool = await _pool(await resolve_database_url(settings), settings.db_pool_max)
+        pool = await _pool(await resolve_database(settings), settings.db_pool_max)
         metrics = ConsumerMetrics()
         if metrics_port is not None:
             from prometheus_client import start_http_server

@@ -9,7 +9,7 @@ from typing import Annotated, Any
 
 import typer
 
-from fraudflow.aws import resolve_database_url
+from fraudflow.aws import resolve_database
 from fraudflow.cli.runner import fail, settings_or_exit
 from fraudflow.config import SettingsError
 from fraudflow.local.process import port_is_free
@@ -38,8 +38,7 @@ def dashboard(
     if not port_is_free(port, "127.0.0.1" if host == "localhost" else host):
         fail(f"port {port} on {host} is taken; choose another with --port", code=2)
     try:
-        url = asyncio.run(resolve_database_url(settings))
-        app = create_app(settings, url)
+        app = create_app(settings, asyncio.run(resolve_database(settings)))
     except SettingsError as error:
         fail(str(error), code=2)
     server = make_server(host, port, app.server, threaded=True)
