@@ -1,7 +1,9 @@
 """Dashboard refresh cost with 1,000,000 rows: every panel's queries for a 24 h range vs a 15 min range.
 
-Rows are spread evenly over the last 7 days; a refresh is `dash_app.queries.refresh`, run the way the app
-runs it (concurrently, through its connection pool). Goals (issue 6): 24 h <= 300 ms and <= 10x 15 min.
+Rows are spread evenly over the last 7 days, with the simulator's places, sources and devices; the
+quarter-hour aggregates are built by the function the consumer calls at every flush. A refresh is
+`dash_app.queries.refresh`, run the way the app runs it (concurrently, through its connection pool), plus the
+first page of the flagged table. Goals (issue 6): 24 h <= 300 ms and <= 10x 15 min.
 """
 
 from __future__ import annotations
@@ -24,8 +26,8 @@ from dash_app import queries
 from dash_app.database import Database
 from fraudflow.db.migrate import migrate
 from fraudflow.local.postgres import EmbeddedPostgres
+from fraudflow.simulation.population import CITIES, DEVICES, SOURCES
 
-COUNTRIES = ["FR", "DE", "US", "GB", "ES", "IT", "NL", "BR", "IN", "JP"]
 COLUMNS = [
     "timestamp",
     "user_id",
@@ -56,18 +58,19 @@ def rows(first: int, count: int, total: int, now: datetime, rng: random.Random) 
         received = now - timedelta(seconds=week * i / total)
         proba = rng.random() ** 6
         decision = "decline" if proba > 0.8 else "review" if proba > 0.3 else "approve"
+        country, _, _, latitude, longitude = rng.choice(CITIES)
         out.append(
             (
                 received,
                 f"user-{rng.randrange(50_000)}",
-                rng.choice(("web", "app", "pos")),
+                rng.choice(SOURCES),
                 int(decision == "decline"),
                 proba,
                 rng.random(),
-                rng.choice(("mobile", "desktop", "tablet")),
-                rng.choice(COUNTRIES),
-                rng.uniform(-60, 60),
-                rng.uniform(-150, 150),
+                rng.choice(DEVICES)[0],
+                country,
+                latitude + rng.uniform(-0.05, 0.05),
+                longitude + rng.uniform(-0.05, 0.05),
                 uuid.uuid4(),
                 decision,
                 "v1",
@@ -87,7 +90,8 @@ async def load(url: str, total: int, now: datetime) -> None:
     for first in range(0, total, 100_000):
         batch = rows(first, min(100_000, total - first), total, now, rng)
         await conn.copy_records_to_table("fraud_predictions", records=batch, columns=COLUMNS)
-    await conn.execute("ANALYZE fraud_predictions")
+    await conn.execute("SELECT fraudflow_add_to_rollups('fraud_predictions')")
+    await conn.execute("VACUUM ANALYZE")  # what autovacuum does to an insert-only table
     await conn.close()
 
 
@@ -130,6 +134,9 @@ def main() -> None:
             ("7d", timedelta(days=7)),
         ):
             results[name] = round(timed(db, queries.Filters(now - span, now), args.repeats) * 1000, 1)
+        # A filtered view reads the rows of its range (no goal; reported so the cost is known).
+        one_country = queries.Filters(now - timedelta(hours=24), now, countries=("FR",))
+        results["24h FR only"] = round(timed(db, one_country, args.repeats) * 1000, 1)
         db.close()
     finally:
         server.stop()
@@ -137,7 +144,7 @@ def main() -> None:
     ratio = round(results["24h"] / results["15m"], 2)
     goals = {"24h refresh <= 300 ms": results["24h"] <= 300, "24h <= 10x 15min": ratio <= 10}
     summary = [f"{args.rows:,} rows loaded in {loaded_s:.0f} s; full refresh (all panels + first table page):"]
-    summary += [f"  {name:>4}: {ms:8.1f} ms" for name, ms in results.items()]
+    summary += [f"  {name:>11}: {ms:8.1f} ms" for name, ms in results.items()]
     summary.append(f"24h / 15min = {ratio}")
     summary += [f"goal {goal}: {'met' if ok else 'NOT met'}" for goal, ok in goals.items()]
     publish("dashboard", {"rows": args.rows, "refresh_ms": results, "ratio_24h_to_15m": ratio, "goals": goals}, summary)

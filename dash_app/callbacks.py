@@ -124,8 +124,8 @@ def register(app: Dash, db: Database) -> None:
         figs = [
             figures.volume(volume, bucket),
             figures.latency(volume),
-            figures.distribution(dist, "proba_bin", "Fraud probability by decision"),
-            figures.distribution(dist, "anomaly_bin", "Anomaly score by decision"),
+            figures.distribution(dist, "fraud_proba", "Fraud probability by decision"),
+            figures.distribution(dist, "anomaly_score", "Anomaly score by decision"),
             figures.places(places),
             figures.breakdown(by_country, "country"),
             figures.breakdown(by_source, "source"),

@@ -51,13 +51,13 @@ def latency(rows: list[dict[str, Any]]) -> go.Figure:
     return figure
 
 
-def distribution(rows: list[dict[str, Any]], key: str, title: str, bins: int = 20) -> go.Figure:
+def distribution(rows: list[dict[str, Any]], metric: str, title: str, bins: int = 20) -> go.Figure:
     figure = _figure(title, barmode="stack", xaxis_title="score (0-1)", yaxis_title="transactions")
     for decision, colour in DECISION_COLOURS.items():
         counts = [0] * bins
         for r in rows:
-            if r["decision"] == decision and r[key] is not None:
-                counts[max(0, min(bins, r[key]) - 1)] += r["n"]
+            if r["decision"] == decision and r["metric"] == metric and r["bin"] is not None:
+                counts[max(0, min(bins, r["bin"]) - 1)] += r["n"]
         figure.add_bar(
             x=[(i + 0.5) / bins for i in range(bins)], y=counts, name=decision, marker_color=colour, width=1 / bins
         )

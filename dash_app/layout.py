@@ -5,6 +5,8 @@ from __future__ import annotations
 from dash import dcc, html
 from dash.dash_table.DataTable import DataTable
 
+from dash_app.queries import FLAGGED_COUNT_LIMIT
+
 RANGES = {
     "15m": "Last 15 minutes",
     "1h": "Last hour",
@@ -186,7 +188,7 @@ def layout(refresh_s: float) -> html.Div:
             html.Div(id="banner", style={"display": "none"}),
             html.Div([_card(i, label) for i, label in KPIS], style=_ROW),
             graphs,
-            html.H4("Latest flagged transactions (review or decline)"),
+            html.H4(f"Latest flagged transactions (review or decline; pages reach the first {FLAGGED_COUNT_LIMIT:,})"),
             flagged,
             html.Pre(
                 id="detail",

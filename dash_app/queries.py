@@ -3,12 +3,17 @@
 Column names never come from user input: dimensions and sort keys are looked up in fixed tables, and
 unknown ones are refused. Time windows filter on `received_at` (when the API received the transaction),
 which is indexed.
+
+Long unfiltered ranges (chart buckets of a quarter hour or more: from about 8 hours up) read the quarter-hour
+aggregates the consumer maintains (migration 0003) instead of the rows, so their cost follows the number of
+quarter hours, not of transactions. Such a range starts at the quarter hour before its start, and its latency
+percentiles are estimated from a histogram (`LATENCY_EDGES`). Short ranges and filtered views read the rows.
 """
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -25,6 +30,11 @@ SORTABLE = {
     "country": "country",
 }
 _EPOCH = datetime(2000, 1, 1, tzinfo=UTC)
+SCORE_BINS = 20
+FLAGGED_COUNT_LIMIT = 10_000
+AGGREGATE_BUCKET = timedelta(minutes=15)
+# Latency bin edges in seconds, as fraudflow_latency_edges() in migration 0003 (a test checks they agree).
+LATENCY_EDGES = (0.01, 0.02, 0.05, 0.1, 0.15, 0.2, 0.3, 0.5, 0.75, 1, 1.5, 2, 3, 5, 10, 30, 60, 300)
 
 
 @dataclass(frozen=True)
@@ -55,6 +65,29 @@ class Filters:
             clauses.append(f"fraud_proba >= ${first + len(args) - 1}")
         return " AND ".join(clauses), args
 
+    def aggregate_window(self) -> tuple[datetime, datetime] | None:
+        """[quarter hour of start, end) when the aggregates can answer: no filters, quarter-hour buckets."""
+        filtered = self.countries or self.sources or self.device_types or self.decisions or self.min_proba > 0
+        if filtered or bucket_for(self.end - self.start) < AGGREGATE_BUCKET:
+            return None
+        return _EPOCH + (self.start - _EPOCH) // AGGREGATE_BUCKET * AGGREGATE_BUCKET, self.end
+
+
+def latency_quantile(counts: Mapping[int, int], q: float) -> float | None:
+    """Estimate a latency quantile from histogram counts by bin (linear within a bin)."""
+    total = sum(counts.values())
+    if not total:
+        return None
+    rank, seen = q * total, 0
+    for index in sorted(counts):
+        n = counts[index]
+        if n and seen + n >= rank:
+            low = 0.0 if index == 0 else float(LATENCY_EDGES[index - 1])
+            high = float(LATENCY_EDGES[min(index, len(LATENCY_EDGES) - 1)])
+            return low + (high - low) * (rank - seen) / n
+        seen += n
+    return float(LATENCY_EDGES[-1])
+
 
 def bucket_for(span: timedelta) -> timedelta:
     """About 60-100 buckets whatever the range: 10 s for 15 minutes, 15 min for a day, 2 h for a week."""
@@ -74,6 +107,9 @@ def bucket_for(span: timedelta) -> timedelta:
 
 
 async def kpis(conn: asyncpg.Connection, f: Filters) -> dict[str, Any]:
+    window = f.aggregate_window()
+    if window is not None:
+        return await _kpis_from_aggregates(conn, f, window)
     where, args = f.where()
     row = await conn.fetchrow(
         f"""SELECT count(*) AS transactions,
@@ -92,13 +128,63 @@ async def kpis(conn: asyncpg.Connection, f: Filters) -> dict[str, Any]:
         *args,
     )
     assert row is not None
-    out = dict(row)
+    return _with_rate(dict(row))
+
+
+def _with_rate(out: dict[str, Any]) -> dict[str, Any]:
     out["fraud_rate"] = out["frauds"] / out["transactions"] if out["transactions"] else 0.0
     out["events_per_s"] = float(out["events_per_s"])
     return out
 
 
+async def _kpis_from_aggregates(
+    conn: asyncpg.Connection, f: Filters, window: tuple[datetime, datetime]
+) -> dict[str, Any]:
+    row = await conn.fetchrow(
+        """SELECT coalesce(sum(transactions), 0)::bigint AS transactions,
+                  coalesce(sum(frauds), 0)::bigint AS frauds,
+                  coalesce(sum(transactions) FILTER (WHERE decision = 'review'), 0)::bigint AS reviews,
+                  coalesce(sum(transactions) FILTER (WHERE decision = 'decline'), 0)::bigint AS declines,
+                  sum(sum_proba) / nullif(sum(transactions), 0) AS mean_proba,
+                  coalesce(array_agg(DISTINCT model_version), '{}') AS model_versions
+             FROM fraud_stats_15m WHERE bucket >= $1 AND bucket < $2""",
+        *window,
+    )
+    assert row is not None
+    out = dict(row)
+    latency = {r["bin"]: r["n"] for r in await _latency_bins(conn, window, None)}
+    out["latency_p50_s"] = latency_quantile(latency, 0.5)
+    out["latency_p95_s"] = latency_quantile(latency, 0.95)
+    out["events_per_s"] = await conn.fetchval(
+        """SELECT count(*) / 60.0 FROM fraud_predictions
+            WHERE received_at >= $1::timestamptz - interval '60 seconds' AND received_at < $1""",
+        f.end,
+    )
+    return _with_rate(out)
+
+
+async def _latency_bins(
+    conn: asyncpg.Connection, window: tuple[datetime, datetime], size: timedelta | None
+) -> list[asyncpg.Record]:
+    """Latency histogram counts over the window, per chart bucket of `size` (or one bucket: None)."""
+    return list(
+        await conn.fetch(
+            """SELECT CASE WHEN $1::interval IS NULL THEN NULL ELSE date_bin($1, bucket, $2) END AS bucket,
+                      bin, sum(n)::bigint AS n
+                 FROM fraud_histograms_15m
+                WHERE metric = 'latency' AND bucket >= $3 AND bucket < $4
+                GROUP BY 1, 2""",
+            size,
+            _EPOCH,
+            *window,
+        )
+    )
+
+
 async def volume(conn: asyncpg.Connection, f: Filters) -> list[dict[str, Any]]:
+    window = f.aggregate_window()
+    if window is not None:
+        return await _volume_from_aggregates(conn, f, window)
     where, args = f.where(3)
     rows = await conn.fetch(
         f"""SELECT date_bin($1, received_at, $2) AS bucket, count(*) AS transactions,
@@ -115,14 +201,54 @@ async def volume(conn: asyncpg.Connection, f: Filters) -> list[dict[str, Any]]:
     return [dict(r) for r in rows]
 
 
-async def distributions(conn: asyncpg.Connection, f: Filters, bins: int = 20) -> list[dict[str, Any]]:
-    """Histogram counts of fraud probability and anomaly score, per decision (bin 1..bins)."""
+async def _volume_from_aggregates(
+    conn: asyncpg.Connection, f: Filters, window: tuple[datetime, datetime]
+) -> list[dict[str, Any]]:
+    size = bucket_for(f.end - f.start)
+    rows = await conn.fetch(
+        """SELECT date_bin($1, bucket, $2) AS bucket, sum(transactions)::bigint AS transactions,
+                  sum(frauds)::bigint AS frauds
+             FROM fraud_stats_15m WHERE bucket >= $3 AND bucket < $4 GROUP BY 1 ORDER BY 1""",
+        size,
+        _EPOCH,
+        *window,
+    )
+    latency: dict[datetime, dict[int, int]] = {}
+    for r in await _latency_bins(conn, window, size):
+        latency.setdefault(r["bucket"], {})[r["bin"]] = r["n"]
+    out = []
+    for r in rows:
+        counts = latency.get(r["bucket"], {})
+        out.append(
+            {
+                **dict(r),
+                "latency_p50_s": latency_quantile(counts, 0.5),
+                "latency_p95_s": latency_quantile(counts, 0.95),
+            }
+        )
+    return out
+
+
+async def distributions(conn: asyncpg.Connection, f: Filters) -> list[dict[str, Any]]:
+    """Histogram counts of fraud probability and anomaly score (`metric`), per decision (bin 1..SCORE_BINS)."""
+    window = f.aggregate_window()
+    if window is not None:
+        rows = await conn.fetch(
+            """SELECT decision, metric, bin, sum(n)::bigint AS n FROM fraud_histograms_15m
+                WHERE metric IN ('fraud_proba', 'anomaly_score') AND bucket >= $1 AND bucket < $2
+                GROUP BY 1, 2, 3""",
+            *window,
+        )
+        return [dict(r) for r in rows]
     where, args = f.where(2)
     rows = await conn.fetch(
-        f"""SELECT decision, least(width_bucket(fraud_proba, 0, 1, $1), $1) AS proba_bin,
-                   least(width_bucket(anomaly_score, 0, 1, $1), $1) AS anomaly_bin, count(*) AS n
-              FROM fraud_predictions WHERE {where} GROUP BY 1, 2, 3""",
-        bins,
+        f"""SELECT decision, CASE WHEN GROUPING(proba_bin) = 0 THEN 'fraud_proba' ELSE 'anomaly_score' END AS metric,
+                   coalesce(proba_bin, anomaly_bin) AS bin, count(*) AS n
+              FROM (SELECT decision, least(width_bucket(fraud_proba, 0, 1, $1), $1) AS proba_bin,
+                           least(width_bucket(anomaly_score, 0, 1, $1), $1) AS anomaly_bin
+                      FROM fraud_predictions WHERE {where}) AS binned
+             GROUP BY GROUPING SETS ((decision, proba_bin), (decision, anomaly_bin))""",
+        SCORE_BINS,
         *args,
     )
     return [dict(r) for r in rows]
@@ -130,6 +256,18 @@ async def distributions(conn: asyncpg.Connection, f: Filters, bins: int = 20) ->
 
 async def breakdown(conn: asyncpg.Connection, f: Filters, dimension: str, limit: int = 12) -> list[dict[str, Any]]:
     column = DIMENSIONS[dimension]  # KeyError for anything not whitelisted
+    window = f.aggregate_window()
+    if window is not None:
+        rows = await conn.fetch(
+            """SELECT value, sum(transactions)::bigint AS transactions, sum(frauds)::bigint AS frauds,
+                      sum(sum_proba) / sum(transactions) AS mean_proba
+                 FROM fraud_dimensions_15m WHERE dimension = $1 AND bucket >= $2 AND bucket < $3
+                GROUP BY 1 ORDER BY 2 DESC, 1 LIMIT $4""",
+            column,
+            *window,
+            limit,
+        )
+        return [dict(r) for r in rows]
     where, args = f.where(2)
     rows = await conn.fetch(
         f"""SELECT coalesce({column}, '(unknown)') AS value, count(*) AS transactions,
@@ -143,6 +281,17 @@ async def breakdown(conn: asyncpg.Connection, f: Filters, dimension: str, limit:
 
 async def places(conn: asyncpg.Connection, f: Filters, limit: int = 2000) -> list[dict[str, Any]]:
     """Transactions by place (rounded to 0.1 degree) with their mean fraud probability."""
+    window = f.aggregate_window()
+    if window is not None:
+        rows = await conn.fetch(
+            """SELECT latitude, longitude, sum(transactions)::bigint AS transactions,
+                      sum(sum_proba) / sum(transactions) AS mean_proba
+                 FROM fraud_places_15m WHERE bucket >= $1 AND bucket < $2
+                GROUP BY 1, 2 ORDER BY 3 DESC LIMIT $3""",
+            *window,
+            limit,
+        )
+        return [dict(r) for r in rows]
     where, args = f.where(2)
     rows = await conn.fetch(
         f"""SELECT round(latitude::numeric, 1)::float AS latitude, round(longitude::numeric, 1)::float AS longitude,
@@ -157,6 +306,16 @@ async def places(conn: asyncpg.Connection, f: Filters, limit: int = 2000) -> lis
 
 async def options(conn: asyncpg.Connection, f: Filters) -> dict[str, list[str]]:
     """Values offered in the filter menus: those present in the selected time range."""
+    window = f.aggregate_window()
+    if window is not None:
+        rows = await conn.fetch(
+            """SELECT dimension, value FROM fraud_dimensions_15m
+                WHERE bucket >= $1 AND bucket < $2 AND value <> '(unknown)' GROUP BY 1, 2 ORDER BY 1, 2""",
+            *window,
+        )
+        return {
+            name: [r["value"] for r in rows if r["dimension"] == column][:200] for name, column in DIMENSIONS.items()
+        }
     out = {}
     for name, column in DIMENSIONS.items():
         rows = await conn.fetch(
@@ -192,12 +351,19 @@ async def flagged(
     page_size: int,
     sort: str = "received_at",
     descending: bool = True,
+    count_limit: int = FLAGGED_COUNT_LIMIT,
 ) -> tuple[int, list[dict[str, Any]]]:
-    """One page of flagged (review or decline) transactions, and how many there are."""
+    """One page of flagged (review or decline) transactions, and how many there are, up to `count_limit`.
+
+    The count only sets the number of pages; counting a week of flagged rows would cost more than the rest of
+    the refresh, so paging reaches the first `count_limit` rows of the chosen order."""
     column = SORTABLE[sort]
-    count_where, args = f.where(1)
+    count_where, args = f.where(2)
     total = await conn.fetchval(
-        f"SELECT count(*) FROM fraud_predictions WHERE {count_where} AND decision <> 'approve'", *args
+        f"""SELECT count(*) FROM (SELECT 1 FROM fraud_predictions WHERE {count_where} AND decision <> 'approve'
+                                  LIMIT $1) AS capped""",
+        count_limit,
+        *args,
     )
     where, _ = f.where(3)
     direction = "DESC" if descending else "ASC"

@@ -108,3 +108,22 @@ async def stored(db: asyncpg.Connection) -> tuple[int, int]:
     row = await db.fetchrow("SELECT count(*) AS n, count(DISTINCT event_id) AS d FROM fraud_predictions")
     assert row is not None
     return int(row["n"]), int(row["d"])
+
+
+async def aggregated(db: asyncpg.Connection) -> dict[str, int]:
+    """How many rows each quarter-hour aggregate counted (each equals the stored rows when exactly once)."""
+    row = await db.fetchrow(
+        """SELECT (SELECT coalesce(sum(transactions), 0) FROM fraud_stats_15m) AS stats,
+                  (SELECT coalesce(sum(transactions), 0) FROM fraud_places_15m) AS places,
+                  (SELECT coalesce(sum(n), 0) FROM fraud_histograms_15m WHERE metric = 'latency') AS latency,
+                  (SELECT coalesce(sum(n), 0) FROM fraud_histograms_15m WHERE metric = 'fraud_proba') AS proba,
+                  (SELECT coalesce(sum(n), 0) FROM fraud_histograms_15m WHERE metric = 'anomaly_score') AS anomaly,
+                  (SELECT coalesce(sum(transactions), 0) FROM fraud_dimensions_15m WHERE dimension = 'country')
+                      AS country,
+                  (SELECT coalesce(sum(transactions), 0) FROM fraud_dimensions_15m WHERE dimension = 'source')
+                      AS source,
+                  (SELECT coalesce(sum(transactions), 0) FROM fraud_dimensions_15m WHERE dimension = 'device_type')
+                      AS device_type"""
+    )
+    assert row is not None
+    return {name: int(value) for name, value in row.items()}

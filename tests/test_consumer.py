@@ -14,7 +14,7 @@ from consumers.retrieval.fetcher import Record
 from fraudflow.config import Settings
 from fraudflow.events import encode_event
 from fraudflow.local.kinesis import KinesisServer
-from tests.consumer_helpers import event, pool_for, put, put_events, stored, wait_until, worker
+from tests.consumer_helpers import aggregated, event, pool_for, put, put_events, stored, wait_until, worker
 from tests.faultproxy import FaultProxy
 
 
@@ -30,6 +30,7 @@ async def test_every_record_lands_exactly_once(settings: Settings, db: asyncpg.C
         await wait_until(lambda: _count(db, 700), what="700 rows")
         await put_events(settings, 0)
     assert await stored(db) == (700, 700)
+    assert set((await aggregated(db)).values()) == {700}  # four shards flushing into the same aggregate rows
     assert {str(r["event_id"]) for r in await db.fetch("SELECT event_id FROM fraud_predictions")} == set(ids)
     row = await db.fetchrow("SELECT country, region, city, shard_id, sequence_number FROM fraud_predictions LIMIT 1")
     assert (row["country"], row["region"], row["city"]) == ("FR", "IDF", "Paris")  # the reference transforms
@@ -49,6 +50,7 @@ async def test_duplicates_on_the_stream_are_stored_once(settings: Settings, db: 
     async with worker(settings, "w1"):
         await wait_until(lambda: _checkpointed(db, 2), what="checkpoints")
     assert await stored(db) == (1, 1)
+    assert set((await aggregated(db)).values()) == {1}  # a duplicate adds nothing to the aggregates
 
 
 async def _checkpointed(db: asyncpg.Connection, shards: int) -> bool:

@@ -21,7 +21,7 @@ import pytest
 from fraudflow.config import Settings
 from fraudflow.db.migrate import migrate
 from fraudflow.local.postgres import EmbeddedPostgres
-from tests.consumer_helpers import put_events, wait_until
+from tests.consumer_helpers import aggregated, put_events, wait_until
 
 CHAOS_SECONDS = float(os.environ.get("FRAUDFLOW_CHAOS_SECONDS", "12"))
 ROOT = Path(__file__).resolve().parent.parent
@@ -116,10 +116,12 @@ async def test_kills_restarts_and_a_database_crash_lose_and_double_nothing(
                 "(WHERE event_id = ANY($1::uuid[])) AS ours FROM fraud_predictions",
                 [uuid.UUID(i) for i in put],
             )
+            counted = await aggregated(conn)
         finally:
             await conn.close()
     finally:
         codes = [w.stop() for w in workers]
     assert crashed_database
     assert (rows["n"], rows["d"], rows["ours"]) == (len(put), len(put), len(put))
+    assert set(counted.values()) == {len(put)}, counted  # the aggregates are exactly-once too
     assert codes == [0, 0, 0], [(w.log_dir / f"{w.name}.log").read_text()[-3000:] for w in workers]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import bisect
 import uuid
 from datetime import UTC, datetime, timedelta
 
@@ -10,7 +11,7 @@ import numpy as np
 import pytest
 
 from dash_app import queries
-from dash_app.queries import Filters
+from dash_app.queries import LATENCY_EDGES, Filters, latency_quantile
 
 NOW = datetime(2026, 11, 29, 12, 0, tzinfo=UTC)
 # (minutes before NOW, country, source, device, decision, proba, latency seconds)
@@ -52,6 +53,7 @@ async def loaded(db: asyncpg.Connection) -> list[uuid.UUID]:
             decision,
             received + timedelta(seconds=latency),
         )
+    await db.execute("SELECT fraudflow_add_to_rollups('fraud_predictions')")  # what the consumer does per flush
     return ids
 
 
@@ -105,9 +107,12 @@ async def test_breakdowns_and_places(db: asyncpg.Connection, loaded: list[uuid.U
 
 async def test_distributions(db: asyncpg.Connection, loaded: list[uuid.UUID]) -> None:
     rows = await queries.distributions(db, WINDOW)
-    assert sum(r["n"] for r in rows) == 10
-    declines = {r["proba_bin"] for r in rows if r["decision"] == "decline"}
+    for metric in ("fraud_proba", "anomaly_score"):
+        assert sum(r["n"] for r in rows if r["metric"] == metric) == 10
+    declines = {r["bin"] for r in rows if r["decision"] == "decline" and r["metric"] == "fraud_proba"}
     assert declines == {18, 19}  # 0.85 -> bin 18; 0.90 and 0.95 -> bin 19
+    anomalies = {r["bin"] for r in rows if r["decision"] == "decline" and r["metric"] == "anomaly_score"}
+    assert anomalies == {9, 10}  # half the probability: 0.425 -> bin 9; 0.45 and 0.475 -> bin 10
 
 
 async def test_flagged_pages_and_sorts(db: asyncpg.Connection, loaded: list[uuid.UUID]) -> None:
@@ -118,6 +123,8 @@ async def test_flagged_pages_and_sorts(db: asyncpg.Connection, loaded: list[uuid
     assert [round(r["fraud_proba"], 2) for r in last] == [0.30]
     _, ascending = await queries.flagged(db, WINDOW, page=0, page_size=5, sort="fraud_proba", descending=False)
     assert round(ascending[0]["fraud_proba"], 2) == 0.30
+    capped, _ = await queries.flagged(db, WINDOW, page=0, page_size=2, count_limit=3)
+    assert capped == 3
     with pytest.raises(KeyError):
         await queries.flagged(db, WINDOW, page=0, page_size=5, sort="1; --")
 
@@ -132,3 +139,74 @@ async def test_event_and_empty_database(db: asyncpg.Connection, loaded: list[uui
     assert (empty["transactions"], empty["fraud_rate"], empty["model_versions"]) == (0, 0.0, [])
     assert await queries.volume(db, WINDOW) == []
     assert await queries.leases(db) == []
+
+
+DAY = Filters(start=NOW - timedelta(hours=24), end=NOW)
+# Every decision selected: the same rows as DAY, but a filtered view, so it reads the rows themselves.
+DAY_FROM_ROWS = Filters(DAY.start, DAY.end, decisions=("approve", "review", "decline"))
+
+
+def test_long_unfiltered_ranges_read_the_aggregates() -> None:
+    assert WINDOW.aggregate_window() is None  # 10-second buckets
+    assert DAY_FROM_ROWS.aggregate_window() is None
+    assert Filters(DAY.start, DAY.end, min_proba=0.2).aggregate_window() is None
+    assert DAY.aggregate_window() == (DAY.start, DAY.end)
+    # A range that does not start on a quarter hour starts at the one before.
+    odd = Filters(NOW - timedelta(hours=24, minutes=7), NOW)
+    assert odd.aggregate_window() == (NOW - timedelta(hours=24, minutes=15), NOW)
+
+
+async def test_aggregates_answer_like_the_rows(db: asyncpg.Connection, loaded: list[uuid.UUID]) -> None:
+    fast, exact = await queries.kpis(db, DAY), await queries.kpis(db, DAY_FROM_ROWS)
+    for key in ("transactions", "frauds", "reviews", "declines", "model_versions", "events_per_s", "fraud_rate"):
+        assert fast[key] == exact[key], key
+    assert fast["mean_proba"] == pytest.approx(exact["mean_proba"])
+    latencies = [r[6] for r in ROWS]
+    for key, q in (("latency_p50_s", 50), ("latency_p95_s", 95)):
+        # Estimated from the histogram: within the bins of the two observations the exact value lies between.
+        below, above = np.percentile(latencies, q, method="lower"), np.percentile(latencies, q, method="higher")
+        assert exact[key] == pytest.approx(np.percentile(latencies, q))
+        assert _bin_edges(below)[0] <= fast[key] <= _bin_edges(above)[1]
+
+    def counts(buckets: list[dict[str, object]]) -> list[tuple[object, ...]]:
+        return [(b["bucket"], b["transactions"], b["frauds"]) for b in buckets]
+
+    assert counts(await queries.volume(db, DAY)) == counts(await queries.volume(db, DAY_FROM_ROWS))
+    assert sorted(map(_key, await queries.distributions(db, DAY))) == sorted(
+        map(_key, await queries.distributions(db, DAY_FROM_ROWS))
+    )
+    for dimension in queries.DIMENSIONS:
+        fast_rows = await queries.breakdown(db, DAY, dimension)
+        exact_rows = await queries.breakdown(db, DAY_FROM_ROWS, dimension)
+        assert [(r["value"], r["transactions"], r["frauds"]) for r in fast_rows] == [
+            (r["value"], r["transactions"], r["frauds"]) for r in exact_rows
+        ]
+        assert [r["mean_proba"] for r in fast_rows] == pytest.approx([r["mean_proba"] for r in exact_rows])
+    (fast_place,) = await queries.places(db, DAY)
+    (exact_place,) = await queries.places(db, DAY_FROM_ROWS)
+    assert (fast_place["latitude"], fast_place["longitude"], fast_place["transactions"]) == (48.9, 2.4, 11)
+    assert fast_place["mean_proba"] == pytest.approx(exact_place["mean_proba"])
+    assert await queries.options(db, DAY) == await queries.options(db, DAY_FROM_ROWS)
+
+
+def _bin_edges(seconds: float) -> tuple[float, float]:
+    index = bisect.bisect_right(LATENCY_EDGES, seconds)
+    return (0.0 if index == 0 else LATENCY_EDGES[index - 1]), LATENCY_EDGES[min(index, len(LATENCY_EDGES) - 1)]
+
+
+def _key(row: dict[str, object]) -> tuple[object, ...]:
+    return (row["decision"], row["metric"], row["bin"], row["n"])
+
+
+async def test_latency_edges_match_the_database(db: asyncpg.Connection) -> None:
+    assert await db.fetchval("SELECT fraudflow_latency_edges()") == list(LATENCY_EDGES)
+
+
+def test_latency_quantile_interpolates_within_a_bin() -> None:
+    # 10 values in [0.2, 0.3) (bin 6) and 10 in [1, 1.5) (bin 10)
+    counts = {6: 10, 10: 10}
+    assert latency_quantile(counts, 0.25) == pytest.approx(0.25)
+    assert latency_quantile(counts, 0.75) == pytest.approx(1.25)
+    assert latency_quantile({0: 4}, 0.5) == pytest.approx(0.005)
+    assert latency_quantile({len(LATENCY_EDGES): 1}, 0.5) == LATENCY_EDGES[-1]  # 300 s and more
+    assert latency_quantile({}, 0.5) is None

@@ -1,8 +1,9 @@
 """The record processor: exactly once into PostgreSQL.
 
 A flush is one transaction: COPY into a session-local staging table, INSERT ... ON CONFLICT (event_id) DO
-NOTHING into `fraud_predictions`, dead letters into `rejected_records`, and the shard's checkpoint, fenced
-by the lease's owner and epoch. A worker that lost its lease cannot commit, and a commit covers exactly
+NOTHING into `fraud_predictions`, the rows actually inserted added to the dashboard's quarter-hour
+aggregates, dead letters into `rejected_records`, and the shard's checkpoint, fenced by the lease's owner
+and epoch. A worker that lost its lease cannot commit, and a commit covers exactly
 the records up to its checkpoint, so no row is written twice or skipped, whatever crashes.
 """
 
@@ -20,14 +21,17 @@ from consumers.processor.rows import COLUMNS, Rejection, to_row
 from consumers.retrieval.fetcher import Record
 
 STAGING = "fraudflow_staging"
+INSERTED = "fraudflow_inserted"  # this flush's new rows (not the duplicates), for the aggregates
 _COLUMN_LIST = ", ".join(f'"{c}"' for c in COLUMNS)
 
 
 async def create_staging(conn: asyncpg.Connection) -> None:
-    """Pool `init` hook: one staging table per connection, emptied at every commit."""
+    """Pool `init` hook: the staging tables of one connection, emptied at every commit."""
     await conn.execute(
         f"CREATE TEMP TABLE IF NOT EXISTS {STAGING} ON COMMIT DELETE ROWS AS "
-        f"SELECT {_COLUMN_LIST} FROM fraud_predictions WITH NO DATA"
+        f"SELECT {_COLUMN_LIST} FROM fraud_predictions WITH NO DATA;"
+        f"CREATE TEMP TABLE IF NOT EXISTS {INSERTED} ON COMMIT DELETE ROWS AS "
+        "SELECT * FROM fraud_predictions WITH NO DATA"
     )
 
 
@@ -83,10 +87,13 @@ class PostgresSink:
             if buffer.rows:
                 await conn.copy_records_to_table(STAGING, records=buffer.rows, columns=list(COLUMNS))
                 status = await conn.execute(
-                    f"INSERT INTO fraud_predictions ({_COLUMN_LIST}) SELECT {_COLUMN_LIST} FROM {STAGING} "
-                    "ON CONFLICT (event_id) DO NOTHING"
+                    f"WITH new AS (INSERT INTO fraud_predictions ({_COLUMN_LIST}) SELECT {_COLUMN_LIST} "
+                    f"FROM {STAGING} ON CONFLICT (event_id) DO NOTHING RETURNING *) "
+                    f"INSERT INTO {INSERTED} SELECT * FROM new"
                 )
                 inserted = int(status.rsplit(" ", 1)[1])
+                if inserted:
+                    await conn.execute("SELECT fraudflow_add_to_rollups($1::regclass)", INSERTED)
             if buffer.rejections:
                 await conn.executemany(
                     """INSERT INTO rejected_records (stage, stream, shard_id, sequence_number, sub_sequence,
