@@ -68,7 +68,7 @@ def places(rows: list[dict[str, Any]]) -> go.Figure:
     """Transactions by place on longitude/latitude axes. No basemap: map tiles and outlines would be fetched
     from the network at run time, which this project never does."""
     figure = _figure(
-        "Where transactions come from (colour: mean fraud probability)",
+        "Where transactions come from",
         xaxis={"title": "longitude (°)", "range": [-180, 180]},
         yaxis={"title": "latitude (°)", "range": [-90, 90]},
     )
@@ -83,7 +83,7 @@ def places(rows: list[dict[str, Any]]) -> go.Figure:
             "colorscale": RISK_SCALE,
             "cmin": 0,
             "cmax": 1,
-            "colorbar": {"title": "p(fraud)"},
+            "colorbar": {"title": "mean<br>p(fraud)"},
         },
     )
     return figure
