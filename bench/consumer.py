@@ -1,7 +1,8 @@
 """Consumer end to end on the embedded services: throughput, freshness and memory.
 
 1. Throughput: N records already on an 8-shard stream; a plain GetRecords loop over every shard (the
-   emulator's ceiling) vs `fraudflow consume` from TRIM_HORIZON until every row is in PostgreSQL.
+   emulator's ceiling) vs `fraudflow consume` from TRIM_HORIZON until every row is in PostgreSQL, timed
+   from its first lease (start-up excluded, as the loop's client is ready when its clock starts).
 2. Freshness at a steady 1,000 events/s: time from PutRecords to the row being visible, p50 and p99.
 3. Peak RSS of the consumer process while it runs at full speed.
 
@@ -133,23 +134,30 @@ def start_consumer(
         )
 
 
-async def consume_all(settings: Settings, url: str, expected: int, log: Path) -> tuple[float, float]:
+async def consume_all(settings: Settings, url: str, expected: int, log: Path) -> tuple[float, float, float]:
+    """Rows/s from the first lease taken to the last row stored (the plain loop's clock also starts with its
+    client ready), rows/s including the process start-up, and peak RSS in MB."""
     conn = await asyncpg.connect(url)
     await conn.execute("TRUNCATE fraud_predictions")
     process = start_consumer(settings, url, log, "bench-throughput")
     watched = psutil.Process(process.pid)
     peak = 0
-    started = time.perf_counter()
+    launched = time.perf_counter()
+    started: float | None = None
     try:
         while int(await conn.fetchval("SELECT count(*) FROM fraud_predictions")) < expected:
+            if started is None and await conn.fetchval(
+                "SELECT count(*) FROM kinesis_leases WHERE application = 'bench-throughput' AND owner IS NOT NULL"
+            ):
+                started = time.perf_counter()
             peak = max(peak, watched.memory_info().rss)
-            await asyncio.sleep(0.05)
-        elapsed = time.perf_counter() - started
+            await asyncio.sleep(0.02)
+        finished = time.perf_counter()
     finally:
         process.send_signal(signal.SIGTERM)
         process.wait(60)
         await conn.close()
-    return expected / elapsed, peak / 1e6
+    return expected / (finished - (started or launched)), expected / (finished - launched), peak / 1e6
 
 
 async def freshness(settings: Settings, url: str, rate: int, seconds: int, log: Path) -> dict[str, float]:
@@ -218,7 +226,7 @@ async def run(records: int, rate: int, seconds: int) -> dict[str, Any]:
             await ensure_stream(client, "bench", SHARDS)
         await put(settings, records)
         ceiling = await plain_loop(settings, records)
-        ours, rss_mb = await consume_all(settings, pg.url(), records, work / "consumer.log")
+        ours, with_start_up, rss_mb = await consume_all(settings, pg.url(), records, work / "consumer.log")
         fresh = await freshness(settings, pg.url(), rate, seconds, work / "consumer.log")
     finally:
         kinesis.stop()
@@ -229,6 +237,7 @@ async def run(records: int, rate: int, seconds: int) -> dict[str, Any]:
         "records": records,
         "plain_getrecords_per_s": round(ceiling),
         "consumer_rows_per_s": round(ours),
+        "consumer_rows_per_s_with_start_up": round(with_start_up),
         "ratio": round(ours / ceiling, 2),
         "peak_rss_mb": round(rss_mb, 1),
         "freshness": {"rate_per_s": rate, "seconds": seconds, **fresh},
@@ -249,7 +258,8 @@ def main() -> None:
     }
     summary = [
         f"plain GetRecords loop: {f['plain_getrecords_per_s']} records/s; consumer into PostgreSQL: "
-        f"{f['consumer_rows_per_s']} rows/s (ratio {f['ratio']})",
+        f"{f['consumer_rows_per_s']} rows/s from its first lease (ratio {f['ratio']}); "
+        f"{f['consumer_rows_per_s_with_start_up']} rows/s counting the process start-up",
         f"freshness at {f['freshness']['rate_per_s']}/s: p50 {f['freshness']['p50_s']} s, "
         f"p99 {f['freshness']['p99_s']} s",
         f"consumer peak RSS: {f['peak_rss_mb']} MB",

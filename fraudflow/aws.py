@@ -6,11 +6,13 @@ import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
 
 from aiobotocore.config import AioConfig
 from aiobotocore.session import get_session
+from botocore.utils import parse_timestamp
 
 from fraudflow.config import Settings, SettingsError, postgres_url
 
@@ -36,9 +38,18 @@ def client_config(*, read_timeout: float = 10.0, max_attempts: int = 1, pool: in
     )
 
 
+def _fast_timestamp(value: Any) -> datetime:
+    # Kinesis speaks JSON and sends epoch seconds (ApproximateArrivalTimestamp on every record); botocore's
+    # default parser goes through dateutil's local time zone, measured at a tenth of the consumer's CPU.
+    if isinstance(value, int | float):
+        return datetime.fromtimestamp(value, UTC)
+    return parse_timestamp(value)
+
+
 @asynccontextmanager
 async def kinesis_client(settings: Settings, config: AioConfig | None = None) -> AsyncIterator[KinesisClient]:
     session = get_session()
+    session.get_component("response_parser_factory").set_parser_defaults(timestamp_parser=_fast_timestamp)
     kwargs: dict[str, Any] = {"region_name": settings.aws_region, "config": config or client_config()}
     if settings.kinesis_endpoint_url:
         kwargs["endpoint_url"] = settings.kinesis_endpoint_url

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 import uuid
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import asyncpg
@@ -37,14 +38,20 @@ async def test_put_and_get_records_round_trip(settings: Settings) -> None:
         shards = (await client.list_shards(StreamName=settings.stream_name))["Shards"]
         assert len(shards) == settings.shards
         received: list[bytes] = []
+        arrivals: list[datetime] = []
         for shard in shards:
             iterator = (
                 await client.get_shard_iterator(
                     StreamName=settings.stream_name, ShardId=shard["ShardId"], ShardIteratorType="TRIM_HORIZON"
                 )
             )["ShardIterator"]
-            received += [r["Data"] for r in (await client.get_records(ShardIterator=iterator))["Records"]]
+            for record in (await client.get_records(ShardIterator=iterator))["Records"]:
+                received.append(record["Data"])
+                arrivals.append(record["ApproximateArrivalTimestamp"])
     assert sorted(received) == sorted(f"event-{i}".encode() for i in range(20))
+    # Arrival times come through our fast parser: aware, in UTC, and now.
+    assert all(arrived.tzinfo is UTC for arrived in arrivals)
+    assert all(abs(datetime.now(UTC) - arrived) < timedelta(minutes=1) for arrived in arrivals)
 
 
 async def test_database_serves_a_real_connection(database_url: str) -> None:
