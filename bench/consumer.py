@@ -3,7 +3,8 @@
 1. Throughput: N records already on an 8-shard stream; a plain GetRecords loop over every shard (the
    emulator's ceiling) vs `fraudflow consume` from TRIM_HORIZON until every row is in PostgreSQL, timed
    from its first lease (start-up excluded, as the loop's client is ready when its clock starts).
-2. Freshness at a steady 1,000 events/s: time from PutRecords to the row being visible, p50 and p99.
+2. Freshness at a steady 1,000 events/s: time from PutRecords to the commit that made the row visible
+   (PostgreSQL's commit timestamps), p50 and p99.
 3. Peak RSS of the consumer process while it runs at full speed.
 
 Goals (issue 5): >= 0.8x the plain loop, p99 freshness <= 1 s, RSS <= 200 MB.
@@ -21,6 +22,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -62,6 +64,14 @@ def body(i: int, sent_at: datetime) -> bytes:
             "geo": {"country": "fr"},
         }
     )
+
+
+async def until(condition: Callable[[], Awaitable[bool]], deadline_s: float, what: str) -> None:
+    end = time.monotonic() + deadline_s
+    while not await condition():
+        if time.monotonic() > end:
+            raise TimeoutError(f"waited {deadline_s} s for {what}")
+        await asyncio.sleep(0.05)
 
 
 async def put(settings: Settings, count: int, start: int = 0) -> None:
@@ -161,14 +171,21 @@ async def consume_all(settings: Settings, url: str, expected: int, log: Path) ->
 
 
 async def freshness(settings: Settings, url: str, rate: int, seconds: int, log: Path) -> dict[str, float]:
+    """On a stream of its own, read from TRIM_HORIZON: every event put is one the consumer will read, with
+    no race between the first events and the shards' positioning."""
+    async with kinesis_client(settings) as client:
+        await ensure_stream(client, settings.stream_name, SHARDS)
     conn = await asyncpg.connect(url)
     await conn.execute("TRUNCATE fraud_predictions")
-    await conn.execute("DELETE FROM kinesis_leases")
-    process = start_consumer(settings, url, log, "bench-freshness", "LATEST")
-    await asyncio.sleep(3)  # leases taken and shards positioned at LATEST before events flow
-    delays: list[float] = []
-    last_id = 0
-    stop = asyncio.Event()
+    process = start_consumer(settings, url, log, "bench-freshness")
+
+    async def leases_held() -> bool:
+        owned = await conn.fetchval(
+            "SELECT count(*) FROM kinesis_leases WHERE application = 'bench-freshness' AND owner IS NOT NULL"
+        )
+        return int(owned) == SHARDS
+
+    await until(leases_held, deadline_s=60, what="the consumer's leases")
 
     async def produce() -> None:
         tick = 0.1
@@ -185,25 +202,25 @@ async def freshness(settings: Settings, url: str, rate: int, seconds: int, log: 
                 )
                 next_at += tick
                 await asyncio.sleep(max(0.0, next_at - time.monotonic()))
-        stop.set()
+
+    expected = int(rate * 0.1) * int(seconds / 0.1)
+
+    async def all_stored() -> bool:
+        return int(await conn.fetchval("SELECT count(*) FROM fraud_predictions")) >= expected
 
     producer = asyncio.create_task(produce())
     try:
-        while not stop.is_set() or len(delays) < rate * seconds:
-            rows = await conn.fetch("SELECT id, received_at FROM fraud_predictions WHERE id > $1 ORDER BY id", last_id)
-            seen_at = datetime.now(UTC)
-            for row in rows:
-                delays.append((seen_at - row["received_at"]).total_seconds())
-                last_id = row["id"]
-            if stop.is_set() and not rows and len(delays) >= rate * seconds * 0.999:
-                break
-            await asyncio.sleep(0.02)
+        await until(all_stored, deadline_s=seconds + 60, what=f"{expected} rows")
+        # Visible = committed: the commit timestamp of the row's transaction (track_commit_timestamp is on).
+        rows = await conn.fetch(
+            "SELECT extract(epoch FROM pg_xact_commit_timestamp(xmin) - received_at)::float AS s FROM fraud_predictions"
+        )
+        delays = sorted(r["s"] for r in rows)
     finally:
         await producer
         process.send_signal(signal.SIGTERM)
         process.wait(60)
         await conn.close()
-    delays.sort()
     return {
         "events": len(delays),
         "p50_s": round(delays[len(delays) // 2], 3),
@@ -219,6 +236,11 @@ async def run(records: int, rate: int, seconds: int) -> dict[str, Any]:
     kinesis.start()
     try:
         conn = await asyncpg.connect(pg.url())
+        await conn.execute("ALTER SYSTEM SET track_commit_timestamp = on")  # for freshness: when rows became visible
+        await conn.close()
+        pg.stop()
+        pg.start()
+        conn = await asyncpg.connect(pg.url())
         await migrate(conn)
         await conn.close()
         settings = Settings(AWS_ENDPOINT_URL_KINESIS=kinesis.endpoint_url, FRAUDFLOW_STREAM="bench", _env_file=None)
@@ -227,7 +249,8 @@ async def run(records: int, rate: int, seconds: int) -> dict[str, Any]:
         await put(settings, records)
         ceiling = await plain_loop(settings, records)
         ours, with_start_up, rss_mb = await consume_all(settings, pg.url(), records, work / "consumer.log")
-        fresh = await freshness(settings, pg.url(), rate, seconds, work / "consumer.log")
+        fresh_stream = settings.model_copy(update={"stream_name": "bench-freshness"})
+        fresh = await freshness(fresh_stream, pg.url(), rate, seconds, work / "consumer.log")
     finally:
         kinesis.stop()
         pg.stop()
