@@ -3,6 +3,8 @@
 (a) bare FastAPI validating the same request model (the framework's ceiling);
 (b) fraudflow's /predict: micro-batched ONNX scoring + `ack` publishing to the embedded Kinesis (moto);
 (c) the reference design's path: native LightGBM/scikit-learn predict and one put_record per request.
+For information, also (b) at half its own maximum and (b) in `async` delivery (the answer does not wait for
+Kinesis), at its maximum and at half of (a)'s.
 
 Goals (issue 4): (b) >= 0.7x the req/s of (a), >= 5x (c), and p99 <= 10 ms at half of (a)'s maximum rate.
 """
@@ -101,6 +103,20 @@ def measure(
     return {k: round(v, 1) if isinstance(v, float) else v for k, v in result.items()}
 
 
+def paced(url: str, process: psutil.Process, seconds: int, target: float, connections: int = 32) -> dict[str, Any]:
+    """Load at `target` req/s: wrk closes the loop (a connection waits for its answer, then its delay), so the
+    per-connection delay is the period minus the latency measured at the previous step."""
+    delay_ms = connections / target * 1000
+    for _ in range(3):
+        result = measure(url, process, seconds, connections, delay_ms=delay_ms)
+        if result["rps"] >= 0.95 * target or delay_ms == 0:
+            break
+        delay_ms = max(0.0, connections / target * 1000 - result["mean_us"] / 1000)
+    result["target_rps"] = round(target, 1)
+    result["delay_ms"] = round(delay_ms, 2)
+    return result
+
+
 def native_models(path: Path) -> None:
     config = TrainingConfig()
     data = generate(284_807, seed=config.seed).time_ordered()
@@ -148,13 +164,20 @@ def main() -> None:
             with server(app, env, work / f"{name}.log") as (url, process):
                 results[name] = measure(url, process, args.seconds, args.connections)
                 if name == "b_fraudflow":
-                    # Half of (a)'s maximum rate, spread over the connections with a fixed per-request delay.
-                    target = results["a_bare_fastapi"]["rps"] / 2
-                    connections = 16
-                    delay = connections / target * 1000
-                    half = measure(url, process, args.seconds, connections, delay_ms=delay)
-                    half["target_rps"] = round(target, 1)
-                    results["b_fraudflow_at_half_a_max"] = half
+                    results["b_fraudflow_at_half_a_max"] = paced(
+                        url, process, args.seconds, results["a_bare_fastapi"]["rps"] / 2
+                    )
+                    # For information: the latency at half of (b)'s own maximum (the floor is moto's round trip).
+                    results["b_fraudflow_at_half_own_max"] = paced(
+                        url, process, args.seconds, results["b_fraudflow"]["rps"] / 2
+                    )
+        # For information: (b) in `async` delivery, where the answer does not wait for Kinesis.
+        with server("api.main:app", {**env, "FRAUDFLOW_DELIVERY_MODE": "async"}, work / "async.log") as (
+            url,
+            process,
+        ):
+            results["b_async"] = measure(url, process, args.seconds, args.connections)
+            results["b_async_at_half_a_max"] = paced(url, process, args.seconds, results["a_bare_fastapi"]["rps"] / 2)
     finally:
         kinesis.stop()
         shutil.rmtree(work, ignore_errors=True)
@@ -166,10 +189,11 @@ def main() -> None:
         "b_over_c": round(b["rps"] / c["rps"], 1),
         "p99_ms_at_half_a_max": round(half["p99_us"] / 1000, 2),
     }
+    reached = half["rps"] >= 0.95 * half["target_rps"]
     goals = {
         "b_over_a >= 0.7": ratios["b_over_a"] >= 0.7,
         "b_over_c >= 5": ratios["b_over_c"] >= 5,
-        "p99 <= 10 ms at half of a's max": ratios["p99_ms_at_half_a_max"] <= 10,
+        "p99 <= 10 ms at half of a's max": reached and ratios["p99_ms_at_half_a_max"] <= 10,
     }
     summary = [f"{'scenario':<28}{'req/s':>9}{'p50 ms':>9}{'p95 ms':>9}{'p99 ms':>9}{'cpu us/req':>12}{'non-2xx':>9}"]
     for name, r in results.items():
@@ -178,6 +202,10 @@ def main() -> None:
             f"{r['p99_us'] / 1000:>9.2f}{r['server_cpu_us_per_request']:>12.0f}{r['non_2xx']:>9}"
         )
     summary.append(f"ratios: {ratios}")
+    summary.append(
+        f"half of a's max: target {half['target_rps']:.0f} req/s, reached {half['rps']:.0f}"
+        + ("" if reached else " (b cannot sustain it: the p99 above is at the rate reached)")
+    )
     summary += [f"goal {goal}: {'met' if ok else 'NOT met'}" for goal, ok in goals.items()]
     publish(
         "api",

@@ -215,3 +215,45 @@ def test_stream_create_waits_for_an_emulator_that_starts_later(tmp_path: Path) -
         server.stop()
     assert process.returncode == 0, err
     assert "is ACTIVE" in out
+
+
+@pytest.mark.parametrize("kinesis_server", ["moto", "kinesis-local"], indirect=True)
+@pytest.mark.parametrize("shard_count", [1])
+async def test_get_records_pages_and_positions(settings: Settings) -> None:
+    # The same reads on both emulators (moto's shard look-ups are replaced in fraudflow.local.moto_server).
+    async with kinesis_client(settings) as client:
+        stream = settings.stream_name
+        put = await client.put_records(
+            StreamName=stream, Records=[{"Data": f"r{i}".encode(), "PartitionKey": "k"} for i in range(30)]
+        )
+        sequence = [r["SequenceNumber"] for r in put["Records"]]
+        (shard,) = (await client.list_shards(StreamName=stream))["Shards"]
+
+        async def iterator(kind: str, **position: str) -> str:
+            answer = await client.get_shard_iterator(
+                StreamName=stream, ShardId=shard["ShardId"], ShardIteratorType=kind, **position
+            )
+            return str(answer["ShardIterator"])
+
+        pages, cursor = [], await iterator("TRIM_HORIZON")
+        for _ in range(6):
+            page = await client.get_records(ShardIterator=cursor, Limit=7)
+            pages.append([r["Data"] for r in page["Records"]])
+            cursor = page["NextShardIterator"]
+        assert [len(p) for p in pages[:5]] == [7, 7, 7, 7, 2]
+        assert [d for p in pages for d in p] == [f"r{i}".encode() for i in range(30)]
+        assert page["MillisBehindLatest"] == 0
+
+        after = await client.get_records(
+            ShardIterator=await iterator("AFTER_SEQUENCE_NUMBER", StartingSequenceNumber=sequence[9]), Limit=3
+        )
+        assert [r["Data"] for r in after["Records"]] == [b"r10", b"r11", b"r12"]
+        at = await client.get_records(
+            ShardIterator=await iterator("AT_SEQUENCE_NUMBER", StartingSequenceNumber=sequence[29])
+        )
+        assert [r["Data"] for r in at["Records"]] == [b"r29"]
+
+        latest = await iterator("LATEST")
+        assert (await client.get_records(ShardIterator=latest))["Records"] == []
+        await client.put_record(StreamName=stream, Data=b"new", PartitionKey="k")
+        assert [r["Data"] for r in (await client.get_records(ShardIterator=latest))["Records"]] == [b"new"]
