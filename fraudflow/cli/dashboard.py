@@ -23,7 +23,7 @@ def dashboard(
     host: Annotated[str, typer.Option(help="Address to bind.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to bind.")] = 8050,
 ) -> None:
-    """Serve the dashboard until Ctrl-C/SIGTERM (production: gunicorn dash_app.wsgi:server)."""
+    """Serve the dashboard until Ctrl-C/SIGTERM (threaded; dash_app.wsgi:server suits any WSGI server)."""
     from werkzeug.serving import make_server
 
     from dash_app.app import create_app
