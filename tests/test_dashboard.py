@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import base64
+import os
+import subprocess
+import sys
 import threading
 import uuid
 from collections.abc import Iterator
@@ -125,3 +128,26 @@ def test_without_users_only_loopback_is_served(settings: Settings) -> None:
 def test_production_refuses_to_start_without_users(settings: Settings) -> None:
     with pytest.raises(SettingsError, match="FRAUDFLOW_DASHBOARD_USERS"):
         create_app(settings.model_copy(update={"env": Environment.PRODUCTION}), "postgresql://unused/db")
+
+
+def test_wsgi_entry_point_serves_the_app(settings: Settings) -> None:
+    # `dash_app.wsgi:server` is what a WSGI server (gunicorn, uwsgi) loads: settings from the environment.
+    script = (
+        "from dash_app.wsgi import server\n"
+        "client = server.test_client()\n"
+        "print(client.get('/healthz').status_code, client.get('/', environ_base={'REMOTE_ADDR': '127.0.0.1'})"
+        ".status_code)\n"
+    )
+    env = {**os.environ, "DATABASE_URL": settings.static_database_url or "", "FRAUDFLOW_LOG_LEVEL": "WARNING"}
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60, env=env)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["200", "200"]
+    bad = subprocess.run(
+        [sys.executable, "-c", "import dash_app.wsgi"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**env, "FRAUDFLOW_SHARDS": "0"},
+    )
+    assert bad.returncode == 2
+    assert bad.stderr.startswith("error: invalid setting FRAUDFLOW_SHARDS")
