@@ -69,36 +69,43 @@ resource "aws_ecs_task_definition" "this" {
     name = "tmp"
   }
 
-  container_definitions = jsonencode([{
-    name                   = each.key
-    image                  = local.image
-    essential              = true
-    command                = each.value.command
-    user                   = "10001:10001"
-    readonlyRootFilesystem = true
-    environment            = each.value.environment
-    secrets                = each.value.secrets
-    portMappings           = each.value.port == null ? [] : [{ containerPort = each.value.port, protocol = "tcp" }]
-    mountPoints            = [{ sourceVolume = "tmp", containerPath = "/tmp", readOnly = false }]
-    linuxParameters        = { initProcessEnabled = true }
-    # Graceful shutdown: the API flushes acknowledged events, the consumer flushes, checkpoints and releases leases.
-    stopTimeout = 30
-    healthCheck = each.value.health == null ? null : {
-      command     = each.value.health
-      interval    = 15
-      timeout     = 5
-      retries     = 3
-      startPeriod = 30
-    }
-    logConfiguration = {
-      logDriver = "awslogs"
-      options = {
-        awslogs-group         = aws_cloudwatch_log_group.service[each.key].name
-        awslogs-region        = var.aws_region
-        awslogs-stream-prefix = each.key
+  # A task without a health check (the migration) leaves the key out rather than sending null.
+  container_definitions = jsonencode([merge(
+    {
+      name                   = each.key
+      image                  = local.image
+      essential              = true
+      command                = each.value.command
+      user                   = "10001:10001"
+      readonlyRootFilesystem = true
+      environment            = each.value.environment
+      secrets                = each.value.secrets
+      portMappings           = each.value.port == null ? [] : [{ containerPort = each.value.port, protocol = "tcp" }]
+      mountPoints            = [{ sourceVolume = "tmp", containerPath = "/tmp", readOnly = false }]
+      linuxParameters        = { initProcessEnabled = true }
+      # Graceful shutdown: the API flushes acknowledged events, the consumer flushes, checkpoints and releases.
+      stopTimeout = 30
+      logConfiguration = {
+        logDriver = "awslogs"
+        options = {
+          awslogs-group         = aws_cloudwatch_log_group.service[each.key].name
+          awslogs-region        = var.aws_region
+          awslogs-stream-prefix = each.key
+        }
       }
-    }
-  }])
+    },
+    {
+      for key, value in {
+        healthCheck = each.value.health == null ? null : {
+          command     = each.value.health
+          interval    = 15
+          timeout     = 5
+          retries     = 3
+          startPeriod = 30
+        }
+      } : key => value if value != null
+    },
+  )])
 }
 
 resource "aws_ecs_service" "api" {
