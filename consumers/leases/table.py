@@ -55,6 +55,10 @@ _COLUMNS = (
     "updated_at, checkpointed_at"
 )
 
+# A write to a held lease matches only while this worker still owns it at this epoch (the fence); the
+# arguments are LeaseTable._fence(lease).
+_FENCED = "application = $1 AND stream = $2 AND shard_id = $3 AND owner = $4 AND epoch = $5"
+
 
 def _lease(row: asyncpg.Record) -> Lease:
     return Lease(**dict(row))
@@ -65,6 +69,9 @@ class LeaseTable:
         self.pool = pool
         self.application = application
         self.stream = stream
+
+    def _fence(self, lease: Lease) -> tuple[str, str, str, str | None, int]:
+        return self.application, self.stream, lease.shard_id, lease.owner, lease.epoch
 
     async def all(self) -> list[Lease]:
         rows = await self.pool.fetch(
@@ -113,38 +120,26 @@ class LeaseTable:
     async def renew(self, lease: Lease) -> Lease | None:
         row = await self.pool.fetchrow(
             f"""UPDATE kinesis_leases SET lease_counter = lease_counter + 1, updated_at = now()
-                 WHERE application = $1 AND stream = $2 AND shard_id = $3 AND owner = $4 AND epoch = $5
+                 WHERE {_FENCED}
              RETURNING {_COLUMNS}""",
-            self.application,
-            self.stream,
-            lease.shard_id,
-            lease.owner,
-            lease.epoch,
+            *self._fence(lease),
         )
         return _lease(row) if row else None
 
     async def release(self, lease: Lease) -> bool:
         """Give the lease up so another worker can take it at once (its counter moves, owner clears)."""
         status = await self.pool.execute(
-            """UPDATE kinesis_leases SET owner = NULL, lease_counter = lease_counter + 1, updated_at = now()
-                WHERE application = $1 AND stream = $2 AND shard_id = $3 AND owner = $4 AND epoch = $5""",
-            self.application,
-            self.stream,
-            lease.shard_id,
-            lease.owner,
-            lease.epoch,
+            f"""UPDATE kinesis_leases SET owner = NULL, lease_counter = lease_counter + 1, updated_at = now()
+                WHERE {_FENCED}""",
+            *self._fence(lease),
         )
         return status.endswith(" 1")
 
     async def report_lag(self, lease: Lease, millis_behind: int) -> None:
         await self.pool.execute(
-            """UPDATE kinesis_leases SET millis_behind_latest = $6
-                WHERE application = $1 AND stream = $2 AND shard_id = $3 AND owner = $4 AND epoch = $5""",
-            self.application,
-            self.stream,
-            lease.shard_id,
-            lease.owner,
-            lease.epoch,
+            f"""UPDATE kinesis_leases SET millis_behind_latest = $6
+                WHERE {_FENCED}""",
+            *self._fence(lease),
             millis_behind,
         )
 
@@ -159,13 +154,9 @@ class LeaseTable:
     async def checkpoint(self, conn: Connection, lease: Lease, position: str) -> None:
         """Advance the checkpoint inside the caller's transaction, fenced by owner and epoch."""
         status = await conn.execute(
-            """UPDATE kinesis_leases SET checkpoint = $6, checkpointed_at = now()
-                WHERE application = $1 AND stream = $2 AND shard_id = $3 AND owner = $4 AND epoch = $5""",
-            self.application,
-            self.stream,
-            lease.shard_id,
-            lease.owner,
-            lease.epoch,
+            f"""UPDATE kinesis_leases SET checkpoint = $6, checkpointed_at = now()
+                WHERE {_FENCED}""",
+            *self._fence(lease),
             position,
         )
         if not status.endswith(" 1"):
