@@ -20,6 +20,7 @@ from api.middleware import RequestContext
 from api.readiness import Readiness
 from api.responses import JSONResponse, error_items, problem
 from api.routes import admin, health, predict
+from api.routes.predict import INLINE_BODIES, REF_TEMPLATE
 from api.service import ScoringService
 from fraudflow import __version__
 from fraudflow.aws import client_config, kinesis_client
@@ -46,16 +47,24 @@ def check_security(settings: Settings) -> None:
         raise SettingsError("missing setting FRAUDFLOW_API_KEYS: required when FRAUDFLOW_ENV=production")
 
 
-def document_security(app: FastAPI) -> None:
-    """Declare the API-key schemes in the OpenAPI document (the routes check keys without a dependency)."""
+def document(app: FastAPI) -> None:
+    """Complete the OpenAPI document: the API-key schemes (the routes check keys without a dependency) and
+    the models of bodies that routes validate themselves (/predict)."""
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
             schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
-            schema.setdefault("components", {})["securitySchemes"] = {
+            components = schema.setdefault("components", {})
+            components["securitySchemes"] = {
                 "ApiKeyHeader": {"type": "apiKey", "in": "header", "name": "X-API-Key"},
                 "BearerKey": {"type": "http", "scheme": "bearer"},
             }
+            schemas = components.setdefault("schemas", {})
+            for model in INLINE_BODIES:
+                definition = model.model_json_schema(ref_template=REF_TEMPLATE)
+                for name, nested in definition.pop("$defs", {}).items():
+                    schemas.setdefault(name, nested)
+                schemas[model.__name__] = definition
             app.openapi_schema = schema
         return app.openapi_schema
 
@@ -138,7 +147,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def http_error(request: Request, error: StarletteHTTPException) -> JSONResponse:
         return problem(error.status_code, error.detail, headers=dict(error.headers or {}))
 
-    document_security(app)
+    document(app)
     app.add_middleware(
         RequestContext, metrics=metrics, max_body=settings.max_body_bytes, max_batch_body=settings.max_batch_body_bytes
     )

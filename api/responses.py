@@ -16,14 +16,14 @@ class JSONResponse(Response):
         return orjson.dumps(content, option=orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_UTC_Z)
 
 
-def error_items(errors: Sequence[Any]) -> list[dict[str, Any]]:
-    """Pydantic errors as {loc, msg, type}: the field path and the problem, never the submitted value."""
+def error_items(errors: Sequence[Any], under: tuple[str, ...] = ()) -> list[dict[str, Any]]:
+    """Pydantic errors as {loc, msg, type}: the field path (below `under`) and the problem, never the value."""
     items = []
     for error in errors:
         message = str(error.get("msg", "invalid"))
         items.append(
             {
-                "loc": [str(p) for p in error.get("loc", ())],
+                "loc": [*under, *(str(p) for p in error.get("loc", ()))],
                 "msg": message.removeprefix("Value error, "),
                 "type": str(error.get("type", "value_error")),
             }

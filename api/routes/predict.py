@@ -16,8 +16,9 @@ from api.service import ScoringService
 router = APIRouter()
 _item = TypeAdapter(PredictRequest)
 RETRY_AFTER = {"Retry-After": "1"}
-# /predict reads its header and checks the key inline: each FastAPI dependency costs about as much CPU in
-# the dependency solver as validating the whole body. The OpenAPI document still shows both.
+# /predict reads its header, checks the key and validates its body inline: each FastAPI dependency (the body
+# is one) costs about as much CPU in the dependency solver as validating the whole body, and pydantic parses
+# the JSON bytes faster than json.loads followed by validation. The OpenAPI document still shows all three.
 SECURED: dict[str, Any] = {"security": [{"ApiKeyHeader": []}, {"BearerKey": []}]}
 _IDEMPOTENCY_HEADER = {
     "name": "Idempotency-Key",
@@ -25,6 +26,13 @@ _IDEMPOTENCY_HEADER = {
     "required": False,
     "description": "Same as metadata.transaction_id: a retry with the same key gets the same event_id.",
     "schema": {"type": "string", "maxLength": 128},
+}
+
+REF_TEMPLATE = "#/components/schemas/{model}"
+INLINE_BODIES = (PredictRequest,)  # validated by the route itself: the app adds their schemas to the document
+PREDICT_REQUEST_BODY = {
+    "required": True,
+    "content": {"application/json": {"schema": {"$ref": REF_TEMPLATE.format(model="PredictRequest")}}},
 }
 
 _UNAVAILABLE: dict[int | str, dict[str, Any]] = {
@@ -46,11 +54,15 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
     response_model=PredictResponse,
     responses={**_ERRORS, **_UNAVAILABLE},
     summary="Score one transaction and publish the scored event",
-    openapi_extra={**SECURED, "parameters": [_IDEMPOTENCY_HEADER]},
+    openapi_extra={**SECURED, "parameters": [_IDEMPOTENCY_HEADER], "requestBody": PREDICT_REQUEST_BODY},
 )
-async def predict(body: PredictRequest, request: Request) -> Any:
+async def predict(request: Request) -> Any:
     services: Services = request.app.state.services
     authorize(request, services.settings)
+    try:
+        body = PredictRequest.model_validate_json(await request.body())
+    except ValidationError as error:
+        return problem(422, error_items(error.errors(), under=("body",)))
     key = body.metadata.transaction_id or request.headers.get("idempotency-key")
     if key is not None and not 0 < len(key) <= 128:
         detail = [{"loc": ["header", "Idempotency-Key"], "msg": "must be 1 to 128 characters", "type": "string"}]
