@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from binascii import a2b_base64
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -10,6 +11,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
 
+import orjson
 from aiobotocore.config import AioConfig
 from aiobotocore.session import get_session
 from botocore.utils import parse_timestamp
@@ -46,6 +48,36 @@ def _fast_timestamp(value: Any) -> datetime:
     return parse_timestamp(value)
 
 
+def _without_nulls(value: Any) -> Any:
+    # botocore leaves out members sent as null (kinesis-local sends "NextShardIterator": null at a shard's end).
+    if isinstance(value, dict):
+        return {key: _without_nulls(item) for key, item in value.items() if item is not None}
+    if isinstance(value, list):
+        return [_without_nulls(item) for item in value]
+    return value
+
+
+def _record(raw: dict[str, Any]) -> dict[str, Any]:
+    record = {key: value for key, value in raw.items() if value is not None}
+    record["Data"] = a2b_base64(record["Data"])
+    if "ApproximateArrivalTimestamp" in record:
+        record["ApproximateArrivalTimestamp"] = _fast_timestamp(record["ApproximateArrivalTimestamp"])
+    return record
+
+
+def _parse_get_records(response_dict: dict[str, Any], customized_response_dict: dict[str, Any], **_: Any) -> None:
+    """Parse a GetRecords answer in one pass, the consumer's hot path: botocore's generic parser walks the
+    shape of every record (measured: a fifth of the consumer's CPU). Same result; errors keep botocore's."""
+    if response_dict["status_code"] != 200:
+        return
+    body = orjson.loads(response_dict["body"])
+    records = body.pop("Records", None)
+    customized_response_dict.update(_without_nulls(body))
+    if records is not None:
+        customized_response_dict["Records"] = [_record(raw) for raw in records]
+    response_dict["body"] = b"{}"  # what is left for botocore: the response metadata
+
+
 @asynccontextmanager
 async def kinesis_client(settings: Settings, config: AioConfig | None = None) -> AsyncIterator[KinesisClient]:
     session = get_session()
@@ -56,6 +88,7 @@ async def kinesis_client(settings: Settings, config: AioConfig | None = None) ->
         if is_local_endpoint(settings.kinesis_endpoint_url) and await session.get_credentials() is None:
             kwargs.update(_EMULATOR_CREDENTIALS)
     async with session.create_client("kinesis", **kwargs) as client:
+        client.meta.events.register("before-parse.kinesis.GetRecords", _parse_get_records)
         yield client
 
 
