@@ -2,6 +2,8 @@
 
 Same rows, same batches (the consumer's default 2,000 rows), each batch one transaction, on the embedded
 PostgreSQL with fsync on. Goals (issue 5): exactly-once >= 0.5x plain COPY and >= 3x executemany.
+The consumer stages `features` and `sequence_number` as text for PostgreSQL to convert (consumers/processor/
+rows.py); the two baselines write straight into the table, so they send the columns' own types.
 """
 
 from __future__ import annotations
@@ -17,10 +19,11 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
+import orjson
 
 from bench.report import publish
 from consumers.leases.table import LeaseTable, NewShard
-from consumers.processor.rows import COLUMNS, to_row
+from consumers.processor.rows import AS_TEXT, COLUMNS, to_row
 from consumers.processor.sink import PostgresSink, ShardBuffer, create_staging
 from consumers.retrieval.fetcher import Record
 from fraudflow.data.synthetic import generate
@@ -57,6 +60,16 @@ def rows(count: int) -> list[tuple[Any, ...]]:
     return out
 
 
+def typed(row: tuple[Any, ...]) -> tuple[Any, ...]:
+    """A consumer row with its text-staged columns back in their own types."""
+    values = list(row)
+    for name in AS_TEXT:
+        index = COLUMNS.index(name)
+        text = values[index]
+        values[index] = orjson.loads("[" + text[1:-1] + "]") if name == "features" else Decimal(text)
+    return tuple(values)
+
+
 async def timed(pool: asyncpg.Pool, batches: list[list[tuple[Any, ...]]], write: Any) -> float:
     await pool.execute("TRUNCATE fraud_predictions")
     started = time.perf_counter()
@@ -81,6 +94,7 @@ async def run(total: int, batch_size: int, repeats: int) -> dict[str, Any]:
         sink = PostgresSink(pool, table)
         data = rows(total)
         batches = [data[i : i + batch_size] for i in range(0, total, batch_size)]
+        typed_batches = [[typed(row) for row in batch] for batch in batches]
         columns = list(COLUMNS)
         placeholders = ", ".join(f"${i + 1}" for i in range(len(columns)))
         quoted = ", ".join(f'"{c}"' for c in columns)
@@ -101,12 +115,12 @@ async def run(total: int, batch_size: int, repeats: int) -> dict[str, Any]:
 
         results: dict[str, list[float]] = {"exactly_once": [], "plain_copy": [], "executemany": []}
         for _ in range(repeats):  # interleaved, so drift on a noisy machine hits all three alike
-            for name, write in (
-                ("plain_copy", plain_copy),
-                ("exactly_once", exactly_once),
-                ("executemany", executemany),
+            for name, write, data_batches in (
+                ("plain_copy", plain_copy, typed_batches),
+                ("exactly_once", exactly_once, batches),
+                ("executemany", executemany, typed_batches),
             ):
-                results[name].append(await timed(pool, batches, write))
+                results[name].append(await timed(pool, data_batches, write))
         await pool.close()
     finally:
         server.stop()

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime, timedelta
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -72,7 +72,7 @@ class ScoredEvent(BaseModel):
     decision: Literal["approve", "review", "decline"]
     model_version: str = Field(min_length=1, max_length=64)
     amount: float
-    features: list[float] = Field(min_length=N_FEATURES, max_length=N_FEATURES)
+    features: list[Annotated[float, Field(allow_inf_nan=False)]] = Field(min_length=N_FEATURES, max_length=N_FEATURES)
     device_info: DeviceInfo | None = None
     ip_address: str | None = Field(None, max_length=64)
     geo: Geo | None = None

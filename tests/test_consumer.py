@@ -61,17 +61,24 @@ async def _checkpointed(db: asyncpg.Connection, shards: int) -> bool:
 async def test_poison_records_go_to_dead_letters_and_the_shard_goes_on(
     settings: Settings, db: asyncpg.Connection
 ) -> None:
-    good = encode_event(event())
+    good = event()
+    good["features"] = [0.1 * i - 1.5 for i in range(30)]
     missing = encode_event({k: v for k, v in event().items() if k != "user_id"})
-    await put(settings, [b"not json", missing, good], ["k", "k", "k"])
+    not_finite = encode_event(event()).replace(b'"features":[0.5,', b'"features":[NaN,')
+    await put(settings, [b"not json", missing, not_finite, encode_event(good)], ["k"] * 4)
     async with worker(settings, "w1"):
         await wait_until(lambda: _count(db, 1), what="the good row")
-        await wait_until(lambda: _rejected(db, 2), what="two dead letters")
+        await wait_until(lambda: _rejected(db, 3), what="three dead letters")
     rejected = await db.fetch("SELECT reason, payload, shard_id, sequence_number FROM rejected_records ORDER BY id")
     assert rejected[0]["payload"] == b"not json"
     assert "invalid event" in rejected[0]["reason"]
     assert "user_id" in rejected[1]["reason"]
+    assert "features.0" in rejected[2]["reason"]
     assert all(r["shard_id"] and r["sequence_number"] for r in rejected)
+    # The good row's array and sequence number went through their text staging intact.
+    row = await db.fetchrow("SELECT features, sequence_number FROM fraud_predictions")
+    assert row["features"] == pytest.approx(good["features"], rel=1e-6)
+    assert row["sequence_number"] > rejected[2]["sequence_number"]
 
 
 async def _rejected(db: asyncpg.Connection, n: int) -> bool:

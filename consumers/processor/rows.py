@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from decimal import Decimal
 from typing import Any
 
+import orjson
 from pydantic import ValidationError
 
 from consumers.retrieval.fetcher import Record
@@ -38,6 +38,11 @@ COLUMNS = (
 )
 
 
+# Columns sent to the staging table as text and converted by PostgreSQL (type of the target column): asyncpg
+# encodes real[] and numeric values element by element in Python, measured at 6 and 2.5 us a row against 0.1.
+AS_TEXT = {"features": "real[]", "sequence_number": "numeric"}
+
+
 @dataclass(frozen=True)
 class Rejection:
     record: Record
@@ -55,6 +60,11 @@ def _reason(error: ValidationError) -> str:
         where = ".".join(str(p) for p in item["loc"]) or "record"
         parts.append(f"{where}: {item['msg']}")
     return "invalid event: " + "; ".join(parts)
+
+
+def _array_literal(values: list[float]) -> str:
+    # PostgreSQL's text form of an array, from orjson's JSON of the list: "[1.5,2.0]" -> "{1.5,2.0}".
+    return "{" + orjson.dumps(values)[1:-1].decode() + "}"
 
 
 def to_row(record: Record, shard_id: str) -> tuple[Any, ...] | Rejection:
@@ -86,8 +96,8 @@ def to_row(record: Record, shard_id: str) -> tuple[Any, ...] | Rejection:
         event.decision,
         event.model_version,
         event.amount,
-        event.features,
+        _array_literal(event.features),
         event.received_at,
         shard_id,
-        Decimal(record.sequence_number),
+        record.sequence_number,
     )

@@ -17,19 +17,21 @@ from typing import Any
 import asyncpg
 
 from consumers.leases.table import Lease, LeaseTable
-from consumers.processor.rows import COLUMNS, Rejection, to_row
+from consumers.processor.rows import AS_TEXT, COLUMNS, Rejection, to_row
 from consumers.retrieval.fetcher import Record
 
 STAGING = "fraudflow_staging"
 INSERTED = "fraudflow_inserted"  # this flush's new rows (not the duplicates), for the aggregates
 _COLUMN_LIST = ", ".join(f'"{c}"' for c in COLUMNS)
+_STAGED_COLUMNS = ", ".join(f'"{c}"::text AS "{c}"' if c in AS_TEXT else f'"{c}"' for c in COLUMNS)
+_FROM_STAGING = ", ".join(f'"{c}"::{AS_TEXT[c]}' if c in AS_TEXT else f'"{c}"' for c in COLUMNS)
 
 
 async def create_staging(conn: asyncpg.Connection) -> None:
     """Pool `init` hook: the staging tables of one connection, emptied at every commit."""
     await conn.execute(
         f"CREATE TEMP TABLE IF NOT EXISTS {STAGING} ON COMMIT DELETE ROWS AS "
-        f"SELECT {_COLUMN_LIST} FROM fraud_predictions WITH NO DATA;"
+        f"SELECT {_STAGED_COLUMNS} FROM fraud_predictions WITH NO DATA;"
         f"CREATE TEMP TABLE IF NOT EXISTS {INSERTED} ON COMMIT DELETE ROWS AS "
         "SELECT * FROM fraud_predictions WITH NO DATA"
     )
@@ -87,7 +89,7 @@ class PostgresSink:
             if buffer.rows:
                 await conn.copy_records_to_table(STAGING, records=buffer.rows, columns=list(COLUMNS))
                 status = await conn.execute(
-                    f"WITH new AS (INSERT INTO fraud_predictions ({_COLUMN_LIST}) SELECT {_COLUMN_LIST} "
+                    f"WITH new AS (INSERT INTO fraud_predictions ({_COLUMN_LIST}) SELECT {_FROM_STAGING} "
                     f"FROM {STAGING} ON CONFLICT (event_id) DO NOTHING RETURNING *) "
                     f"INSERT INTO {INSERTED} SELECT * FROM new"
                 )
