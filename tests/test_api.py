@@ -291,6 +291,16 @@ async def test_not_ready_when_the_stream_is_missing(settings: Settings) -> None:
     assert "no-such-stream" in ready.json()["problems"][0]
 
 
+async def test_request_ids_are_unique_or_echoed(settings: Settings) -> None:
+    async with running(settings) as (_, http):
+        first, second = [(await http.get("/healthz")).headers["x-request-id"] for _ in range(2)]
+        echoed = (await http.get("/healthz", headers={"X-Request-ID": "client-abc.1"})).headers["x-request-id"]
+        unsafe = (await http.get("/healthz", headers={"X-Request-ID": "bad id\n"})).headers["x-request-id"]
+    assert first != second
+    assert echoed == "client-abc.1"
+    assert unsafe not in ("bad id\n", first, second)
+
+
 def test_ip_masking() -> None:
     assert mask_ip("203.0.113.77") == "203.0.113.0"
     assert mask_ip("2001:db8:1234:5678::1") == "2001:db8:1234::/48"
