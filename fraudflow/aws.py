@@ -70,7 +70,10 @@ def _parse_get_records(response_dict: dict[str, Any], customized_response_dict: 
     shape of every record (measured: a fifth of the consumer's CPU). Same result; errors keep botocore's."""
     if response_dict["status_code"] != 200:
         return
-    body = orjson.loads(response_dict["body"])
+    try:
+        body = orjson.loads(response_dict["body"])
+    except orjson.JSONDecodeError:
+        return  # botocore's parser has its own answer for a garbled body
     records = body.pop("Records", None)
     customized_response_dict.update(_without_nulls(body))
     if records is not None:

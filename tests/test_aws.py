@@ -43,3 +43,11 @@ async def test_get_records_parses_like_botocore(settings: Settings) -> None:
             await fast.get_records(ShardIterator="not-an-iterator")
     assert [r["Data"] for r in pages[0]["Records"]] == [bytes(range(256)), b"{}"]
     assert pages[0]["Records"][0]["ApproximateArrivalTimestamp"].tzinfo is not None
+
+
+def test_a_garbled_answer_is_left_to_botocore() -> None:
+    response = {"status_code": 200, "body": b'{"Records": [', "headers": {}}
+    customized: dict[str, Any] = {}
+    _parse_get_records(response_dict=response, customized_response_dict=customized)
+    assert customized == {}
+    assert response["body"] == b'{"Records": ['
