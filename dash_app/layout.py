@@ -60,6 +60,18 @@ def _dropdown(id_: str, placeholder: str) -> dcc.Dropdown:
     )
 
 
+def _time_input(id_: str, bound: str) -> dcc.Input:
+    return dcc.Input(
+        id=id_,
+        type="text",
+        placeholder=f"{bound} YYYY-MM-DD HH:MM (UTC)",
+        style={"width": "230px"},
+        debounce=True,
+        persistence=True,
+        persistence_type="local",
+    )
+
+
 def _card(id_: str, label: str) -> html.Div:
     return html.Div(
         [
@@ -82,24 +94,8 @@ def layout(refresh_s: float) -> html.Div:
                 persistence_type="local",
                 style={"width": "200px"},
             ),
-            dcc.Input(
-                id="custom-start",
-                type="text",
-                placeholder="from YYYY-MM-DD HH:MM (UTC)",
-                style={"width": "230px"},
-                debounce=True,
-                persistence=True,
-                persistence_type="local",
-            ),
-            dcc.Input(
-                id="custom-end",
-                type="text",
-                placeholder="to YYYY-MM-DD HH:MM (UTC)",
-                style={"width": "230px"},
-                debounce=True,
-                persistence=True,
-                persistence_type="local",
-            ),
+            _time_input("custom-start", "from"),
+            _time_input("custom-end", "to"),
             dcc.Checklist(
                 id="pause",
                 options=[{"label": " pause auto-refresh", "value": "paused"}],
