@@ -134,6 +134,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         description=DESCRIPTION,
         lifespan=lifespan,
         default_response_class=JSONResponse,
+        telemetry=NO_OPENTELEMETRY,
     )
     app.include_router(predict.router)
     app.include_router(admin.router)
