@@ -7,7 +7,7 @@ import uuid
 import asyncpg
 import pytest
 
-from consumers.leases.table import LeaseLost, LeaseTable
+from consumers.leases.table import LeaseLost, LeaseTable, NewShard
 from consumers.processor.sink import PostgresSink, ShardBuffer
 from consumers.retrieval.deaggregation import aggregate
 from consumers.retrieval.fetcher import Record
@@ -129,8 +129,6 @@ async def test_a_stale_owner_cannot_commit(settings: Settings, db: asyncpg.Conne
     pool = await pool_for(settings)
     try:
         table = LeaseTable(pool, "app", settings.stream_name)
-        from consumers.leases.table import NewShard
-
         await table.create_missing([NewShard("shard-1", [], "0", "1", "TRIM_HORIZON")])
         (lease,) = await table.all()
         mine = await table.take("shard-1", "old-owner", lease.lease_counter)
@@ -146,6 +144,32 @@ async def test_a_stale_owner_cannot_commit(settings: Settings, db: asyncpg.Conne
         assert await table.renew(mine) is None
         await PostgresSink(pool, table).flush(thief, buffer, "5")
         assert await stored(db) == (1, 1)
+        assert (await table.all())[0].checkpoint == "5"
+    finally:
+        await pool.close()
+
+
+async def test_a_flush_with_duplicates_stores_and_aggregates_the_new_rows_only(
+    settings: Settings, db: asyncpg.Connection
+) -> None:
+    pool = await pool_for(settings)
+    try:
+        table = LeaseTable(pool, "app", settings.stream_name)
+        await table.create_missing([NewShard("shard-1", [], "0", "1", "TRIM_HORIZON")])
+        (free,) = await table.all()
+        lease = await table.take("shard-1", "w1", free.lease_counter)
+        assert lease is not None
+        sink = PostgresSink(pool, table)
+        first, second, third = (encode_event(event(uuid.uuid4())) for _ in range(3))
+        buffer = ShardBuffer("shard-1")
+        buffer.add([Record("1", 0, "k", first, None), Record("2", 0, "k", second, None)])
+        assert (await sink.flush(lease, buffer, "2")).inserted == 2  # all new: the plain INSERT
+        # One already stored, one repeated within the batch: the INSERT falls back to ON CONFLICT.
+        buffer.add([Record(str(n), 0, "k", data, None) for n, data in ((3, second), (4, third), (5, third))])
+        result = await sink.flush(lease, buffer, "5")
+        assert (result.inserted, result.duplicates) == (1, 2)
+        assert await stored(db) == (3, 3)
+        assert set((await aggregated(db)).values()) == {3}
         assert (await table.all())[0].checkpoint == "5"
     finally:
         await pool.close()
