@@ -12,6 +12,7 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import aiobotocore.session
 import asyncpg
 import psutil
 import pytest
@@ -21,6 +22,7 @@ from fraudflow.config import Settings
 from fraudflow.local.kinesis import KinesisServer, MotoKinesis
 from fraudflow.local.process import ServiceError, free_port
 from fraudflow.local.services import EmbeddedServices, KinesisBackend
+from fraudflow.streams import ensure_stream
 
 
 def _descendants() -> set[int]:
@@ -215,6 +217,32 @@ def test_stream_create_waits_for_an_emulator_that_starts_later(tmp_path: Path) -
         server.stop()
     assert process.returncode == 0, err
     assert "is ACTIVE" in out
+
+
+async def test_embedded_moto_answers_put_records_and_keeps_no_metrics(moto_server: KinesisServer) -> None:
+    settings = Settings(AWS_ENDPOINT_URL_KINESIS=moto_server.endpoint_url, FRAUDFLOW_STREAM="metrics", _env_file=None)
+    async with kinesis_client(settings) as client:
+        await ensure_stream(client, "metrics", 2)
+        put = await client.put_records(
+            StreamName="metrics", Records=[{"Data": b"x", "PartitionKey": key} for key in ("a", "b", "a")]
+        )
+        assert put["FailedRecordCount"] == 0
+        assert [r["SequenceNumber"] for r in put["Records"] if r["ShardId"] == put["Records"][0]["ShardId"]] == [
+            "1",
+            "2",
+        ]
+        with pytest.raises(client.exceptions.ResourceNotFoundException):
+            await client.put_records(StreamName="missing", Records=[{"Data": b"x", "PartitionKey": "a"}])
+    # moto would keep two CloudWatch data points per PutRecords for the life of the server.
+    session = aiobotocore.session.get_session()
+    async with session.create_client(
+        "cloudwatch",
+        endpoint_url=moto_server.endpoint_url,
+        region_name="us-east-1",
+        aws_access_key_id="local",
+        aws_secret_access_key="local",
+    ) as cloudwatch:
+        assert (await cloudwatch.list_metrics(Namespace="AWS/Kinesis"))["Metrics"] == []
 
 
 @pytest.mark.parametrize("kinesis_server", ["moto", "kinesis-local"], indirect=True)
