@@ -83,15 +83,18 @@ async def phase(url: str, database: str, plan: Plan, seed: int) -> dict[str, Any
     last_answer = time.monotonic()
     with contextlib.suppress(TimeoutError):
         await asyncio.wait_for(watcher, 120)
-    drain_s = time.monotonic() - last_answer
+    # The watcher follows a sample; wait (up to a deadline) for every answered event before counting.
+    ids, deadline = [uuid.UUID(i) for i in answers.ids], time.monotonic() + 60
     conn = await asyncpg.connect(database)
     try:
-        stored = await conn.fetchval(
-            "SELECT count(*) FROM fraud_predictions WHERE event_id = ANY($1::uuid[])",
-            [uuid.UUID(i) for i in answers.ids],
-        )
+        while True:
+            stored = await conn.fetchval("SELECT count(*) FROM fraud_predictions WHERE event_id = ANY($1::uuid[])", ids)
+            if stored >= len(ids) or time.monotonic() > deadline:
+                break
+            await asyncio.sleep(0.1)
     finally:
         await conn.close()
+    drain_s = time.monotonic() - last_answer
     delays = sorted(seen[i] - answers.answered_at[i] for i in answers.answered_at if i in seen)
     return {
         "answered": len(answers.ids),
