@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import AsyncIterator
 
 import asyncpg
 import pytest
@@ -125,54 +126,53 @@ async def _async(value: bool) -> bool:
     return value
 
 
-async def test_a_stale_owner_cannot_commit(settings: Settings, db: asyncpg.Connection) -> None:
+@pytest.fixture
+async def one_shard(settings: Settings, db: asyncpg.Connection) -> AsyncIterator[LeaseTable]:
+    """A lease table (on its own pool) holding one free lease, for shard-1."""
     pool = await pool_for(settings)
-    try:
-        table = LeaseTable(pool, "app", settings.stream_name)
-        await table.create_missing([NewShard("shard-1", [], "0", "1", "TRIM_HORIZON")])
-        (lease,) = await table.all()
-        mine = await table.take("shard-1", "old-owner", lease.lease_counter)
-        assert mine is not None
-        thief = await table.take("shard-1", "new-owner", mine.lease_counter)
-        assert thief is not None
-        assert thief.epoch == mine.epoch + 1
-        buffer = ShardBuffer("shard-1")
-        buffer.add([Record("5", 0, "k", encode_event(event()), None)])
-        with pytest.raises(LeaseLost):
-            await PostgresSink(pool, table).flush(mine, buffer, "5")
-        assert await stored(db) == (0, 0)  # the whole transaction rolled back
-        assert await table.renew(mine) is None
-        await PostgresSink(pool, table).flush(thief, buffer, "5")
-        assert await stored(db) == (1, 1)
-        assert (await table.all())[0].checkpoint == "5"
-    finally:
-        await pool.close()
+    table = LeaseTable(pool, "app", settings.stream_name)
+    await table.create_missing([NewShard("shard-1", [], "0", "1", "TRIM_HORIZON")])
+    yield table
+    await pool.close()
+
+
+async def test_a_stale_owner_cannot_commit(one_shard: LeaseTable, db: asyncpg.Connection) -> None:
+    table, sink = one_shard, PostgresSink(one_shard.pool, one_shard)
+    (lease,) = await table.all()
+    mine = await table.take("shard-1", "old-owner", lease.lease_counter)
+    assert mine is not None
+    thief = await table.take("shard-1", "new-owner", mine.lease_counter)
+    assert thief is not None
+    assert thief.epoch == mine.epoch + 1
+    buffer = ShardBuffer("shard-1")
+    buffer.add([Record("5", 0, "k", encode_event(event()), None)])
+    with pytest.raises(LeaseLost):
+        await sink.flush(mine, buffer, "5")
+    assert await stored(db) == (0, 0)  # the whole transaction rolled back
+    assert await table.renew(mine) is None
+    await sink.flush(thief, buffer, "5")
+    assert await stored(db) == (1, 1)
+    assert (await table.all())[0].checkpoint == "5"
 
 
 async def test_a_flush_with_duplicates_stores_and_aggregates_the_new_rows_only(
-    settings: Settings, db: asyncpg.Connection
+    one_shard: LeaseTable, db: asyncpg.Connection
 ) -> None:
-    pool = await pool_for(settings)
-    try:
-        table = LeaseTable(pool, "app", settings.stream_name)
-        await table.create_missing([NewShard("shard-1", [], "0", "1", "TRIM_HORIZON")])
-        (free,) = await table.all()
-        lease = await table.take("shard-1", "w1", free.lease_counter)
-        assert lease is not None
-        sink = PostgresSink(pool, table)
-        first, second, third = (encode_event(event(uuid.uuid4())) for _ in range(3))
-        buffer = ShardBuffer("shard-1")
-        buffer.add([Record("1", 0, "k", first, None), Record("2", 0, "k", second, None)])
-        assert (await sink.flush(lease, buffer, "2")).inserted == 2  # all new: the plain INSERT
-        # One already stored, one repeated within the batch: the INSERT falls back to ON CONFLICT.
-        buffer.add([Record(str(n), 0, "k", data, None) for n, data in ((3, second), (4, third), (5, third))])
-        result = await sink.flush(lease, buffer, "5")
-        assert (result.inserted, result.duplicates) == (1, 2)
-        assert await stored(db) == (3, 3)
-        assert set((await aggregated(db)).values()) == {3}
-        assert (await table.all())[0].checkpoint == "5"
-    finally:
-        await pool.close()
+    table, sink = one_shard, PostgresSink(one_shard.pool, one_shard)
+    (free,) = await table.all()
+    lease = await table.take("shard-1", "w1", free.lease_counter)
+    assert lease is not None
+    first, second, third = (encode_event(event(uuid.uuid4())) for _ in range(3))
+    buffer = ShardBuffer("shard-1")
+    buffer.add([Record("1", 0, "k", first, None), Record("2", 0, "k", second, None)])
+    assert (await sink.flush(lease, buffer, "2")).inserted == 2  # all new: the plain INSERT
+    # One already stored, one repeated within the batch: the INSERT falls back to ON CONFLICT.
+    buffer.add([Record(str(n), 0, "k", data, None) for n, data in ((3, second), (4, third), (5, third))])
+    result = await sink.flush(lease, buffer, "5")
+    assert (result.inserted, result.duplicates) == (1, 2)
+    assert await stored(db) == (3, 3)
+    assert set((await aggregated(db)).values()) == {3}
+    assert (await table.all())[0].checkpoint == "5"
 
 
 async def test_throttling_5xx_and_iterator_expiry_are_survived(
