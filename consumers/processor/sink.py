@@ -30,8 +30,6 @@ INSERTED = "fraudflow_inserted"  # this flush's new rows (not the duplicates), f
 _COLUMN_LIST = ", ".join(f'"{c}"' for c in COLUMNS)
 _STAGED_COLUMNS = ", ".join(f'"{c}"::text AS "{c}"' if c in AS_TEXT else f'"{c}"' for c in COLUMNS)
 _FROM_STAGING = ", ".join(f'"{c}"::{AS_TEXT[c]}' if c in AS_TEXT else f'"{c}"' for c in COLUMNS)
-
-
 _INSERT = f"INSERT INTO fraud_predictions ({_COLUMN_LIST}) SELECT {_FROM_STAGING} FROM {STAGING}"
 _INSERT_NEW = (
     f"WITH new AS ({_INSERT} ON CONFLICT (event_id) DO NOTHING RETURNING *) INSERT INTO {INSERTED} SELECT * FROM new"
