@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
 from typing import Annotated, Any, Literal
 
 import numpy as np
 import numpy.typing as npt
-from pydantic import BaseModel, ConfigDict, Field, IPvAnyAddress, PlainValidator, WithJsonSchema, field_validator
+from pydantic import BaseModel, ConfigDict, Field, PlainValidator, WithJsonSchema
 
-from fraudflow.events import DeviceInfo, Geo, as_utc
+from fraudflow.events import DeviceInfo, Geo, IpAddress, LongText, Source, UserId, UtcTime
 from fraudflow.features import parse_features
 
 EXAMPLE_DATA = ", ".join(
@@ -74,23 +73,17 @@ Features = Annotated[
 class Metadata(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
-    timestamp: datetime = Field(description="Transaction time, ISO 8601. A naive time is taken as UTC.")
-    user_id: str = Field(min_length=1, max_length=128, description="Also the Kinesis partition key.")
-    source: str = Field(min_length=1, max_length=64)
+    timestamp: UtcTime = Field(description="Transaction time, ISO 8601. A naive time is taken as UTC.")
+    user_id: UserId = Field(description="Also the Kinesis partition key.")
+    source: Source
     device_info: DeviceInfo | None = None
-    ip_address: IPvAnyAddress | None = Field(None, description="IPv4 or IPv6; private ranges allowed.")
+    ip_address: IpAddress | None = Field(None, description="IPv4 or IPv6; private ranges allowed.")
     geo: Geo | None = None
-    transaction_id: str | None = Field(
+    transaction_id: LongText | None = Field(
         None,
         min_length=1,
-        max_length=128,
         description="Client idempotency key (or the Idempotency-Key header): a retry gets the same event_id.",
     )
-
-    @field_validator("timestamp")
-    @classmethod
-    def _utc(cls, value: datetime) -> datetime:
-        return as_utc(value)
 
 
 EXAMPLE_REQUEST: dict[str, Any] = {

@@ -20,7 +20,7 @@ from api.schemas import PredictRequest
 from fraudflow.batching import MicroBatcher
 from fraudflow.config import DeliveryMode, Settings
 from fraudflow.data.columns import AMOUNT_INDEX
-from fraudflow.events import SCHEMA_VERSION, DeviceInfo, Geo, encode_event, event_id_for
+from fraudflow.events import build_event, event_id_for
 from fraudflow.kinesis import BufferFull, KinesisProducer, PublishError, PutResult
 from fraudflow.scoring import Decision, Scores
 
@@ -36,45 +36,24 @@ class Outcome:
     acked: bool = False
 
 
-def _device(device: DeviceInfo | None) -> dict[str, Any] | None:
-    if device is None:
-        return None
-    return {"device_type": device.device_type, "os_version": device.os_version, "app_version": device.app_version}
-
-
-def _geo(geo: Geo | None) -> dict[str, Any] | None:
-    if geo is None:
-        return None
-    return {
-        "country": geo.country,
-        "region": geo.region,
-        "city": geo.city,
-        "latitude": geo.latitude,
-        "longitude": geo.longitude,
-    }
-
-
-def _event(request: PredictRequest, body: dict[str, Any], received_at: datetime, decision: int) -> bytes:
+def _event(request: PredictRequest, body: dict[str, Any], received_at: datetime) -> bytes:
     meta = request.metadata
-    return encode_event(
-        {
-            "schema_version": SCHEMA_VERSION,
-            "event_id": body["event_id"],
-            "timestamp": meta.timestamp,
-            "received_at": received_at,
-            "user_id": meta.user_id,
-            "source": meta.source,
-            "fraud_prediction": body["fraud_classifier"]["prediction"],
-            "fraud_proba": body["fraud_classifier"]["pred_proba"],
-            "anomaly_score": body["anomaly_detector"]["score"],
-            "decision": DECISIONS[decision],
-            "model_version": body["model_version"],
-            "amount": float(request.data[AMOUNT_INDEX]),
-            "features": request.data,
-            "device_info": _device(meta.device_info),
-            "ip_address": str(meta.ip_address) if meta.ip_address is not None else None,
-            "geo": _geo(meta.geo),
-        }
+    return build_event(
+        event_id=body["event_id"],
+        timestamp=meta.timestamp,
+        received_at=received_at,
+        user_id=meta.user_id,
+        source=meta.source,
+        fraud_prediction=body["fraud_classifier"]["prediction"],
+        fraud_proba=body["fraud_classifier"]["pred_proba"],
+        anomaly_score=body["anomaly_detector"]["score"],
+        decision=body["decision"],
+        model_version=body["model_version"],
+        amount=float(request.data[AMOUNT_INDEX]),
+        features=request.data,
+        device_info=meta.device_info,
+        ip_address=meta.ip_address,
+        geo=meta.geo,
     )
 
 
@@ -131,7 +110,7 @@ class ScoringService:
             outcome = Outcome(body)
             job.outcomes.append(outcome)
             try:
-                ack = self.producer.publish(_event(request, body, job.received_at, decision), request.metadata.user_id)
+                ack = self.producer.publish(_event(request, body, job.received_at), request.metadata.user_id)
             except BufferFull:
                 outcome.unavailable = "buffer_full"
                 continue

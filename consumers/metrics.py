@@ -31,6 +31,12 @@ class ConsumerMetrics:
         self.retries = Counter(
             "fraudflow_consumer_retries", "Retried Kinesis or PostgreSQL calls", ["reason"], registry=r
         )
+        self.shard_failures = Counter(
+            "fraudflow_consumer_shard_failures",
+            "Shard consumers that failed (the lease is released and taken again)",
+            ["shard"],
+            registry=r,
+        )
         self.leases_held = Gauge("fraudflow_consumer_leases_held", "Leases this worker holds", registry=r)
         self.leases_taken = Counter("fraudflow_consumer_leases_taken", "Leases taken (incl. stolen)", registry=r)
         self.leases_lost = Counter("fraudflow_consumer_leases_lost", "Leases lost to another worker", registry=r)

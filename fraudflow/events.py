@@ -2,24 +2,31 @@
 
 A superset of the reference design's record (timestamp, user_id, source, fraud_prediction, fraud_proba,
 anomaly_score, device_info, ip_address, geo), documented in docs/events.md. Producers encode with orjson
-from plain values (hot path); readers validate with `ScoredEvent`.
+from plain values (hot path, `build_event`); readers validate with `ScoredEvent`.
+
+The field types below are also what the API accepts: one definition of what `fraud_predictions` can hold
+(no NUL in text, floats within float32, times that have a UTC equivalent), so a value the API answers 200
+for can always be stored, and a record from any other producer that cannot be stored is dead-lettered.
 """
 
 from __future__ import annotations
 
+import math
 import uuid
 from datetime import UTC, datetime, timedelta
+from ipaddress import ip_address
 from typing import Annotated, Any, Literal
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema
 
 from fraudflow.data.columns import N_FEATURES
 
 SCHEMA_VERSION = 1
 # Event ids derived from a client's idempotency key: the same key always names the same event.
 EVENT_NAMESPACE = uuid.UUID("5b0b8a5e-2f43-4c1e-9f7e-8d6f6c1c9a11")
-
+FLOAT32_MAX = 3.4028234663852886e38
+IP_ADDRESS_MAX_LENGTH = 64
 
 _ZERO = timedelta(0)
 
@@ -34,23 +41,68 @@ def as_utc(value: datetime) -> datetime:
         return value.replace(tzinfo=UTC)
     if value.utcoffset() == _ZERO:
         return value  # already UTC: astimezone would cost more than the whole rest of the conversion
-    return value.astimezone(UTC)
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:  # 0001-01-01 east of UTC, 9999-12-31 west of it
+        raise ValueError("has no UTC equivalent within years 1 to 9999") from None
+
+
+def _no_nul(value: str) -> str:
+    if "\x00" in value:
+        raise ValueError("must not contain a NUL character")
+    return value
+
+
+def storable_text(value: str) -> str:
+    """Text for a diagnostic column (a dead letter's key, an error) that must never fail for its content."""
+    return value.replace("\x00", "\ufffd")
+
+
+def _float32(value: float) -> float:
+    if not math.isfinite(value) or abs(value) > FLOAT32_MAX:
+        raise ValueError("must be a finite number within the 32-bit float range (|x| <= 3.4e38)")
+    return value
+
+
+def _ip_address(value: Any) -> str:
+    if not isinstance(value, str):
+        raise ValueError("must be an IPv4 or IPv6 address as a string")
+    if len(value) > IP_ADDRESS_MAX_LENGTH:
+        raise ValueError(f"must be at most {IP_ADDRESS_MAX_LENGTH} characters")
+    try:
+        return str(ip_address(value))
+    except ValueError:
+        raise ValueError("is not a valid IPv4 or IPv6 address") from None
+
+
+_NO_NUL = AfterValidator(_no_nul)
+ShortText = Annotated[str, Field(max_length=64), _NO_NUL]
+LongText = Annotated[str, Field(max_length=128), _NO_NUL]
+UserId = Annotated[str, Field(min_length=1, max_length=128), _NO_NUL]
+Source = Annotated[str, Field(min_length=1, max_length=64), _NO_NUL]
+Float32 = Annotated[float, AfterValidator(_float32)]
+UtcTime = Annotated[datetime, AfterValidator(as_utc)]
+IpAddress = Annotated[
+    str,
+    BeforeValidator(_ip_address),
+    WithJsonSchema({"type": "string", "maxLength": IP_ADDRESS_MAX_LENGTH, "description": "IPv4 or IPv6"}),
+]
 
 
 class DeviceInfo(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
-    device_type: str | None = Field(None, max_length=64)
-    os_version: str | None = Field(None, max_length=64)
-    app_version: str | None = Field(None, max_length=64)
+    device_type: ShortText | None = None
+    os_version: ShortText | None = None
+    app_version: ShortText | None = None
 
 
 class Geo(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
-    country: str | None = Field(None, max_length=64)
-    region: str | None = Field(None, max_length=128)
-    city: str | None = Field(None, max_length=128)
+    country: ShortText | None = None
+    region: LongText | None = None
+    city: LongText | None = None
     latitude: float | None = Field(None, ge=-90, le=90)
     longitude: float | None = Field(None, ge=-180, le=180)
 
@@ -62,25 +114,79 @@ class ScoredEvent(BaseModel):
 
     schema_version: Literal[1]
     event_id: uuid.UUID
-    timestamp: datetime
-    received_at: datetime
-    user_id: str = Field(min_length=1, max_length=128)
-    source: str = Field(min_length=1, max_length=64)
+    timestamp: UtcTime
+    received_at: UtcTime
+    user_id: UserId
+    source: Source
     fraud_prediction: Literal[0, 1]
     fraud_proba: float = Field(ge=0, le=1)
     anomaly_score: float = Field(ge=0, le=1)
     decision: Literal["approve", "review", "decline"]
-    model_version: str = Field(min_length=1, max_length=64)
-    amount: float
-    features: list[Annotated[float, Field(allow_inf_nan=False)]] = Field(min_length=N_FEATURES, max_length=N_FEATURES)
+    model_version: Annotated[str, Field(min_length=1, max_length=64), _NO_NUL]
+    amount: Float32
+    features: list[Float32] = Field(min_length=N_FEATURES, max_length=N_FEATURES)
     device_info: DeviceInfo | None = None
-    ip_address: str | None = Field(None, max_length=64)
+    ip_address: IpAddress | None = None
     geo: Geo | None = None
 
-    @field_validator("timestamp", "received_at")
-    @classmethod
-    def _utc(cls, value: datetime) -> datetime:
-        return as_utc(value)
+
+def _device(device: DeviceInfo | None) -> dict[str, Any] | None:
+    if device is None:
+        return None
+    return {"device_type": device.device_type, "os_version": device.os_version, "app_version": device.app_version}
+
+
+def _geo(geo: Geo | None) -> dict[str, Any] | None:
+    if geo is None:
+        return None
+    return {
+        "country": geo.country,
+        "region": geo.region,
+        "city": geo.city,
+        "latitude": geo.latitude,
+        "longitude": geo.longitude,
+    }
+
+
+def build_event(
+    *,
+    event_id: str,
+    timestamp: datetime,
+    received_at: datetime,
+    user_id: str,
+    source: str,
+    fraud_prediction: int,
+    fraud_proba: float,
+    anomaly_score: float,
+    decision: str,
+    model_version: str,
+    amount: float,
+    features: Any,
+    device_info: DeviceInfo | None,
+    ip_address: str | None,
+    geo: Geo | None,
+) -> bytes:
+    """The record body for values already valid (the API's validated request): no second validation pass."""
+    return encode_event(
+        {
+            "schema_version": SCHEMA_VERSION,
+            "event_id": event_id,
+            "timestamp": timestamp,
+            "received_at": received_at,
+            "user_id": user_id,
+            "source": source,
+            "fraud_prediction": fraud_prediction,
+            "fraud_proba": fraud_proba,
+            "anomaly_score": anomaly_score,
+            "decision": decision,
+            "model_version": model_version,
+            "amount": amount,
+            "features": features,
+            "device_info": _device(device_info),
+            "ip_address": ip_address,
+            "geo": _geo(geo),
+        }
+    )
 
 
 def encode_event(fields: dict[str, Any]) -> bytes:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Awaitable
 from typing import TYPE_CHECKING
 
 import asyncpg
@@ -16,6 +17,7 @@ from consumers.metrics import ConsumerMetrics
 from consumers.processor.sink import PostgresSink
 from consumers.retrieval.fetcher import ShardFetcher, ShardInfo
 from fraudflow.logging import get_logger
+from fraudflow.retry import Backoff
 
 if TYPE_CHECKING:
     from types_aiobotocore_kinesis import KinesisClient
@@ -47,7 +49,12 @@ class Scheduler:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Run until `stop` is set, then shut down gracefully (flush, checkpoint, release)."""
-        await self.sync_shards()
+        backoff = Backoff(self.config.backoff_base_s, self.config.backoff_cap_s * 2)
+        while not await self._guard("shard sync", self.sync_shards()):  # Kinesis or the stream not there yet
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), backoff.next_delay())
+            if stop.is_set():
+                return
         loops = [asyncio.create_task(loop(), name=loop.__name__) for loop in (self._shard_sync_loop, self._lease_loop)]
         try:
             await stop.wait()
@@ -107,12 +114,15 @@ class Scheduler:
             self._sync_now.clear()
             await self._guard("shard sync", self.sync_shards())
 
-    async def _guard(self, what: str, work: object) -> None:
+    async def _guard(self, what: str, work: Awaitable[None]) -> bool:
+        """Run `work`; a failure is counted and logged, and the caller retries later. Whether it succeeded."""
         try:
-            await work  # type: ignore[misc]
+            await work
         except Exception as error:  # PostgreSQL, network or botocore: the loop must survive and retry
             self.metrics.retries.labels(what).inc()
-            log.warning(f"{what} failed, will retry", error=type(error).__name__, detail=str(error)[:200])
+            log.warning("retrying after a failure", what=what, error=type(error).__name__, detail=str(error)[:200])
+            return False
+        return True
 
     async def _lease_loop(self) -> None:
         loop = asyncio.get_running_loop()
@@ -123,7 +133,7 @@ class Scheduler:
             if steal:
                 next_steal = loop.time() + self.config.take_every_s
             await self._guard("lease taking", self._take(steal))
-            self._reap()
+            await self._guard("reaping", self._reap())
             self.metrics.leases_held.set(len(self.coordinator.held))
             self.metrics.workers.set(self.coordinator.workers_seen)
             await asyncio.sleep(self.config.renew_every_s)
@@ -172,8 +182,8 @@ class Scheduler:
             self.metrics.leases_lost.inc()
             self.coordinator.forget(consumer.shard_id)
 
-    def _reap(self) -> None:
-        """Forget consumers that finished (shard ended) or crashed; a crashed one is retried next round."""
+    async def _reap(self) -> None:
+        """Forget consumers that finished (shard ended); release, counted, the leases of those that failed."""
         for shard_id, (consumer, task) in list(self.consumers.items()):
             if not task.done():
                 continue
@@ -181,8 +191,19 @@ class Scheduler:
             if task.cancelled():
                 continue
             if (error := task.exception()) is not None:
-                log.error("shard consumer failed", shard=shard_id, error=repr(error))
-            if consumer.checkpoint == SHARD_END or error is not None:
+                self.metrics.shard_failures.labels(shard_id).inc()
+                log.error(
+                    "shard consumer failed",
+                    shard=shard_id,
+                    epoch=consumer.lease.epoch,
+                    checkpoint=consumer.checkpoint,
+                    read_up_to=consumer.buffer_checkpoint,
+                    error=repr(error)[:500],
+                )
+                if (lease := self.coordinator.held.get(shard_id)) is not None:
+                    self.coordinator.forget(shard_id)
+                    await self.table.release_failed(lease, repr(error))
+            elif consumer.checkpoint == SHARD_END:
                 self.coordinator.forget(shard_id)
 
     def _stop_consumer(self, shard_id: str, graceful: bool) -> None:

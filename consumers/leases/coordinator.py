@@ -45,6 +45,8 @@ class LeaseCoordinator:
         lost = []
         for shard_id, lease in list(self.held.items()):
             renewed = await self.table.renew(lease)
+            if shard_id not in self.held:
+                continue  # forgotten while renewing: its consumer ended or found the lease lost
             if renewed is None:
                 lost.append(self.held.pop(shard_id))
             else:

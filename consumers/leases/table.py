@@ -13,6 +13,8 @@ from decimal import Decimal
 import asyncpg
 from asyncpg.pool import PoolConnectionProxy
 
+from fraudflow.events import storable_text
+
 # A connection, or one lent by a pool.
 Connection = asyncpg.Connection | PoolConnectionProxy
 
@@ -132,6 +134,18 @@ class LeaseTable:
             f"""UPDATE kinesis_leases SET owner = NULL, lease_counter = lease_counter + 1, updated_at = now()
                 WHERE {_FENCED}""",
             *self._fence(lease),
+        )
+        return status.endswith(" 1")
+
+    async def release_failed(self, lease: Lease, error: str) -> bool:
+        """Release a lease whose shard consumer failed, counting the failure and keeping its error."""
+        status = await self.pool.execute(
+            f"""UPDATE kinesis_leases
+                   SET owner = NULL, lease_counter = lease_counter + 1, updated_at = now(),
+                       failures = failures + 1, last_error = $6, last_error_at = now()
+                 WHERE {_FENCED}""",
+            *self._fence(lease),
+            storable_text(error)[:1000],
         )
         return status.endswith(" 1")
 

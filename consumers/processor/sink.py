@@ -10,6 +10,10 @@ Events are idempotent by `event_id` (a producer retry publishes the same event t
 so the INSERT first runs plain, in a savepoint; only when a unique violation rolls it back do the rows go
 through `ON CONFLICT (event_id) DO NOTHING`, which costs more on the server and must copy the rows it
 inserted aside for the aggregates.
+
+A row PostgreSQL refuses for its content (validation should let none through, but a retry forever would stall
+the shard) fails the whole transaction; the flush then runs again with the rows in savepoints, halving any
+batch that fails until each refused row stands alone, and dead-letters those rows with PostgreSQL's message.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ import asyncpg
 from consumers.leases.table import Connection, Lease, LeaseTable
 from consumers.processor.rows import AS_TEXT, COLUMNS, Rejection, to_row
 from consumers.retrieval.fetcher import Record
+from fraudflow.events import storable_text
 
 STAGING = "fraudflow_staging"
 INSERTED = "fraudflow_inserted"  # this flush's new rows (not the duplicates), for the aggregates
@@ -35,6 +40,10 @@ _INSERT_NEW = (
     f"WITH new AS ({_INSERT} ON CONFLICT (event_id) DO NOTHING RETURNING *) INSERT INTO {INSERTED} SELECT * FROM new"
 )
 _ADD_TO_ROLLUPS = "SELECT fraudflow_add_to_rollups($1::regclass)"
+# Errors that say a row's content cannot be stored (SQLSTATE classes 22 and 23, and the ValueError or
+# OverflowError of asyncpg's encoders, e.g. a float beyond `real`): retrying cannot help, so the rows are
+# isolated and dead-lettered instead.
+CONTENT_ERRORS = (asyncpg.DataError, asyncpg.IntegrityConstraintViolationError, ValueError, OverflowError)
 
 
 async def create_staging(conn: asyncpg.Connection) -> None:
@@ -55,6 +64,7 @@ class ShardBuffer:
 
     shard_id: str
     rows: list[tuple[Any, ...]] = field(default_factory=list)
+    sources: list[Record] = field(default_factory=list)  # the record of each row, to dead-letter it
     rejections: list[Rejection] = field(default_factory=list)
     first_at: float | None = None
 
@@ -65,6 +75,7 @@ class ShardBuffer:
                 self.rejections.append(converted)
             else:
                 self.rows.append(converted)
+                self.sources.append(record)
         if records and self.first_at is None:
             self.first_at = time.monotonic()
 
@@ -76,6 +87,7 @@ class ShardBuffer:
 
     def clear(self) -> None:
         self.rows.clear()
+        self.sources.clear()
         self.rejections.clear()
         self.first_at = None
 
@@ -111,34 +123,79 @@ class PostgresSink:
     async def flush(self, lease: Lease, buffer: ShardBuffer, checkpoint: str) -> FlushResult:
         """Write the buffer and move the checkpoint to `checkpoint` in one transaction (LeaseLost if fenced)."""
         started = time.perf_counter()
-        async with self.pool.acquire() as conn, conn.transaction():
-            inserted = 0
-            if buffer.rows:
-                await conn.copy_records_to_table(STAGING, records=buffer.rows, columns=list(COLUMNS))
-                inserted = await self._insert(conn, len(buffer.rows))
-            if buffer.rejections:
-                await conn.executemany(
-                    """INSERT INTO rejected_records (stage, stream, shard_id, sequence_number, sub_sequence,
-                                                     partition_key, payload, reason)
-                       VALUES ('consumer', $1, $2, $3, $4, $5, $6, $7)
-                       ON CONFLICT (stream, shard_id, sequence_number, sub_sequence)
-                       WHERE sequence_number IS NOT NULL DO NOTHING""",
-                    [
-                        (
-                            self.leases.stream,
-                            buffer.shard_id,
-                            Decimal(r.record.sequence_number),
-                            r.record.sub_sequence,
-                            r.record.partition_key,
-                            r.record.data,
-                            r.reason,
-                        )
-                        for r in buffer.rejections
-                    ],
-                )
-            await self.leases.checkpoint(conn, lease, checkpoint)
+        try:
+            inserted, refused = await self._commit(lease, buffer, checkpoint, isolate=False)
+        except CONTENT_ERRORS:
+            inserted, refused = await self._commit(lease, buffer, checkpoint, isolate=True)
         result = FlushResult(
-            inserted, len(buffer.rows) - inserted, len(buffer.rejections), time.perf_counter() - started
+            inserted,
+            len(buffer.rows) - inserted - len(refused),
+            len(buffer.rejections) + len(refused),
+            time.perf_counter() - started,
         )
         buffer.clear()
         return result
+
+    async def _commit(
+        self, lease: Lease, buffer: ShardBuffer, checkpoint: str, isolate: bool
+    ) -> tuple[int, list[Rejection]]:
+        async with self.pool.acquire() as conn, conn.transaction():
+            inserted, refused = 0, list[Rejection]()
+            if buffer.rows and isolate:
+                inserted, refused = await self._store_isolating(conn, buffer.rows, buffer.sources)
+            elif buffer.rows:
+                inserted = await self._store(conn, buffer.rows)
+            if rejections := buffer.rejections + refused:
+                await self._dead_letter(conn, buffer.shard_id, rejections)
+            await self.leases.checkpoint(conn, lease, checkpoint)
+        return inserted, refused
+
+    async def _store(self, conn: Connection, rows: list[tuple[Any, ...]]) -> int:
+        await conn.copy_records_to_table(STAGING, records=rows, columns=list(COLUMNS))
+        return await self._insert(conn, len(rows))
+
+    async def _store_isolating(
+        self, conn: Connection, rows: list[tuple[Any, ...]], sources: list[Record]
+    ) -> tuple[int, list[Rejection]]:
+        """Store what PostgreSQL accepts, each part in a savepoint; the rows it refuses, one by one."""
+        inserted, refused = 0, list[Rejection]()
+        parts = [(0, len(rows))]
+        while parts:
+            start, end = parts.pop()
+            try:
+                async with conn.transaction():
+                    inserted += await self._store(conn, rows[start:end])
+                    await conn.execute(f"TRUNCATE {STAGING}, {INSERTED}")  # the next part starts empty
+            except CONTENT_ERRORS as error:
+                if end - start == 1:
+                    refused.append(Rejection(sources[start], f"refused by PostgreSQL: {_message(error)}"))
+                else:
+                    middle = (start + end) // 2
+                    parts += [(middle, end), (start, middle)]
+        return inserted, refused
+
+    async def _dead_letter(self, conn: Connection, shard_id: str, rejections: list[Rejection]) -> None:
+        await conn.executemany(
+            """INSERT INTO rejected_records (stage, stream, shard_id, sequence_number, sub_sequence,
+                                             partition_key, payload, reason)
+               VALUES ('consumer', $1, $2, $3, $4, $5, $6, $7)
+               ON CONFLICT (stream, shard_id, sequence_number, sub_sequence)
+               WHERE sequence_number IS NOT NULL DO NOTHING""",
+            [
+                (
+                    self.leases.stream,
+                    shard_id,
+                    Decimal(r.record.sequence_number),
+                    r.record.sub_sequence,
+                    # A dead letter must never fail for its own content: the payload is bytes, texts lose NULs.
+                    storable_text(r.record.partition_key),
+                    r.record.data,
+                    storable_text(r.reason),
+                )
+                for r in rejections
+            ],
+        )
+
+
+def _message(error: Exception) -> str:
+    return f"{type(error).__name__}: {error}"[:500]

@@ -82,7 +82,10 @@ def deaggregate(data: bytes, partition_key: str) -> list[UserRecord]:
     records: list[tuple[int, bytes]] = []
     for number, value in _fields(data[4:-_DIGEST]):
         if number == 1 and isinstance(value, bytes):
-            keys.append(value.decode())
+            try:
+                keys.append(value.decode())
+            except UnicodeDecodeError:
+                raise AggregationError("a partition key is not UTF-8") from None
         elif number == 3 and isinstance(value, bytes):
             key_index, payload = 0, b""
             for inner_number, inner in _fields(value):

@@ -1,3 +1,3 @@
-from fraudflow.cli.main import main
+from fraudflow.cli.entry import main
 
 main()

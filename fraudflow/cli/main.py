@@ -10,6 +10,7 @@ from fraudflow.cli.dashboard import dashboard
 from fraudflow.cli.healthcheck import healthcheck
 from fraudflow.cli.models import synth, train
 from fraudflow.cli.services import services
+from fraudflow.cli.signals import release_stop_signals
 from fraudflow.cli.simulate import simulate
 from fraudflow.cli.up import up
 
@@ -19,6 +20,15 @@ app = typer.Typer(
     pretty_exceptions_show_locals=False,  # locals may hold secrets
     context_settings={"help_option_names": ["-h", "--help"]},
 )
+
+
+@app.callback()
+def _root(ctx: typer.Context) -> None:
+    # Only the consumer worker stops gracefully on a signal held during start-up (fraudflow.cli.signals).
+    if ctx.invoked_subcommand != "consume":
+        release_stop_signals()
+
+
 app.add_typer(db.app, name="db")
 app.add_typer(consume.app, name="consume")
 app.add_typer(stream.app, name="stream")

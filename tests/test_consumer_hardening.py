@@ -1,0 +1,164 @@
+"""Consumer findings from adversarial runs, each reproduced: failures visible, renewal racing a lease loss, a
+worker stopped while it starts."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import asyncpg
+import pytest
+
+from consumers.config import ConsumerConfig
+from consumers.leases.coordinator import LeaseCoordinator
+from consumers.leases.table import LeaseTable, NewShard
+from fraudflow.aws import kinesis_client
+from fraudflow.config import Settings
+from fraudflow.streams import ensure_stream
+from tests.consumer_helpers import pool_for, put_events, stored, wait_until, worker
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture
+def shard_count() -> int:
+    return 1
+
+
+def _cli_env(settings: Settings) -> dict[str, str]:
+    assert settings.static_database_url
+    return {
+        **os.environ,
+        "DATABASE_URL": settings.static_database_url,
+        "FRAUDFLOW_STREAM": settings.stream_name,
+        "AWS_ENDPOINT_URL_KINESIS": settings.kinesis_endpoint_url or "",
+        "AWS_REGION": "us-east-1",
+        "FRAUDFLOW_LOG_FORMAT": "json",
+    }
+
+
+async def test_a_failing_shard_is_counted_and_shown_by_status(settings: Settings, db: asyncpg.Connection) -> None:
+    await put_events(settings, 5)
+    async with worker(settings, "w1") as scheduler:
+        await wait_until(lambda: _stored(db, 5), what="5 rows")
+        async with kinesis_client(settings) as client:
+            await client.delete_stream(StreamName=settings.stream_name)
+
+        async def failed() -> bool:
+            return int(await db.fetchval("SELECT max(failures) FROM kinesis_leases")) >= 1
+
+        await wait_until(failed, what="the failure counted on the lease")
+        counted = scheduler.metrics.registry.get_sample_value(
+            "fraudflow_consumer_shard_failures_total", {"shard": "shardId-000000000000"}
+        )
+        assert counted is not None
+        assert counted >= 1
+    status = await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-m", "fraudflow.cli", "consume", "status"],
+        env=_cli_env(settings),
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert status.returncode == 0, status.stderr
+    assert "failures" in status.stdout
+    assert "last failure" in status.stdout
+    assert "ResourceNotFoundException" in status.stdout
+
+
+async def _stored(db: asyncpg.Connection, n: int) -> bool:
+    return (await stored(db))[0] >= n
+
+
+async def test_renewal_survives_a_lease_forgotten_while_it_awaits(settings: Settings, db: asyncpg.Connection) -> None:
+    pool = await pool_for(settings)
+    try:
+        table = LeaseTable(pool, "app", settings.stream_name)
+        await table.create_missing([NewShard(f"shard-{n}", [], "0", "1", "TRIM_HORIZON") for n in (1, 2)])
+        coordinator = LeaseCoordinator(table, "w1", ConsumerConfig())
+        assert len(await coordinator.take(steal=False)) == 2
+        renewing = asyncio.create_task(coordinator.renew())
+        await asyncio.sleep(0)  # the renewal is now waiting on PostgreSQL for shard-1
+        coordinator.forget("shard-1")  # as the scheduler does when a consumer finds its lease lost
+        assert await renewing == []
+        assert set(coordinator.held) == {"shard-2"}
+        counters = {r["shard_id"]: r["lease_counter"] for r in await db.fetch("SELECT * FROM kinesis_leases")}
+        assert counters["shard-2"] == 2  # taken, then renewed: the round went on after the forgotten lease
+    finally:
+        await pool.close()
+
+
+def _start_worker(settings: Settings) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "fraudflow.cli", "consume", "--worker-id", "w1"],
+        env=_cli_env(settings),
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+
+
+@pytest.mark.parametrize("after_s", [0.3, 0.9, 1.6])
+async def test_sigterm_during_start_up_is_a_clean_stop(settings: Settings, after_s: float) -> None:
+    """From the CLI's first instruction (the interpreter itself starts in about 0.13 s), through the imports
+    (over a second) and the connections, to the first leases."""
+    process = _start_worker(settings)
+    await asyncio.sleep(after_s)  # the moment of the signal is what is tested, not a wait for a condition
+    process.send_signal(signal.SIGTERM)
+    output, _ = await asyncio.to_thread(process.communicate, timeout=60)
+    assert process.returncode == 0, output.decode()[-2000:]
+
+
+async def test_a_worker_waits_for_postgres_at_start_up_and_stops_cleanly(settings: Settings) -> None:
+    env = {**_cli_env(settings), "DATABASE_URL": f"postgresql://postgres@127.0.0.1:{_free_port()}/nothing"}
+    process = await asyncio.to_thread(
+        subprocess.Popen,
+        [sys.executable, "-m", "fraudflow.cli", "consume"],
+        env=env,
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    assert process.stdout is not None
+    line = await asyncio.wait_for(asyncio.to_thread(process.stdout.readline), 30)
+    assert b"postgres unreachable at start-up, retrying" in line
+    process.send_signal(signal.SIGTERM)
+    output, _ = await asyncio.to_thread(process.communicate, timeout=30)
+    assert process.returncode == 1  # stopped before it could start: said in one line, no traceback
+    assert output.decode().strip().splitlines()[-1].startswith("error: stopped while PostgreSQL was unreachable")
+    assert b"Traceback" not in output
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def test_a_worker_waits_for_its_stream_at_start_up(settings: Settings, db: asyncpg.Connection) -> None:
+    later = settings.model_copy(update={"stream_name": settings.stream_name + "-later"})
+    async with worker(later, "w1") as scheduler:
+        await wait_until(
+            lambda: _async(
+                scheduler.metrics.registry.get_sample_value(
+                    "fraudflow_consumer_retries_total", {"reason": "shard sync"}
+                )
+                is not None
+            ),
+            what="a failed shard sync, retried",
+        )
+        async with kinesis_client(later) as client:
+            await ensure_stream(client, later.stream_name, 1)
+        await put_events(later, 3)
+        await wait_until(lambda: _stored(db, 3), what="3 rows once the stream exists")
+
+
+async def _async(value: bool) -> bool:
+    return value
