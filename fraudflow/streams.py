@@ -26,6 +26,12 @@ async def stream_status(client: KinesisClient, stream: str) -> str | None:
     return summary["StreamDescriptionSummary"]["StreamStatus"]
 
 
+async def stream_identity(client: KinesisClient, stream: str) -> str:
+    """What tells this stream from an earlier one of the same name: its ARN and creation time."""
+    summary = (await client.describe_stream_summary(StreamName=stream))["StreamDescriptionSummary"]
+    return f"{summary['StreamARN']}@{summary['StreamCreationTimestamp'].isoformat()}"
+
+
 async def wait_until_active(client: KinesisClient, stream: str, deadline_s: float = 30.0) -> None:
     end = time.monotonic() + deadline_s
     while (status := await stream_status(client, stream)) != "ACTIVE":

@@ -19,7 +19,7 @@ from consumers.leases.coordinator import LeaseCoordinator
 from consumers.leases.table import LeaseTable, NewShard
 from fraudflow.aws import kinesis_client
 from fraudflow.config import Settings
-from fraudflow.streams import ensure_stream
+from fraudflow.streams import ensure_stream, stream_status
 from tests.consumer_helpers import pool_for, put_events, stored, wait_until, worker
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -162,3 +162,26 @@ async def test_a_worker_waits_for_its_stream_at_start_up(settings: Settings, db:
 
 async def _async(value: bool) -> bool:
     return value
+
+
+@pytest.mark.parametrize("kinesis_server", ["moto", "kinesis-local"], indirect=True)
+async def test_checkpoints_of_an_earlier_stream_of_the_same_name_are_not_trusted(
+    settings: Settings, db: asyncpg.Connection
+) -> None:
+    await put_events(settings, 60)
+    async with worker(settings, "w1"):
+        await wait_until(lambda: _stored(db, 60), what="60 rows from the first stream")
+    async with kinesis_client(settings) as client:
+        await client.delete_stream(StreamName=settings.stream_name)
+
+        async def gone() -> bool:
+            return await stream_status(client, settings.stream_name) is None
+
+        await wait_until(gone, what="the stream deleted")
+        await ensure_stream(client, settings.stream_name, 1)
+    await put_events(settings, 40)  # fewer than before: old checkpoints would point past all of them
+    async with worker(settings, "w1"):
+        await wait_until(lambda: _stored(db, 100), what="the new stream's 40 rows")
+    identities = {r["stream_identity"] for r in await db.fetch("SELECT stream_identity FROM kinesis_leases")}
+    assert len(identities) == 1
+    assert None not in identities

@@ -18,6 +18,7 @@ from consumers.processor.sink import PostgresSink
 from consumers.retrieval.fetcher import ShardFetcher, ShardInfo
 from fraudflow.logging import get_logger
 from fraudflow.retry import Backoff
+from fraudflow.streams import stream_identity
 
 if TYPE_CHECKING:
     from types_aiobotocore_kinesis import KinesisClient
@@ -75,12 +76,20 @@ class Scheduler:
 
     async def sync_shards(self) -> None:
         """Create leases for new shards; remove finished leases whose children started, and aged-out ones."""
+        identity = await stream_identity(self.client, self.stream)
+        if identity != self.table.identity and (dropped := await self.table.claim_for(identity)):
+            log.warning(
+                "stream recreated: leases of the earlier stream deleted, its shards start afresh",
+                stream=self.stream,
+                identity=identity,
+                leases_deleted=dropped,
+            )
         shards = await self.list_shards()
         self.shards = {shard.shard_id: shard for shard in shards}
         leases = {lease.shard_id: lease for lease in await self.table.all()}
         new = []
         for shard in shards:
-            if shard.shard_id in leases:
+            if shard.shard_id in leases or _consumed(shard, shards, leases):
                 continue
             # Children of a reshard always start at the beginning; other shards at the configured position.
             known_parent = any(p in self.shards or p in leases for p in shard.parent_shard_ids)
@@ -232,3 +241,23 @@ class Scheduler:
         self.coordinator.held.clear()
         self.consumers.clear()
         log.info("consumer stopped", worker=self.worker_id)
+
+
+def _consumed(shard: ShardInfo, shards: list[ShardInfo], leases: dict[str, Lease]) -> bool:
+    """A closed shard with a leased descendant was read to its end: its lease was cleaned up once its
+    children started, and it stays listed (for the retention period on AWS) but must not be read again."""
+    if shard.ending_sequence_number is None:
+        return False
+    children: dict[str, list[str]] = {}
+    for other in shards:
+        for parent in other.parent_shard_ids:
+            children.setdefault(parent, []).append(other.shard_id)
+    pending, seen = list(children.get(shard.shard_id, [])), set()
+    while pending:
+        child = pending.pop()
+        if child in leases:
+            return True
+        if child not in seen:
+            seen.add(child)
+            pending += children.get(child, [])
+    return False

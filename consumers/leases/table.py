@@ -71,6 +71,7 @@ class LeaseTable:
         self.pool = pool
         self.application = application
         self.stream = stream
+        self.identity: str | None = None  # set by claim_for once the stream is known
 
     def _fence(self, lease: Lease) -> tuple[str, str, str, str | None, int]:
         return self.application, self.stream, lease.shard_id, lease.owner, lease.epoch
@@ -83,6 +84,27 @@ class LeaseTable:
         )
         return [_lease(row) for row in rows]
 
+    async def claim_for(self, identity: str) -> int:
+        """Tie the leases to this stream's identity; leases of an earlier stream of the same name are deleted
+        (their checkpoints point into shards that no longer exist). Returns how many were deleted."""
+        async with self.pool.acquire() as conn, conn.transaction():
+            status = await conn.execute(
+                """DELETE FROM kinesis_leases
+                    WHERE application = $1 AND stream = $2 AND stream_identity <> $3""",
+                self.application,
+                self.stream,
+                identity,
+            )
+            await conn.execute(
+                """UPDATE kinesis_leases SET stream_identity = $3
+                    WHERE application = $1 AND stream = $2 AND stream_identity IS NULL""",
+                self.application,
+                self.stream,
+                identity,
+            )
+        self.identity = identity
+        return int(status.rsplit(" ", 1)[1])
+
     async def create_missing(self, shards: list[NewShard]) -> list[str]:
         """Create leases for shards that have none; returns the shard ids created."""
         created = []
@@ -90,8 +112,8 @@ class LeaseTable:
             for s in shards:
                 inserted = await conn.fetchval(
                     """INSERT INTO kinesis_leases (application, stream, shard_id, checkpoint, parent_shard_ids,
-                                                   starting_hash_key, ending_hash_key)
-                       VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING RETURNING shard_id""",
+                                                   starting_hash_key, ending_hash_key, stream_identity)
+                       VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT DO NOTHING RETURNING shard_id""",
                     self.application,
                     self.stream,
                     s.shard_id,
@@ -99,6 +121,7 @@ class LeaseTable:
                     s.parent_shard_ids,
                     Decimal(s.starting_hash_key),
                     Decimal(s.ending_hash_key),
+                    self.identity,
                 )
                 if inserted:
                     created.append(inserted)

@@ -131,7 +131,8 @@ class ShardFetcher:
             except ClientError as error:
                 code = error_code(error)
                 if code == "ExpiredIteratorException":
-                    self.on_retry(code)
+                    self.on_retry(code)  # counted in fraudflow_consumer_retries{reason="ExpiredIteratorException"}
+                    log.info("iterator expired, renewing", shard=self.shard.shard_id, after=self.last_sequence_number)
                     self._iterator = None  # renew from the last delivered (or checkpointed) position
                     continue
                 status = int(error.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0))
