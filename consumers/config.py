@@ -40,6 +40,13 @@ class ConsumerConfig:
     flush_interval_s: float = 0.25
     # Graceful shutdown: flush, checkpoint and release within this bound.
     shutdown_timeout_s: float = 20.0
+    # PostgreSQL session bounds: a worker frozen inside a flush (SIGSTOP, a paused VM, a partition) has its
+    # transaction ended by the server within the failover time, instead of holding locks until TCP gives up
+    # (hours); a flush waiting on a lock or running away fails and is retried.
+    idle_in_transaction_timeout_s: float = 10.0
+    lock_timeout_s: float = 5.0
+    statement_timeout_s: float = 30.0
+    tcp_keepalive_idle_s: int = 10
 
     @property
     def renew_every_s(self) -> float:
@@ -48,3 +55,14 @@ class ConsumerConfig:
     @property
     def take_every_s(self) -> float:
         return self.take_interval_s or self.failover_s * 2
+
+    def session_settings(self) -> dict[str, str]:
+        """PostgreSQL settings for each of the worker's sessions (asyncpg's `server_settings`)."""
+        return {
+            "idle_in_transaction_session_timeout": str(int(self.idle_in_transaction_timeout_s * 1000)),
+            "lock_timeout": str(int(self.lock_timeout_s * 1000)),
+            "statement_timeout": str(int(self.statement_timeout_s * 1000)),
+            "tcp_keepalives_idle": str(self.tcp_keepalive_idle_s),
+            "tcp_keepalives_interval": str(max(1, self.tcp_keepalive_idle_s // 2)),
+            "tcp_keepalives_count": "3",
+        }

@@ -64,14 +64,21 @@ async def _wait(stop: asyncio.Event, seconds: float) -> None:
 
 
 @asynccontextmanager
-async def connection_pool(database: DatabaseTarget, max_size: int, stop: asyncio.Event) -> AsyncIterator[asyncpg.Pool]:
+async def connection_pool(
+    database: DatabaseTarget, max_size: int, config: ConsumerConfig, stop: asyncio.Event
+) -> AsyncIterator[asyncpg.Pool]:
     """The worker's pool (each connection with its staging tables), waiting for PostgreSQL if it is down."""
     backoff = Backoff(0.5, 10.0)
     pool: asyncpg.Pool | None = None
     while pool is None:
         try:
             pool = await asyncpg.create_pool(
-                **database.connect_kwargs(), min_size=1, max_size=max_size, init=create_staging, timeout=10
+                **database.connect_kwargs(),
+                min_size=1,
+                max_size=max_size,
+                init=create_staging,
+                server_settings=config.session_settings(),
+                timeout=10,
             )
         except asyncpg.UndefinedTableError:
             raise WorkerError("the database has no fraudflow schema: run `fraudflow db migrate` first") from None
@@ -93,7 +100,7 @@ async def run_worker(settings: Settings, database: DatabaseTarget, options: Work
     """Consume until `stop` is set, then flush, checkpoint and release (the scheduler's graceful stop)."""
     if stop.is_set():  # stopped while starting: nothing is held yet
         return
-    async with connection_pool(database, settings.db_pool_max, stop) as pool:
+    async with connection_pool(database, settings.db_pool_max, options.config, stop) as pool:
         metrics = ConsumerMetrics()
         if options.metrics_port is not None:
             from prometheus_client import start_http_server

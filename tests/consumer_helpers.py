@@ -28,6 +28,8 @@ FAST = ConsumerConfig(
     backoff_base_s=0.02,
     backoff_cap_s=0.2,
     shutdown_timeout_s=10,
+    idle_in_transaction_timeout_s=3.0,
+    lock_timeout_s=1.0,
 )
 
 
@@ -76,7 +78,13 @@ async def put_events(settings: Settings, count: int, users: int = 13) -> list[st
 
 async def pool_for(settings: Settings) -> asyncpg.Pool:
     assert settings.static_database_url
-    return await asyncpg.create_pool(settings.static_database_url, min_size=1, max_size=6, init=create_staging)
+    return await asyncpg.create_pool(
+        settings.static_database_url,
+        min_size=1,
+        max_size=6,
+        init=create_staging,
+        server_settings=FAST.session_settings(),
+    )
 
 
 @asynccontextmanager

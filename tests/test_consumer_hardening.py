@@ -17,10 +17,14 @@ import pytest
 from consumers.config import ConsumerConfig
 from consumers.leases.coordinator import LeaseCoordinator
 from consumers.leases.table import LeaseTable, NewShard
+from consumers.processor.rows import COLUMNS, to_row
+from consumers.processor.sink import STAGING, create_staging
+from consumers.retrieval.fetcher import Record
 from fraudflow.aws import kinesis_client
 from fraudflow.config import Settings
+from fraudflow.events import encode_event
 from fraudflow.streams import ensure_stream, stream_status
-from tests.consumer_helpers import pool_for, put_events, stored, wait_until, worker
+from tests.consumer_helpers import FAST, event, pool_for, put_events, stored, wait_until, worker
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -185,3 +189,54 @@ async def test_checkpoints_of_an_earlier_stream_of_the_same_name_are_not_trusted
     identities = {r["stream_identity"] for r in await db.fetch("SELECT stream_identity FROM kinesis_leases")}
     assert len(identities) == 1
     assert None not in identities
+
+
+async def _frozen_flush(url: str, shard_id: str, settings: dict[str, str]) -> asyncpg.Connection:
+    """A session stopped inside a flush of `shard_id`, after its aggregate update (as a SIGSTOPped worker's):
+    it holds that shard's current aggregate rows and stays idle in transaction."""
+    conn = await asyncpg.connect(url, server_settings=settings)
+    await create_staging(conn)
+    await conn.execute("BEGIN")
+    row = to_row(Record("1", 0, "k", encode_event(event()), None), shard_id)
+    assert isinstance(row, tuple)
+    await conn.copy_records_to_table(STAGING, records=[row], columns=list(COLUMNS))
+    await conn.execute("SELECT fraudflow_add_to_rollups('fraudflow_staging'::regclass)")
+    return conn
+
+
+@pytest.mark.parametrize("shard_count", [2])
+async def test_a_worker_frozen_in_a_flush_stops_neither_other_shards_nor_its_own_for_long(
+    settings: Settings, db: asyncpg.Connection
+) -> None:
+    assert settings.static_database_url
+    # Frozen with no session bounds at all: only the other shard can go on, and it must.
+    frozen = await _frozen_flush(settings.static_database_url, "shardId-000000000000", {})
+    ids = await put_events(settings, 200)
+    async with worker(settings, "w1"):
+
+        async def other_shard_stored() -> bool:
+            n = await db.fetchval("SELECT count(*) FROM fraud_predictions WHERE shard_id = 'shardId-000000000001'")
+            return int(n) > 0 and int(n) == await _on_shard(settings, "shardId-000000000001")
+
+        await wait_until(other_shard_stored, what="the other shard's rows while a flush is frozen")
+        await frozen.close()  # the frozen worker is gone: its shard goes on
+        await wait_until(lambda: _stored(db, len(ids)), what="every row once the frozen session ended")
+    # Frozen with the worker's session bounds: the server ends the transaction by itself.
+    frozen = await _frozen_flush(settings.static_database_url, "shardId-000000000000", FAST.session_settings())
+
+    async def ended() -> bool:
+        n = await db.fetchval("SELECT count(*) FROM pg_stat_activity WHERE pid = $1", frozen.get_server_pid())
+        return int(n) == 0
+
+    await wait_until(ended, deadline_s=FAST.idle_in_transaction_timeout_s + 10, what="the idle transaction ended")
+    frozen.terminate()
+
+
+async def _on_shard(settings: Settings, shard_id: str) -> int:
+    async with kinesis_client(settings) as client:
+        iterator = (
+            await client.get_shard_iterator(
+                StreamName=settings.stream_name, ShardId=shard_id, ShardIteratorType="TRIM_HORIZON"
+            )
+        )["ShardIterator"]
+        return len((await client.get_records(ShardIterator=iterator, Limit=10_000))["Records"])

@@ -138,6 +138,9 @@ class ShardConsumer:
                 asyncpg.InterfaceError,
                 asyncpg.CannotConnectNowError,
                 asyncpg.AdminShutdownError,
+                asyncpg.LockNotAvailableError,  # lock_timeout: another session holds the rows (and will be ended)
+                asyncpg.QueryCanceledError,  # statement_timeout
+                asyncpg.DeadlockDetectedError,
                 TimeoutError,
             ) as error:
                 delay = backoff.next_delay()
