@@ -34,9 +34,5 @@ async def services(request: Request) -> Services:
 
 # Dependencies are async on purpose: FastAPI runs plain `def` dependencies in a thread pool, which would
 # cost a thread hop per request.
-async def scoring_service(request: Request) -> ScoringService:
-    return _services(request).scoring
-
-
 async def authorized(request: Request) -> None:
     authorize(request, _services(request).settings)

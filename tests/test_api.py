@@ -234,6 +234,22 @@ async def test_api_keys(settings: Settings) -> None:
     assert (header.status_code, bearer.status_code, health.status_code) == (200, 200, 200)
 
 
+async def test_batch_checks_the_key_before_reading_the_body(settings: Settings) -> None:
+    keyed = settings.model_copy(update={"api_keys": SecretStr("k-one")})
+    garbage = b"{" * 100_000  # parsing it would fail: a 401 proves it was never parsed
+    async with running(keyed, client=("203.0.113.9", 5555)) as (_, http):
+        anonymous = await http.post("/predict/batch", content=garbage, headers={"Content-Type": "application/json"})
+        malformed = await http.post(
+            "/predict/batch", content=b"{", headers={"Content-Type": "application/json", "X-API-Key": "k-one"}
+        )
+        single = await http.post(
+            "/predict", content=b"{", headers={"Content-Type": "application/json", "X-API-Key": "k-one"}
+        )
+    assert anonymous.status_code == 401
+    assert (malformed.status_code, single.status_code) == (422, 422)  # both routes answer bad JSON alike
+    assert malformed.json()["detail"][0]["loc"][0] == "body"
+
+
 async def test_without_keys_only_loopback_is_served(settings: Settings) -> None:
     async with running(settings, client=("203.0.113.9", 5555)) as (_, http):
         assert (await http.post("/predict", json=body())).status_code == 403

@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import APIRouter, Depends, Request
-from pydantic import TypeAdapter, ValidationError
+from fastapi import APIRouter, Request
+from pydantic import BaseModel, TypeAdapter, ValidationError
 
-from api.deps import Services, authorized, scoring_service
+from api.deps import Services
 from api.responses import JSONResponse, error_items, problem
 from api.schemas import BatchRequest, BatchResponse, PredictRequest, PredictResponse
 from api.security import authorize
-from api.service import ScoringService
 
 router = APIRouter()
 _item = TypeAdapter(PredictRequest)
@@ -29,11 +28,16 @@ _IDEMPOTENCY_HEADER = {
 }
 
 REF_TEMPLATE = "#/components/schemas/{model}"
-INLINE_BODIES = (PredictRequest,)  # validated by the route itself: the app adds their schemas to the document
-PREDICT_REQUEST_BODY = {
-    "required": True,
-    "content": {"application/json": {"schema": {"$ref": REF_TEMPLATE.format(model="PredictRequest")}}},
-}
+# Validated by the routes themselves, after the key check: the app adds their schemas to the document.
+INLINE_BODIES = (PredictRequest, BatchRequest)
+
+
+def _request_body(model: type[BaseModel]) -> dict[str, Any]:
+    return {
+        "required": True,
+        "content": {"application/json": {"schema": {"$ref": REF_TEMPLATE.format(model=model.__name__)}}},
+    }
+
 
 _UNAVAILABLE: dict[int | str, dict[str, Any]] = {
     503: {
@@ -54,7 +58,7 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
     response_model=PredictResponse,
     responses={**_ERRORS, **_UNAVAILABLE},
     summary="Score one transaction and publish the scored event",
-    openapi_extra={**SECURED, "parameters": [_IDEMPOTENCY_HEADER], "requestBody": PREDICT_REQUEST_BODY},
+    openapi_extra={**SECURED, "parameters": [_IDEMPOTENCY_HEADER], "requestBody": _request_body(PredictRequest)},
 )
 async def predict(request: Request) -> Any:
     services: Services = request.app.state.services
@@ -82,10 +86,16 @@ async def predict(request: Request) -> Any:
     response_model=BatchResponse,
     responses=_ERRORS,
     summary="Score up to FRAUDFLOW_PREDICT_BATCH_MAX transactions; errors are reported per item",
-    dependencies=[Depends(authorized)],
-    openapi_extra=SECURED,
+    openapi_extra={**SECURED, "requestBody": _request_body(BatchRequest)},
 )
-async def predict_batch(body: BatchRequest, service: Annotated[ScoringService, Depends(scoring_service)]) -> Any:
+async def predict_batch(request: Request) -> Any:
+    services: Services = request.app.state.services
+    authorize(request, services.settings)  # before the body is read: an unauthenticated body costs nothing
+    try:
+        body = BatchRequest.model_validate_json(await request.body())
+    except ValidationError as error:
+        return problem(422, error_items(error.errors(), under=("body",)))
+    service = services.scoring
     limit = service.settings.predict_batch_max
     if len(body.transactions) > limit:
         return problem(413, f"{len(body.transactions)} transactions in one batch; the limit is {limit}")

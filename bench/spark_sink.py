@@ -1,0 +1,201 @@
+"""The reference design's sink side by side with ours: Spark's JDBC append vs the exactly-once flush.
+
+Same rows, same `fraud_predictions` (with its indexes), same embedded PostgreSQL (fsync on), interleaved runs.
+The reference design's Glue job wrote each micro-batch with `df.write.jdbc(mode="append")`; here PySpark
+(local[2], the machine's two cores, as the consumer has) appends the whole set through PostgreSQL's JDBC
+driver (Debian's libpostgresql-jdbc-java), Spark's start-up and the DataFrame's creation left out of its
+time. The exactly-once flush writes the same rows in the consumer's 2,000-row transactions, with the
+aggregates and the checkpoint, as in production. Plain COPY is measured too, as the ceiling of any sink.
+
+Goal (consumer hardening issue): exactly-once >= 2x the Spark JDBC append. Needs the `spark` extra
+(`pip install -e '.[spark]'`), Java and the JDBC driver; without them it says which is missing and exits 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib.util
+import os
+import shutil
+import tempfile
+import time
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+
+from bench.report import publish
+from bench.sink import rows, typed
+from consumers.leases.table import LeaseTable, NewShard
+from consumers.processor.rows import COLUMNS
+from consumers.processor.sink import PostgresSink, ShardBuffer, create_staging
+from fraudflow.db.migrate import migrate
+from fraudflow.local.postgres import EmbeddedPostgres
+
+JDBC_JARS = ("/usr/share/java/postgresql.jar",)
+
+
+def missing() -> str | None:
+    if importlib.util.find_spec("pyspark") is None:
+        return "pyspark is not installed (pip install -e '.[spark]')"
+    if shutil.which("java") is None:
+        return "java is not installed (apt-get install default-jre-headless)"
+    if not any(Path(jar).exists() for jar in JDBC_JARS):
+        return "PostgreSQL's JDBC driver is not installed (apt-get install libpostgresql-jdbc-java)"
+    return None
+
+
+class SparkAppend:
+    """A local Spark session and the rows as a DataFrame, ready to append to fraud_predictions."""
+
+    def __init__(self, url: str, data: list[tuple[Any, ...]]) -> None:
+        from pyspark.sql import SparkSession
+        from pyspark.sql import types as t
+
+        jar = next(jar for jar in JDBC_JARS if Path(jar).exists())
+        self.spark = (
+            SparkSession.builder.master("local[2]")
+            .appName("fraudflow-reference-sink")
+            .config("spark.jars", jar)
+            .config("spark.ui.enabled", "false")
+            .config("spark.sql.session.timeZone", "UTC")
+            .getOrCreate()
+        )
+        self.spark.sparkContext.setLogLevel("ERROR")
+        kinds = {
+            datetime: t.TimestampType(),
+            str: t.StringType(),
+            int: t.IntegerType(),
+            float: t.DoubleType(),
+        }
+        first = typed(data[0])
+        fields = []
+        for name, value in zip(COLUMNS, first, strict=True):
+            if name == "features":
+                kind: Any = t.ArrayType(t.FloatType())
+            elif name == "sequence_number":
+                kind = t.DecimalType(38, 0)
+            elif name == "event_id":
+                kind = t.StringType()
+            else:
+                kind = kinds.get(type(value), t.StringType())
+            fields.append(t.StructField(name, kind, True))
+        prepared = [
+            tuple(str(v) if name == "event_id" else v for name, v in zip(COLUMNS, typed(row), strict=True))
+            for row in data
+        ]
+        self.frame = self.spark.createDataFrame(prepared, t.StructType(fields)).cache()
+        self.frame.count()
+        # stringtype=unspecified lets PostgreSQL cast the event id's text to uuid, as a Glue job's would.
+        host_port_db = url.split("@", 1)[1]
+        user = url.split("//", 1)[1].split("@", 1)[0].split(":", 1)[0]
+        self.jdbc = f"jdbc:postgresql://{host_port_db}?stringtype=unspecified"
+        self.properties = {"user": user, "driver": "org.postgresql.Driver"}
+
+    def append(self) -> None:
+        self.frame.write.jdbc(self.jdbc, "fraud_predictions", mode="append", properties=self.properties)
+
+    def stop(self) -> None:
+        self.spark.stop()
+
+
+async def run(total: int, batch_size: int, repeats: int) -> dict[str, Any]:
+    work = Path(tempfile.mkdtemp(prefix="fraudflow-bench-spark-"))
+    server = EmbeddedPostgres(work / "pg", durable=True)
+    server.start()
+    spark: SparkAppend | None = None
+    try:
+        conn = await asyncpg.connect(server.url())
+        await migrate(conn)
+        await conn.close()
+        pool = await asyncpg.create_pool(server.url(), min_size=1, max_size=2, init=create_staging)
+        table = LeaseTable(pool, "bench", "bench")
+        await table.create_missing([NewShard("shardId-000000000000", [], "0", "1", "TRIM_HORIZON")])
+        lease = await table.take("shardId-000000000000", "bench", 0)
+        assert lease is not None
+        sink = PostgresSink(pool, table)
+        data = rows(total)
+        batches = [data[i : i + batch_size] for i in range(0, total, batch_size)]
+        typed_rows = [typed(row) for row in data]
+        started = time.perf_counter()
+        spark = await asyncio.to_thread(SparkAppend, server.url(), data)
+        spark_start_s = time.perf_counter() - started
+
+        async def reset() -> None:
+            await pool.execute(
+                "TRUNCATE fraud_predictions, fraud_stats_15m, fraud_histograms_15m, fraud_dimensions_15m, "
+                "fraud_places_15m"
+            )
+            await pool.execute("CHECKPOINT")
+
+        async def exactly_once() -> None:
+            for number, batch in enumerate(batches):
+                buffer = ShardBuffer("shardId-000000000000")
+                buffer.rows.extend(batch)
+                await sink.flush(lease, buffer, str((number + 1) * batch_size))
+
+        async def plain_copy() -> None:
+            for start in range(0, total, batch_size):
+                async with pool.acquire() as conn, conn.transaction():
+                    await conn.copy_records_to_table(
+                        "fraud_predictions", records=typed_rows[start : start + batch_size], columns=list(COLUMNS)
+                    )
+
+        async def spark_jdbc() -> None:
+            assert spark is not None
+            await asyncio.to_thread(spark.append)
+
+        results: dict[str, list[float]] = {"exactly_once": [], "spark_jdbc": [], "plain_copy": []}
+        for _ in range(repeats):  # interleaved, so drift on a noisy machine hits all alike
+            for name, write in (("spark_jdbc", spark_jdbc), ("exactly_once", exactly_once), ("plain_copy", plain_copy)):
+                await reset()
+                begin = time.perf_counter()
+                await write()
+                elapsed = time.perf_counter() - begin
+                stored = await pool.fetchval("SELECT count(*) FROM fraud_predictions")
+                assert stored == total, (name, stored)
+                results[name].append(total / elapsed)
+        await pool.close()
+    finally:
+        if spark is not None:
+            spark.stop()
+        server.stop()
+        shutil.rmtree(work, ignore_errors=True)
+    best = {name: max(values) for name, values in results.items()}
+    return {
+        "rows": total,
+        "batch_rows": batch_size,
+        "spark_start_s": round(spark_start_s, 1),
+        "rows_per_s": {k: round(v) for k, v in best.items()},
+        "runs": {k: [round(v) for v in vs] for k, vs in results.items()},
+        "ratio_vs_spark_jdbc": round(best["exactly_once"] / best["spark_jdbc"], 2),
+        "plain_copy_vs_spark_jdbc": round(best["plain_copy"] / best["spark_jdbc"], 2),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rows", type=int, default=60_000)
+    parser.add_argument("--batch", type=int, default=2_000)
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+    if (reason := missing()) is not None:
+        print(f"skipped: {reason}")
+        return
+    os.environ.setdefault("PYSPARK_PYTHON", shutil.which("python3") or "python3")
+    figures = asyncio.run(run(args.rows, args.batch, args.repeats))
+    r = figures["rows_per_s"]
+    goals = {"exactly_once >= 2x Spark JDBC append": figures["ratio_vs_spark_jdbc"] >= 2}
+    summary = [f"{name:<14}{value:>10} rows/s" for name, value in r.items()]
+    summary.append(
+        f"exactly-once / Spark JDBC = {figures['ratio_vs_spark_jdbc']}; the ceiling, plain COPY / Spark JDBC = "
+        f"{figures['plain_copy_vs_spark_jdbc']} (Spark started in {figures['spark_start_s']} s, not counted)"
+    )
+    summary += [f"goal {goal}: {'met' if ok else 'NOT met'}" for goal, ok in goals.items()]
+    publish("spark_sink", {**figures, "goals": goals}, summary)
+
+
+if __name__ == "__main__":
+    main()
