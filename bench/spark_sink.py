@@ -60,6 +60,9 @@ class SparkAppend:
             .appName("fraudflow-reference-sink")
             .config("spark.jars", jar)
             .config("spark.ui.enabled", "false")
+            .config("spark.ui.showConsoleProgress", "false")
+            .config("spark.driver.host", "127.0.0.1")  # loopback only: nothing of a benchmark leaves the machine
+            .config("spark.driver.bindAddress", "127.0.0.1")
             .config("spark.sql.session.timeZone", "UTC")
             .getOrCreate()
         )
@@ -185,6 +188,7 @@ def main() -> None:
         print(f"skipped: {reason}")
         return
     os.environ.setdefault("PYSPARK_PYTHON", shutil.which("python3") or "python3")
+    os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
     figures = asyncio.run(run(args.rows, args.batch, args.repeats))
     r = figures["rows_per_s"]
     goals = {"exactly_once >= 2x Spark JDBC append": figures["ratio_vs_spark_jdbc"] >= 2}

@@ -62,6 +62,7 @@ async def test_a_failing_shard_is_counted_and_shown_by_status(settings: Settings
         )
         assert counted is not None
         assert counted >= 1
+    assert [r["owner"] for r in await db.fetch("SELECT owner FROM kinesis_leases")] == [None]  # released on stop
     status = await asyncio.to_thread(
         subprocess.run,
         [sys.executable, "-m", "fraudflow.cli", "consume", "status"],
