@@ -26,8 +26,8 @@ from fraudflow import __version__
 from fraudflow.aws import client_config, kinesis_client
 from fraudflow.batching import MicroBatcher
 from fraudflow.config import Settings, SettingsError, load_settings
-from fraudflow.kinesis import KinesisProducer
 from fraudflow.logging import configure_logging, get_logger
+from fraudflow.producer import KinesisProducer
 from fraudflow.scoring import Scorer
 
 log = get_logger("api")

@@ -21,7 +21,7 @@ from fraudflow.batching import MicroBatcher
 from fraudflow.config import DeliveryMode, Settings
 from fraudflow.data.columns import AMOUNT_INDEX
 from fraudflow.events import build_event, event_id_for
-from fraudflow.kinesis import BufferFull, KinesisProducer, PublishError, PutResult
+from fraudflow.producer import BufferFull, KinesisProducer, PublishError, PutResult
 from fraudflow.scoring import Decision, Scores
 
 DECISIONS = [d.label for d in Decision]

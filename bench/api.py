@@ -34,7 +34,7 @@ from fraudflow.aws import kinesis_client
 from fraudflow.config import Settings
 from fraudflow.data.synthetic import generate
 from fraudflow.local.kinesis import MotoKinesis
-from fraudflow.local.process import free_port
+from fraudflow.net import free_port
 from fraudflow.streams import ensure_stream
 from fraudflow.training.pipeline import TrainingConfig, fit_classifier, fit_detector, time_split
 

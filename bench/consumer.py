@@ -23,7 +23,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -36,7 +35,7 @@ from bench.report import publish
 from fraudflow.aws import kinesis_client
 from fraudflow.config import Settings
 from fraudflow.db.migrate import migrate
-from fraudflow.events import encode_event
+from fraudflow.events import encode_event, sample_event
 from fraudflow.local.kinesis import MotoKinesis
 from fraudflow.local.postgres import EmbeddedPostgres
 from fraudflow.streams import ensure_stream
@@ -50,24 +49,18 @@ EMPTY_TABLES = (
 
 def body(i: int, sent_at: datetime) -> bytes:
     return encode_event(
-        {
-            "schema_version": 1,
-            "event_id": str(uuid.uuid4()),
-            "timestamp": sent_at,
-            "received_at": sent_at,
-            "user_id": f"user-{i % 10_000}",
-            "source": "bench",
-            "fraud_prediction": 0,
-            "fraud_proba": 0.01,
-            "anomaly_score": 0.2,
-            "decision": "approve",
-            "model_version": "bench",
-            "amount": 10.0,
-            "features": [0.25] * 30,
-            "device_info": None,
-            "ip_address": None,
-            "geo": {"country": "fr"},
-        }
+        sample_event(
+            timestamp=sent_at,
+            received_at=sent_at,
+            user_id=f"user-{i % 10_000}",
+            source="bench",
+            fraud_proba=0.01,
+            model_version="bench",
+            features=[0.25] * 30,
+            device_info=None,
+            ip_address=None,
+            geo={"country": "fr"},
+        )
     )
 
 

@@ -22,31 +22,15 @@ from typing import Any
 import asyncpg
 
 from bench.report import publish
+from consumers.processor.rows import COLUMNS as ROW_COLUMNS
 from dash_app import queries
 from dash_app.database import Database
 from fraudflow.db.migrate import migrate
 from fraudflow.local.postgres import EmbeddedPostgres
 from fraudflow.simulation.population import CITIES, DEVICES, SOURCES
 
-COLUMNS = [
-    "timestamp",
-    "user_id",
-    "source",
-    "fraud_prediction",
-    "fraud_proba",
-    "anomaly_score",
-    "device_type",
-    "country",
-    "latitude",
-    "longitude",
-    "event_id",
-    "decision",
-    "model_version",
-    "amount",
-    "received_at",
-    "processed_at",
-    "features",
-]
+# The consumer's columns (one list, consumers/processor/rows.py) and the write time, which latency needs.
+COLUMNS = [*ROW_COLUMNS, "processed_at"]
 
 
 def rows(first: int, count: int, total: int, now: datetime, rng: random.Random) -> list[tuple[Any, ...]]:
@@ -59,27 +43,26 @@ def rows(first: int, count: int, total: int, now: datetime, rng: random.Random) 
         proba = rng.random() ** 6
         decision = "decline" if proba > 0.8 else "review" if proba > 0.3 else "approve"
         country, _, _, latitude, longitude = rng.choice(CITIES)
-        out.append(
-            (
-                received,
-                f"user-{rng.randrange(50_000)}",
-                rng.choice(SOURCES),
-                int(decision == "decline"),
-                proba,
-                rng.random(),
-                rng.choice(DEVICES)[0],
-                country,
-                latitude + rng.uniform(-0.05, 0.05),
-                longitude + rng.uniform(-0.05, 0.05),
-                uuid.uuid4(),
-                decision,
-                "v1",
-                rng.lognormvariate(3, 1.2),
-                received,
-                received + timedelta(milliseconds=rng.randrange(900)),
-                features,
-            )
-        )
+        row = {
+            "timestamp": received,
+            "user_id": f"user-{rng.randrange(50_000)}",
+            "source": rng.choice(SOURCES),
+            "fraud_prediction": int(decision == "decline"),
+            "fraud_proba": proba,
+            "anomaly_score": rng.random(),
+            "device_type": rng.choice(DEVICES)[0],
+            "country": country,
+            "latitude": latitude + rng.uniform(-0.05, 0.05),
+            "longitude": longitude + rng.uniform(-0.05, 0.05),
+            "event_id": uuid.uuid4(),
+            "decision": decision,
+            "model_version": "v1",
+            "amount": rng.lognormvariate(3, 1.2),
+            "received_at": received,
+            "processed_at": received + timedelta(milliseconds=rng.randrange(900)),
+            "features": features,
+        }
+        out.append(tuple(row.get(column) for column in COLUMNS))
     return out
 
 
@@ -97,11 +80,11 @@ async def load(url: str, total: int, now: datetime) -> None:
 
 def timed(db: Database, f: queries.Filters, repeats: int) -> float:
     """Median time of one full refresh: every panel's queries, then the first page of the flagged table."""
-    db.gather(*queries.refresh(f))  # warm: plans, caches, pool
+    db.gather(queries.refresh(f))  # warm: plans, caches, pool
     samples = []
     for _ in range(repeats):
         started = time.perf_counter()
-        db.gather(*queries.refresh(f))
+        db.gather(queries.refresh(f))
         db.run(_first_page, f)
         samples.append(time.perf_counter() - started)
     samples.sort()

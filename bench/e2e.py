@@ -76,7 +76,8 @@ async def watch(database: str, answers: Answers, seen: dict[str, float], finishe
 
 
 async def phase(url: str, database: str, plan: Plan, seed: int) -> dict[str, Any]:
-    answers, seen, finished = Answers(), {}, asyncio.Event()
+    answers, finished = Answers(), asyncio.Event()
+    seen: dict[str, float] = {}
     watcher = asyncio.create_task(watch(database, answers, seen, finished))
     answered_rate = await drive(url, plan, answers, seed)
     finished.set()

@@ -13,7 +13,6 @@ import asyncio
 import shutil
 import tempfile
 import time
-import uuid
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -28,7 +27,7 @@ from consumers.processor.sink import PostgresSink, ShardBuffer, create_staging
 from consumers.retrieval.fetcher import Record
 from fraudflow.data.synthetic import generate
 from fraudflow.db.migrate import migrate
-from fraudflow.events import encode_event
+from fraudflow.events import encode_event, sample_event
 from fraudflow.local.postgres import EmbeddedPostgres
 
 
@@ -36,24 +35,19 @@ def rows(count: int) -> list[tuple[Any, ...]]:
     features = generate(count, seed=3).features
     out = []
     for i in range(count):
-        body = {
-            "schema_version": 1,
-            "event_id": str(uuid.uuid4()),
-            "timestamp": "2026-01-01T00:00:00Z",
-            "received_at": "2026-01-01T00:00:01Z",
-            "user_id": f"u{i % 5000}",
-            "source": "bench",
-            "fraud_prediction": 0,
-            "fraud_proba": 0.01,
-            "anomaly_score": 0.3,
-            "decision": "approve",
-            "model_version": "bench",
-            "amount": float(features[i, -1]),
-            "features": features[i],
-            "device_info": {"device_type": "mobile"},
-            "ip_address": "10.0.0.1",
-            "geo": {"country": "fr", "city": "Paris", "latitude": 48.8, "longitude": 2.3},
-        }
+        body = sample_event(
+            timestamp="2026-01-01T00:00:00Z",
+            received_at="2026-01-01T00:00:01Z",
+            user_id=f"u{i % 5000}",
+            source="bench",
+            fraud_proba=0.01,
+            anomaly_score=0.3,
+            model_version="bench",
+            amount=float(features[i, -1]),
+            features=features[i],
+            device_info={"device_type": "mobile"},
+            geo={"country": "fr", "city": "Paris", "latitude": 48.8, "longitude": 2.3},
+        )
         row = to_row(Record(str(i + 1), 0, "k", encode_event(body), None), "shardId-000000000000")
         assert isinstance(row, tuple)
         out.append(row)
@@ -103,9 +97,10 @@ async def run(total: int, batch_size: int, repeats: int) -> dict[str, Any]:
         insert = f"INSERT INTO fraud_predictions ({quoted}) VALUES ({placeholders})"
 
         async def exactly_once(batch: list[tuple[Any, ...]], number: int) -> None:
+            nonlocal lease
             buffer = ShardBuffer("shardId-000000000000")
             buffer.rows.extend(batch)
-            await sink.flush(lease, buffer, str((number + 1) * batch_size))
+            lease = (await sink.flush(lease, buffer, str((number + 1) * batch_size))).lease
 
         async def plain_copy(batch: list[tuple[Any, ...]], number: int) -> None:
             async with pool.acquire() as conn, conn.transaction():

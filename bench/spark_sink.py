@@ -134,10 +134,11 @@ async def run(total: int, batch_size: int, repeats: int) -> dict[str, Any]:
             await pool.execute("CHECKPOINT")
 
         async def exactly_once() -> None:
+            nonlocal lease
             for number, batch in enumerate(batches):
                 buffer = ShardBuffer("shardId-000000000000")
                 buffer.rows.extend(batch)
-                await sink.flush(lease, buffer, str((number + 1) * batch_size))
+                lease = (await sink.flush(lease, buffer, str((number + 1) * batch_size))).lease
 
         async def plain_copy() -> None:
             for start in range(0, total, batch_size):

@@ -9,7 +9,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from fraudflow.local.process import free_port
+from fraudflow.net import free_port
 
 
 @dataclass(frozen=True)

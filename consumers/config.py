@@ -18,9 +18,10 @@ class ConsumerConfig:
     application: str = "fraudflow-consumer"
     # A lease whose counter has not moved for this long (observer's monotonic clock) is free to take.
     failover_s: float = 10.0
-    # Leases are renewed every failover/3 and taken or stolen every 2 x failover.
+    # Leases are renewed every failover/3; free leases are taken at every renewal round, and one lease is
+    # stolen from the most loaded worker at most every 2 x failover.
     renew_interval_s: float | None = None
-    take_interval_s: float | None = None
+    steal_interval_s: float | None = None
     # ListShards runs this often (and at once when a shard ends) to create leases for new shards.
     shard_sync_interval_s: float = 30.0
     # GetRecords: page size (the service allows up to 10,000; a page the size of a flush keeps memory flat:
@@ -35,6 +36,10 @@ class ConsumerConfig:
     # Where a shard without a checkpoint starts (children of a reshard always start at TRIM_HORIZON).
     initial_position: InitialPosition = InitialPosition.TRIM_HORIZON
     initial_timestamp: datetime | None = None
+    # A shard's lag (MillisBehindLatest) is written to its lease this often, for `fraudflow consume status`;
+    # a child shard polls its parents' leases this often until they reach SHARD_END.
+    lag_report_interval_s: float = 2.0
+    parent_poll_interval_s: float = 1.0
     # A shard's buffer is flushed (one transaction) at this many rows or this age, whichever comes first.
     flush_rows: int = 2_000
     flush_interval_s: float = 0.25
@@ -53,8 +58,8 @@ class ConsumerConfig:
         return self.renew_interval_s or self.failover_s / 3
 
     @property
-    def take_every_s(self) -> float:
-        return self.take_interval_s or self.failover_s * 2
+    def steal_every_s(self) -> float:
+        return self.steal_interval_s or self.failover_s * 2
 
     def session_settings(self) -> dict[str, str]:
         """PostgreSQL settings for each of the worker's sessions (asyncpg's `server_settings`)."""

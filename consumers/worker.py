@@ -20,8 +20,9 @@ from consumers.config import ConsumerConfig
 from consumers.coordinator.scheduler import Scheduler
 from consumers.metrics import ConsumerMetrics
 from consumers.processor.sink import create_staging
-from fraudflow.aws import DatabaseTarget, client_config, kinesis_client
+from fraudflow.aws import client_config, kinesis_client
 from fraudflow.config import Settings
+from fraudflow.db.target import DatabaseTarget
 from fraudflow.logging import get_logger
 from fraudflow.retry import Backoff
 

@@ -8,8 +8,8 @@ from dash_app.auth import HEALTH_PATH, protect
 from dash_app.callbacks import register
 from dash_app.database import Database
 from dash_app.layout import layout
-from fraudflow.aws import DatabaseTarget
 from fraudflow.config import Settings, SettingsError
+from fraudflow.db.target import DatabaseTarget
 
 
 def check_security(settings: Settings) -> None:

@@ -1,4 +1,4 @@
-"""Callbacks: translate the page's controls into queries and their results into the page (nothing else)."""
+"""Callbacks: the page's controls into filters and queries, and the results into cards, figures and tables."""
 
 from __future__ import annotations
 
@@ -115,21 +115,21 @@ def register(app: Dash, db: Database) -> None:
             raise PreventUpdate
         f = make_filters(*controls)
         try:
-            k, volume, dist, places, by_country, by_source, by_device, leases, options = db.gather(*queries.refresh(f))
+            result = db.gather(queries.refresh(f))
         except DatabaseUnavailable as error:
             banner = f"Database unavailable ({error}); showing the last data, retrying every refresh."
             style = {"background": "#ffebe9", "border": "1px solid #d1242f", "padding": "8px", "marginBottom": "12px"}
             return [no_update] * (len(KPIS) + len(graph_ids) + 1) + [banner, style] + [no_update] * 4
         bucket = _bucket_label(queries.bucket_for(f.end - f.start))
         figs = [
-            figures.volume(volume, bucket),
-            figures.latency(volume),
-            figures.distribution(dist, "fraud_proba", "Fraud probability by decision"),
-            figures.distribution(dist, "anomaly_score", "Anomaly score by decision"),
-            figures.places(places),
-            figures.breakdown(by_country, "country"),
-            figures.breakdown(by_source, "source"),
-            figures.breakdown(by_device, "device_type"),
+            figures.volume(result["volume"], bucket),
+            figures.latency(result["volume"]),
+            figures.distribution(result["distributions"], "fraud_proba", "Fraud probability by decision"),
+            figures.distribution(result["distributions"], "anomaly_score", "Anomaly score by decision"),
+            figures.places(result["places"]),
+            figures.breakdown(result["by_country"], "country"),
+            figures.breakdown(result["by_source"], "source"),
+            figures.breakdown(result["by_device"], "device_type"),
         ]
         lease_rows = [
             {
@@ -141,19 +141,19 @@ def register(app: Dash, db: Database) -> None:
                 else round(float(lease["checkpoint_age_s"]), 1),
                 "renewed_s_ago": round(float(lease["renewed_s_ago"]), 1),
             }
-            for lease in leases
+            for lease in result["leases"]
         ]
         refreshed = f"updated {datetime.now(UTC):%H:%M:%S} UTC"
         return [
-            *_kpi_values(k, leases),
+            *_kpi_values(result["kpis"], result["leases"]),
             *figs,
             lease_rows,
             "",
             {"display": "none"},
             refreshed,
-            options["country"],
-            options["source"],
-            options["device_type"],
+            result["options"]["country"],
+            result["options"]["source"],
+            result["options"]["device_type"],
         ]
 
     @app.callback(

@@ -9,7 +9,7 @@ from typing import Any, TypeVar
 
 import asyncpg
 
-from fraudflow.aws import DatabaseTarget
+from fraudflow.db.target import DatabaseTarget
 
 T = TypeVar("T")
 Query = tuple[Callable[..., Awaitable[Any]], tuple[Any, ...]]
@@ -61,11 +61,13 @@ class Database:
         """`query(conn, *args)` on a pooled connection; connection problems become DatabaseUnavailable."""
         return self._wait(self._one(query, args))
 
-    def gather(self, *queries: Query) -> list[Any]:
-        """Several queries at once, each on its own pooled connection (a refresh costs one round trip)."""
+    def gather(self, queries: dict[str, Query]) -> dict[str, Any]:
+        """Several queries at once, each on its own pooled connection (a refresh costs one round trip); their
+        results under the same names."""
 
-        async def everything() -> list[Any]:
-            return list(await asyncio.gather(*(self._one(query, args) for query, args in queries)))
+        async def everything() -> dict[str, Any]:
+            results = await asyncio.gather(*(self._one(query, args) for query, args in queries.values()))
+            return dict(zip(queries, results, strict=True))
 
         return self._wait(everything())
 

@@ -20,6 +20,8 @@ from typing import Any
 
 import asyncpg
 
+from consumers.leases.status import lease_status
+
 DIMENSIONS = {"country": "country", "source": "source", "device_type": "device_type"}
 SORTABLE = {
     "received_at": "received_at",
@@ -328,19 +330,19 @@ async def options(conn: asyncpg.Connection, f: Filters) -> dict[str, list[str]]:
     return out
 
 
-def refresh(f: Filters) -> list[tuple[Callable[..., Awaitable[Any]], tuple[Any, ...]]]:
-    """Every query of one dashboard refresh (run concurrently); the order is the callback's."""
-    return [
-        (kpis, (f,)),
-        (volume, (f,)),
-        (distributions, (f,)),
-        (places, (f,)),
-        (breakdown, (f, "country")),
-        (breakdown, (f, "source")),
-        (breakdown, (f, "device_type")),
-        (leases, ()),
-        (options, (f,)),
-    ]
+def refresh(f: Filters) -> dict[str, tuple[Callable[..., Awaitable[Any]], tuple[Any, ...]]]:
+    """Every query of one dashboard refresh, by the name of what it feeds (run concurrently)."""
+    return {
+        "kpis": (kpis, (f,)),
+        "volume": (volume, (f,)),
+        "distributions": (distributions, (f,)),
+        "places": (places, (f,)),
+        "by_country": (breakdown, (f, "country")),
+        "by_source": (breakdown, (f, "source")),
+        "by_device": (breakdown, (f, "device_type")),
+        "leases": (leases, ()),
+        "options": (options, (f,)),
+    }
 
 
 async def flagged(
@@ -384,10 +386,4 @@ async def event(conn: asyncpg.Connection, event_id: uuid.UUID) -> dict[str, Any]
 
 
 async def leases(conn: asyncpg.Connection) -> list[dict[str, Any]]:
-    rows = await conn.fetch(
-        """SELECT application, stream, shard_id, owner, checkpoint, millis_behind_latest,
-                  extract(epoch FROM now() - checkpointed_at) AS checkpoint_age_s,
-                  extract(epoch FROM now() - updated_at) AS renewed_s_ago
-             FROM kinesis_leases ORDER BY application, stream, shard_id"""
-    )
-    return [dict(r) for r in rows]
+    return await lease_status(conn)

@@ -6,8 +6,8 @@ import asyncio
 import sys
 
 from dash_app.app import create_app
-from fraudflow.aws import resolve_database
 from fraudflow.config import SettingsError, load_settings
+from fraudflow.db.target import resolve_database
 from fraudflow.logging import configure_logging
 
 try:

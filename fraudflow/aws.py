@@ -1,12 +1,10 @@
-"""aiobotocore clients built from settings: one place that knows endpoints, credentials and timeouts."""
+"""AWS helpers: aiobotocore clients built from settings (endpoints, credentials, timeouts), error codes."""
 
 from __future__ import annotations
 
-import json
 from binascii import a2b_base64
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
@@ -14,20 +12,25 @@ from urllib.parse import urlparse
 import orjson
 from aiobotocore.config import AioConfig
 from aiobotocore.session import get_session
+from botocore.exceptions import ClientError
 from botocore.utils import parse_timestamp
 
-from fraudflow.config import Settings, SettingsError, postgres_url
+from fraudflow.config import Settings
+from fraudflow.net import is_loopback
 
 if TYPE_CHECKING:
     from types_aiobotocore_kinesis import KinesisClient
 
-_LOOPBACK = {"127.0.0.1", "localhost", "::1", "[::1]"}
 # Emulators accept any credentials; botocore still needs some to sign with.
 _EMULATOR_CREDENTIALS = {"aws_access_key_id": "test", "aws_secret_access_key": "test"}
 
 
 def is_local_endpoint(url: str | None) -> bool:
-    return url is not None and urlparse(url).hostname in _LOOPBACK
+    return url is not None and is_loopback(urlparse(url).hostname)
+
+
+def error_code(error: ClientError) -> str:
+    return str(error.response.get("Error", {}).get("Code", ""))
 
 
 def client_config(*, read_timeout: float = 10.0, max_attempts: int = 1, pool: int = 32) -> AioConfig:
@@ -93,83 +96,3 @@ async def kinesis_client(settings: Settings, config: AioConfig | None = None) ->
     async with session.create_client("kinesis", **kwargs) as client:
         client.meta.events.register("before-parse.kinesis.GetRecords", _parse_get_records)
         yield client
-
-
-@dataclass(frozen=True)
-class DatabaseTarget:
-    """Where PostgreSQL is, and for a secret that rotates, how to read the current password.
-
-    RDS rotates a managed master password (every 7 days by default): a URL read at start-up would fail on the
-    first reconnect after that, so every new connection asks Secrets Manager for the password again.
-    """
-
-    url: str
-    password: Callable[[], Awaitable[str]] | None = None
-
-    def connect_kwargs(self) -> dict[str, Any]:
-        """Arguments for asyncpg.connect/create_pool (an explicit password takes precedence over the URL's)."""
-        return {"dsn": self.url} if self.password is None else {"dsn": self.url, "password": self.password}
-
-
-async def _read_secret(settings: Settings) -> dict[str, Any]:
-    assert settings.secrets_manager_id
-    session = get_session()
-    async with session.create_client("secretsmanager", region_name=settings.aws_region) as client:
-        response = await client.get_secret_value(SecretId=settings.secrets_manager_id)
-    try:
-        secret = json.loads(response["SecretString"])
-        if not isinstance(secret, dict):
-            raise TypeError("not an object")
-    except (KeyError, ValueError, TypeError) as error:
-        raise _bad_secret(error) from None
-    return secret
-
-
-def _bad_secret(error: Exception) -> SettingsError:
-    return SettingsError(
-        f"invalid setting SECRETS_MANAGER_ID: the secret's JSON lacks a usable field ({type(error).__name__})"
-    )
-
-
-async def database_from_secret(settings: Settings) -> DatabaseTarget:
-    """The database named by an AWS Secrets Manager secret.
-
-    RDS-managed master secrets hold only `username` and `password`; the host, port and database then come from
-    POSTGRES_HOST, POSTGRES_PORT and POSTGRES_DB. Secrets made by RDS rotation templates also carry them.
-    """
-    secret = await _read_secret(settings)
-    try:
-        host = secret.get("host") or settings.postgres_host
-        if not host:
-            raise KeyError("host")
-        url = postgres_url(
-            host,
-            int(secret.get("port", settings.postgres_port)),
-            secret.get("dbname", settings.postgres_db),
-            secret["username"],
-            secret["password"],
-        )
-    except (KeyError, ValueError, TypeError) as error:
-        raise _bad_secret(error) from None
-
-    async def current_password() -> str:
-        return str((await _read_secret(settings))["password"])
-
-    return DatabaseTarget(url, current_password)
-
-
-async def resolve_database(settings: Settings) -> DatabaseTarget:
-    url = settings.static_database_url
-    if url is not None:
-        return DatabaseTarget(url)
-    if settings.secrets_manager_id:
-        return await database_from_secret(settings)
-    raise SettingsError(
-        "missing setting DATABASE_URL (or POSTGRES_HOST, or SECRETS_MANAGER_ID); "
-        "`fraudflow services` prints one for the embedded server"
-    )
-
-
-async def resolve_database_url(settings: Settings) -> str:
-    """The URL alone (for one-off connections, where a rotation during the command does not matter)."""
-    return (await resolve_database(settings)).url

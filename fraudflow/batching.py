@@ -32,7 +32,7 @@ class MicroBatcher:
         scorer: Scorer,
         *,
         max_rows: int = 64,
-        max_wait_s: float = 0.001,
+        max_wait_s: float = 0.0,
         workers: int = 1,
         on_batch: Callable[[int], None] | None = None,
     ) -> None:

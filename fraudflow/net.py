@@ -1,8 +1,9 @@
-"""Network helpers shared by the HTTP entry points."""
+"""Network helpers: the one loopback check and the port helpers every entry point and service uses."""
 
 from __future__ import annotations
 
 import functools
+import socket
 from ipaddress import ip_address
 
 
@@ -12,6 +13,22 @@ def is_loopback(host: str | None) -> bool:
     if host is None:
         return False
     try:
-        return ip_address(host).is_loopback
+        return ip_address(host.removeprefix("[").removesuffix("]")).is_loopback
     except ValueError:
         return host == "localhost"
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+    return True

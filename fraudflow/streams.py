@@ -8,12 +8,10 @@ from typing import TYPE_CHECKING
 
 from botocore.exceptions import ClientError
 
+from fraudflow.aws import error_code
+
 if TYPE_CHECKING:
     from types_aiobotocore_kinesis import KinesisClient
-
-
-def error_code(error: ClientError) -> str:
-    return str(error.response.get("Error", {}).get("Code", ""))
 
 
 async def stream_status(client: KinesisClient, stream: str) -> str | None:

@@ -12,6 +12,7 @@ import tempfile
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import asyncpg
 import pytest
@@ -24,6 +25,9 @@ from fraudflow.local.postgres import EmbeddedPostgres
 from fraudflow.local.services import create_database
 from fraudflow.streams import ensure_stream
 from tests.faultproxy import FaultProxy
+
+if TYPE_CHECKING:
+    from selenium.webdriver.remote.webdriver import WebDriver
 
 TEMPLATE_DB = "fraudflow_template"
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
@@ -142,7 +146,7 @@ def proxied_settings(settings: Settings, fault_proxy: FaultProxy) -> Settings:
 
 
 @pytest.fixture
-def browser() -> Iterator[object]:
+def browser() -> Iterator[WebDriver]:
     if shutil.which("chromedriver") is None or shutil.which("chromium") is None:
         pytest.skip("Debian's chromium and chromium-driver are not installed (.ci/run installs them)")
     from selenium import webdriver

@@ -8,7 +8,6 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
@@ -18,7 +17,7 @@ from consumers.coordinator.scheduler import Scheduler
 from consumers.processor.sink import create_staging
 from fraudflow.aws import kinesis_client
 from fraudflow.config import Settings
-from fraudflow.events import SCHEMA_VERSION, encode_event
+from fraudflow.events import encode_event, sample_event
 
 FAST = ConsumerConfig(
     failover_s=1.5,
@@ -34,25 +33,12 @@ FAST = ConsumerConfig(
 
 
 def event(event_id: uuid.UUID | None = None, user: str = "u1", country: str = " fr ") -> dict[str, Any]:
-    now = datetime.now(UTC)
-    return {
-        "schema_version": SCHEMA_VERSION,
-        "event_id": str(event_id or uuid.uuid4()),
-        "timestamp": now,
-        "received_at": now,
-        "user_id": user,
-        "source": "test",
-        "fraud_prediction": 0,
-        "fraud_proba": 0.1,
-        "anomaly_score": 0.2,
-        "decision": "approve",
-        "model_version": "test",
-        "amount": 12.5,
-        "features": [0.5] * 30,
-        "device_info": {"device_type": "mobile", "os_version": None, "app_version": None},
-        "ip_address": "10.0.0.1",
-        "geo": {"country": country, "region": " IDF ", "city": " Paris ", "latitude": 1.0, "longitude": 2.0},
-    }
+    """A valid event; country and place padded with spaces, to check the consumer's reference transforms."""
+    return sample_event(
+        event_id=str(event_id or uuid.uuid4()),
+        user_id=user,
+        geo={"country": country, "region": " IDF ", "city": " Paris ", "latitude": 1.0, "longitude": 2.0},
+    )
 
 
 async def put(settings: Settings, bodies: list[bytes], keys: list[str]) -> None:

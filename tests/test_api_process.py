@@ -17,7 +17,7 @@ import pytest
 
 from api.schemas import EXAMPLE_REQUEST
 from fraudflow.config import Settings
-from fraudflow.local.process import free_port
+from fraudflow.net import free_port
 from tests.faultproxy import FaultProxy
 from tests.streams import read_stream
 

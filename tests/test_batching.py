@@ -53,7 +53,7 @@ async def test_a_failed_batch_fails_its_callers_and_the_batcher_keeps_serving() 
     await batcher.start()
     try:
         with pytest.raises(ValueError, match="float32"):
-            await batcher.submit(np.zeros((1, 30), dtype=np.float64))  # type: ignore[arg-type]
+            await batcher.submit(np.zeros((1, 30), dtype=np.float64))
         ok = await batcher.submit(generate(3, seed=2).features)
         assert len(ok.fraud_proba) == 3
     finally:

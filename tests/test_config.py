@@ -13,8 +13,8 @@ import asyncpg
 import pytest
 from aiobotocore.session import get_session
 
-from fraudflow.aws import resolve_database, resolve_database_url
 from fraudflow.config import Settings, SettingsError, load_settings
+from fraudflow.db.target import resolve_database, resolve_database_url
 from fraudflow.local.kinesis import KinesisServer
 from fraudflow.local.postgres import EmbeddedPostgres
 

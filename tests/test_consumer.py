@@ -32,11 +32,11 @@ async def test_every_record_lands_exactly_once(settings: Settings, db: asyncpg.C
     ids = await put_events(settings, 700)
     async with worker(settings, "w1"):
         await wait_until(lambda: _count(db, 700), what="700 rows")
-        await put_events(settings, 0)
     assert await stored(db) == (700, 700)
-    assert set((await aggregated(db)).values()) == {700}  # four shards flushing into the same aggregate rows
+    assert set((await aggregated(db)).values()) == {700}  # four shards, each flushing into its own aggregate rows
     assert {str(r["event_id"]) for r in await db.fetch("SELECT event_id FROM fraud_predictions")} == set(ids)
     row = await db.fetchrow("SELECT country, region, city, shard_id, sequence_number FROM fraud_predictions LIMIT 1")
+    assert row is not None
     assert (row["country"], row["region"], row["city"]) == ("FR", "IDF", "Paris")  # the reference transforms
     assert row["shard_id"].startswith("shardId-")
     leases = await db.fetch("SELECT owner, checkpoint FROM kinesis_leases")
@@ -81,6 +81,7 @@ async def test_poison_records_go_to_dead_letters_and_the_shard_goes_on(
     assert all(r["shard_id"] and r["sequence_number"] for r in rejected)
     # The good row's array and sequence number went through their text staging intact.
     row = await db.fetchrow("SELECT features, sequence_number FROM fraud_predictions")
+    assert row is not None
     assert row["features"] == pytest.approx(good["features"], rel=1e-6)
     assert row["sequence_number"] > rejected[2]["sequence_number"]
 
@@ -109,7 +110,7 @@ async def test_workers_share_the_shards_fairly(settings: Settings, db: asyncpg.C
         ids = await put_events(settings, 300)
         await wait_until(lambda: _count(db, 300), what="300 rows")
     assert await stored(db) == (300, 300)
-    assert len(ids) == 300
+    assert {str(r["event_id"]) for r in await db.fetch("SELECT event_id FROM fraud_predictions")} == set(ids)
 
 
 async def test_graceful_stop_hands_leases_over_at_once(settings: Settings, db: asyncpg.Connection) -> None:
@@ -186,10 +187,11 @@ async def test_a_flush_with_duplicates_stores_and_aggregates_the_new_rows_only(
     first, second, third = (encode_event(event(uuid.uuid4())) for _ in range(3))
     buffer = ShardBuffer("shard-1")
     buffer.add([Record("1", 0, "k", first, None), Record("2", 0, "k", second, None)])
-    assert (await sink.flush(lease, buffer, "2")).inserted == 2  # all new: the plain INSERT
+    first_flush = await sink.flush(lease, buffer, "2")
+    assert first_flush.inserted == 2  # all new: the plain INSERT
     # One already stored, one repeated within the batch: the INSERT falls back to ON CONFLICT.
     buffer.add([Record(str(n), 0, "k", data, None) for n, data in ((3, second), (4, third), (5, third))])
-    result = await sink.flush(lease, buffer, "5")
+    result = await sink.flush(first_flush.lease, buffer, "5")
     assert (result.inserted, result.duplicates) == (1, 2)
     assert await stored(db) == (3, 3)
     assert set((await aggregated(db)).values()) == {3}
@@ -258,7 +260,11 @@ async def test_split_and_merge_while_consuming(
     if kinesis_server.name == "kinesis-local":
         # moto keeps routing new records to a closed parent shard; kinesis-local routes them to the children.
         assert len(spans) >= 4
+    checked = 0
     for child, of in parents.items():
         for parent in of:
             if parent in spans and child in spans:
                 assert spans[parent][1] < spans[child][0], f"{child} written before its parent {parent}"
+                checked += 1
+    if kinesis_server.name == "kinesis-local":
+        assert checked >= 1  # at least one parent and child both carried rows (moto leaves the children empty)

@@ -110,7 +110,10 @@ async def test_kills_restarts_and_a_database_crash_lose_and_double_nothing(
             async def all_stored() -> bool:
                 return int(await conn.fetchval("SELECT count(*) FROM fraud_predictions")) >= len(put)
 
-            await wait_until(all_stored, deadline_s=90, what=f"{len(put)} rows")
+            try:
+                await wait_until(all_stored, deadline_s=90, what=f"{len(put)} rows")
+            except AssertionError as error:
+                raise AssertionError(f"{error}; {await _diagnosis(conn, put)}") from None
             rows = await conn.fetchrow(
                 "SELECT count(*) AS n, count(DISTINCT event_id) AS d, count(*) FILTER "
                 "(WHERE event_id = ANY($1::uuid[])) AS ours FROM fraud_predictions",
@@ -125,3 +128,21 @@ async def test_kills_restarts_and_a_database_crash_lose_and_double_nothing(
     assert (rows["n"], rows["d"], rows["ours"]) == (len(put), len(put), len(put))
     assert set(counted.values()) == {len(put)}, counted  # the aggregates are exactly-once too
     assert codes == [0, 0, 0], [(w.log_dir / f"{w.name}.log").read_text()[-3000:] for w in workers]
+
+
+async def _diagnosis(conn: asyncpg.Connection, put: list[str]) -> str:
+    """What a timed-out run had stored, per shard, against the leases and the dead letters."""
+    stored = await conn.fetch(
+        "SELECT shard_id, count(*) AS n, max(sequence_number) AS last FROM fraud_predictions GROUP BY 1"
+    )
+    missing = await conn.fetchval(
+        "SELECT count(*) FROM unnest($1::uuid[]) AS e(id) WHERE NOT EXISTS "
+        "(SELECT 1 FROM fraud_predictions p WHERE p.event_id = e.id)",
+        [uuid.UUID(i) for i in put],
+    )
+    leases = await conn.fetch("SELECT shard_id, owner, epoch, checkpoint, failures, last_error FROM kinesis_leases")
+    rejected = await conn.fetch("SELECT reason, count(*) AS n FROM rejected_records GROUP BY 1")
+    return (
+        f"missing={missing} stored={[dict(r) for r in stored]} leases={[dict(r) for r in leases]} "
+        f"rejected={[dict(r) for r in rejected]}"
+    )

@@ -241,3 +241,19 @@ async def _on_shard(settings: Settings, shard_id: str) -> int:
             )
         )["ShardIterator"]
         return len((await client.get_records(ShardIterator=iterator, Limit=10_000))["Records"])
+
+
+async def test_a_commit_postgres_lost_is_read_again_not_skipped(settings: Settings, db: asyncpg.Connection) -> None:
+    """What a crash without synchronous commit (or a promoted asynchronous replica) leaves: the last commits,
+    rows and checkpoint together, are gone although the worker saw them succeed. Its next flush must not go on
+    from its own memory (skipping those rows) but give the lease up, so the shard is read again from there."""
+    first = await put_events(settings, 100)
+    async with worker(settings, "w1"):
+        await wait_until(lambda: _stored(db, 100), what="100 rows")
+        async with db.transaction():
+            await db.execute("DELETE FROM fraud_predictions WHERE sequence_number > 40")
+            await db.execute("UPDATE kinesis_leases SET checkpoint = '40'")
+        later = await put_events(settings, 20)
+        await wait_until(lambda: _stored(db, 120), what="the lost rows read again, and the new ones")
+    stored_ids = {str(r["event_id"]) for r in await db.fetch("SELECT event_id FROM fraud_predictions")}
+    assert stored_ids == set(first) | set(later)

@@ -53,7 +53,7 @@ def test_roles_and_health_check() -> None:
 
 
 def test_dockerignore_admits_exactly_what_the_build_copies() -> None:
-    copied = set()
+    copied: set[str] = set()
     for keyword, arguments in instructions(DOCKERFILE):
         if keyword == "COPY":
             copied.update(source.rstrip("/") for source in arguments.split()[:-1])

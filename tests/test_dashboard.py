@@ -11,6 +11,7 @@ import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import asyncpg
 import pytest
@@ -19,7 +20,10 @@ from werkzeug.serving import make_server
 
 from dash_app.app import create_app
 from fraudflow.config import Environment, Settings, SettingsError
-from fraudflow.local.process import free_port
+from fraudflow.net import free_port
+
+if TYPE_CHECKING:
+    from selenium.webdriver.remote.webdriver import WebDriver
 
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
 
@@ -67,38 +71,38 @@ def dashboard(settings: Settings, forty_rows: None) -> Iterator[str]:
     thread.join(10)
 
 
-def test_page_shows_data_filters_pages_and_details(dashboard: str, browser: object) -> None:
+def test_page_shows_data_filters_pages_and_details(dashboard: str, browser: WebDriver) -> None:
     from selenium.webdriver.common.by import By
     from selenium.webdriver.common.keys import Keys
     from selenium.webdriver.support import expected_conditions as ec
     from selenium.webdriver.support.ui import WebDriverWait
 
     driver = browser
-    wait = WebDriverWait(driver, 30)  # type: ignore[arg-type]
-    driver.get(dashboard)  # type: ignore[attr-defined]
+    wait = WebDriverWait(driver, 30)
+    driver.get(dashboard)
     wait.until(ec.text_to_be_present_in_element((By.ID, "kpi-transactions"), "40"))
-    assert driver.find_element(By.ID, "kpi-frauds").text == "2"  # type: ignore[attr-defined]
-    assert driver.find_element(By.ID, "kpi-review-decline").text == "30 / 2"  # type: ignore[attr-defined]
-    assert driver.find_element(By.ID, "kpi-models").text == "v1"  # type: ignore[attr-defined]
+    assert driver.find_element(By.ID, "kpi-frauds").text == "2"
+    assert driver.find_element(By.ID, "kpi-review-decline").text == "30 / 2"
+    assert driver.find_element(By.ID, "kpi-models").text == "v1"
 
     def first_user() -> str:
-        return str(driver.find_element(By.CSS_SELECTOR, "#flagged td[data-dash-column='user_id']").text)  # type: ignore[attr-defined]
+        return str(driver.find_element(By.CSS_SELECTOR, "#flagged td[data-dash-column='user_id']").text)
 
     wait.until(lambda _: first_user() == "user-00")  # newest first
-    driver.find_element(By.CSS_SELECTOR, "#flagged .next-page").click()  # type: ignore[attr-defined]
+    driver.find_element(By.CSS_SELECTOR, "#flagged .next-page").click()
     wait.until(lambda _: first_user() == "user-15")  # server-side paging: the second page of 15
-    driver.find_element(By.CSS_SELECTOR, "#flagged td[data-dash-column='user_id']").click()  # type: ignore[attr-defined]
+    driver.find_element(By.CSS_SELECTOR, "#flagged td[data-dash-column='user_id']").click()
     wait.until(ec.text_to_be_present_in_element((By.ID, "detail"), "features (Time, V1..V28, Amount)"))
-    assert "user_id: user-15" in driver.find_element(By.ID, "detail").text  # type: ignore[attr-defined]
+    assert "user_id: user-15" in driver.find_element(By.ID, "detail").text
 
-    proba = driver.find_element(By.ID, "f-min-proba")  # type: ignore[attr-defined]
+    proba = driver.find_element(By.ID, "f-min-proba")
     proba.send_keys(Keys.CONTROL, "a")
     proba.send_keys("0.5", Keys.ENTER)
     wait.until(ec.text_to_be_present_in_element((By.ID, "kpi-transactions"), "12"))
-    assert driver.find_element(By.ID, "banner").is_displayed() is False  # type: ignore[attr-defined]
+    assert driver.find_element(By.ID, "banner").is_displayed() is False
     ARTIFACTS.mkdir(exist_ok=True)
-    driver.save_screenshot(str(ARTIFACTS / "dashboard.png"))  # type: ignore[attr-defined]
-    errors = [entry for entry in driver.get_log("browser") if entry["level"] == "SEVERE"]  # type: ignore[attr-defined]
+    driver.save_screenshot(str(ARTIFACTS / "dashboard.png"))
+    errors = [entry for entry in driver.get_log("browser") if entry["level"] == "SEVERE"]
     assert errors == []
 
 

@@ -11,14 +11,18 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import asyncpg
 import psutil
 import pytest
 
 from bench.stack import launch_up
-from fraudflow.local.process import free_port
+from fraudflow.net import free_port
 from tests.consumer_helpers import wait_until
+
+if TYPE_CHECKING:
+    from selenium.webdriver.remote.webdriver import WebDriver
 
 ROOT = Path(__file__).resolve().parent.parent
 REQUESTS = 300
@@ -41,7 +45,7 @@ def stack(tmp_path: Path) -> Iterator[dict[str, object]]:
 
 
 async def test_every_answer_is_stored_once_with_its_scores_and_the_dashboard_agrees(
-    stack: dict[str, object], tmp_path: Path, browser: object
+    stack: dict[str, object], tmp_path: Path, browser: WebDriver
 ) -> None:
     answers = tmp_path / "answers.jsonl"
     simulated = await asyncio.to_thread(
@@ -93,10 +97,8 @@ async def test_every_answer_is_stored_once_with_its_scores_and_the_dashboard_agr
     from selenium.webdriver.support import expected_conditions as ec
     from selenium.webdriver.support.ui import WebDriverWait
 
-    browser.get(str(stack["dashboard"]))  # type: ignore[attr-defined]
-    WebDriverWait(browser, 30).until(  # type: ignore[arg-type]
-        ec.text_to_be_present_in_element((By.ID, "kpi-transactions"), f"{sql_count:,}")
-    )
+    browser.get(str(stack["dashboard"]))
+    WebDriverWait(browser, 30).until(ec.text_to_be_present_in_element((By.ID, "kpi-transactions"), f"{sql_count:,}"))
 
     process = stack["process"]
     process.send_signal(signal.SIGTERM)  # type: ignore[attr-defined]

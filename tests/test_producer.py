@@ -9,7 +9,7 @@ import pytest
 
 from fraudflow.aws import client_config, kinesis_client
 from fraudflow.config import Settings
-from fraudflow.kinesis import BufferFull, KinesisProducer, ProducerHooks, PublishError
+from fraudflow.producer import BufferFull, KinesisProducer, ProducerHooks, PublishError
 from tests.faultproxy import FaultProxy
 from tests.streams import read_stream
 

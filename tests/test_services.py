@@ -20,8 +20,9 @@ import pytest
 from fraudflow.aws import kinesis_client
 from fraudflow.config import Settings
 from fraudflow.local.kinesis import KinesisServer, MotoKinesis
-from fraudflow.local.process import ServiceError, free_port
+from fraudflow.local.process import ServiceError
 from fraudflow.local.services import EmbeddedServices, KinesisBackend
+from fraudflow.net import free_port
 from fraudflow.streams import ensure_stream
 
 

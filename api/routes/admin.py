@@ -26,13 +26,13 @@ log = get_logger(__name__)
         409: {"description": "The new model set is invalid; the current one keeps serving"},
     },
 )
-async def reload_models(app: Annotated[Services, Depends(services)]) -> Any:
-    previous = app.scorer.models.version
+async def reload_models(services: Annotated[Services, Depends(services)]) -> Any:
+    previous = services.scorer.models.version
     try:
-        models = await asyncio.to_thread(app.scorer.reload)
+        models = await asyncio.to_thread(services.scorer.reload)
     except ModelError as error:
         log.error("model reload refused", error=str(error), serving=previous)
         return problem(409, f"reload refused, still serving {previous}: {error}")
-    app.metrics.serving(models.version)
+    services.metrics.serving(models.version)
     log.info("models reloaded", previous=previous, version=models.version)
     return {"previous_version": previous, "model_version": models.version}

@@ -24,20 +24,20 @@ async def healthz() -> dict[str, str]:
     summary="Models loaded and the Kinesis stream ACTIVE",
     responses={503: {"description": "Not ready: `problems` says why"}},
 )
-async def readyz(app: Annotated[Services, Depends(services)]) -> Any:
+async def readyz(services: Annotated[Services, Depends(services)]) -> Any:
     problems = []
-    if (issue := await app.readiness.stream_problem()) is not None:
+    if (issue := await services.readiness.stream_problem()) is not None:
         problems.append(issue)
     body = {
         "status": "ready" if not problems else "not ready",
-        "model_version": app.scorer.models.version,
-        "stream": app.settings.stream_name,
-        "buffered_records": app.scoring.producer.depth,
+        "model_version": services.scorer.models.version,
+        "stream": services.settings.stream_name,
+        "buffered_records": services.scoring.producer.depth,
         "problems": problems,
     }
     return JSONResponse(body, status_code=200 if not problems else 503)
 
 
 @router.get("/metrics", summary="Prometheus metrics", response_class=Response)
-async def metrics(app: Annotated[Services, Depends(services)]) -> Response:
-    return Response(generate_latest(app.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+async def metrics(services: Annotated[Services, Depends(services)]) -> Response:
+    return Response(generate_latest(services.metrics.registry), media_type=CONTENT_TYPE_LATEST)

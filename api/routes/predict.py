@@ -15,9 +15,6 @@ from api.security import authorize
 router = APIRouter()
 _item = TypeAdapter(PredictRequest)
 RETRY_AFTER = {"Retry-After": "1"}
-# /predict reads its header, checks the key and validates its body inline: each FastAPI dependency (the body
-# is one) costs about as much CPU in the dependency solver as validating the whole body, and pydantic parses
-# the JSON bytes faster than json.loads followed by validation. The OpenAPI document still shows all three.
 SECURED: dict[str, Any] = {"security": [{"ApiKeyHeader": []}, {"BearerKey": []}]}
 _IDEMPOTENCY_HEADER = {
     "name": "Idempotency-Key",
@@ -28,7 +25,10 @@ _IDEMPOTENCY_HEADER = {
 }
 
 REF_TEMPLATE = "#/components/schemas/{model}"
-# Validated by the routes themselves, after the key check: the app adds their schemas to the document.
+# Both routes read the idempotency header, check the key and validate their body inline, in that order: an
+# unauthenticated body is never parsed, each FastAPI dependency (the body is one) costs about as much CPU in
+# the dependency solver as validating the whole body, and pydantic parses the JSON bytes faster than
+# json.loads followed by validation. The app adds these bodies' schemas to the OpenAPI document.
 INLINE_BODIES = (PredictRequest, BatchRequest)
 
 

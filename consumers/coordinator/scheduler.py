@@ -9,16 +9,16 @@ from typing import TYPE_CHECKING
 
 import asyncpg
 
-from consumers.config import ConsumerConfig, InitialPosition
+from consumers.config import ConsumerConfig
 from consumers.leases.coordinator import LeaseCoordinator
-from consumers.leases.table import SHARD_END, TRIM_HORIZON, Lease, LeaseLost, LeaseTable, NewShard
+from consumers.leases.shard_sync import ShardInfo, ShardSync
+from consumers.leases.table import SHARD_END, Lease, LeaseLost, LeaseTable
 from consumers.lifecycle.shard_consumer import ShardConsumer
 from consumers.metrics import ConsumerMetrics
 from consumers.processor.sink import PostgresSink
-from consumers.retrieval.fetcher import ShardFetcher, ShardInfo
+from consumers.retrieval.fetcher import ShardFetcher
 from fraudflow.logging import get_logger
 from fraudflow.retry import Backoff
-from fraudflow.streams import stream_identity
 
 if TYPE_CHECKING:
     from types_aiobotocore_kinesis import KinesisClient
@@ -44,6 +44,7 @@ class Scheduler:
         self.table = LeaseTable(pool, config.application, stream)
         self.sink = PostgresSink(pool, self.table)
         self.coordinator = LeaseCoordinator(self.table, worker_id, config)
+        self.shard_sync = ShardSync(client, stream, self.table, config)
         self.shards: dict[str, ShardInfo] = {}
         self.consumers: dict[str, tuple[ShardConsumer, asyncio.Task[None]]] = {}
         self._sync_now = asyncio.Event()
@@ -65,56 +66,8 @@ class Scheduler:
             await asyncio.gather(*loops, return_exceptions=True)
             await self.shutdown()
 
-    async def list_shards(self) -> list[ShardInfo]:
-        shards, token = [], None
-        while True:
-            kwargs = {"NextToken": token} if token else {"StreamName": self.stream}
-            page = await self.client.list_shards(**kwargs)  # type: ignore[arg-type]
-            shards += [ShardInfo.from_api(shard) for shard in page["Shards"]]
-            if not (token := page.get("NextToken")):
-                return shards
-
     async def sync_shards(self) -> None:
-        """Create leases for new shards; remove finished leases whose children started, and aged-out ones."""
-        identity = await stream_identity(self.client, self.stream)
-        if identity != self.table.identity and (dropped := await self.table.claim_for(identity)):
-            log.warning(
-                "stream recreated: leases of the earlier stream deleted, its shards start afresh",
-                stream=self.stream,
-                identity=identity,
-                leases_deleted=dropped,
-            )
-        shards = await self.list_shards()
-        self.shards = {shard.shard_id: shard for shard in shards}
-        leases = {lease.shard_id: lease for lease in await self.table.all()}
-        new = []
-        for shard in shards:
-            if shard.shard_id in leases or _consumed(shard, shards, leases):
-                continue
-            # Children of a reshard always start at the beginning; other shards at the configured position.
-            known_parent = any(p in self.shards or p in leases for p in shard.parent_shard_ids)
-            start = TRIM_HORIZON if known_parent else self.config.initial_position.value
-            if start == InitialPosition.AT_TIMESTAMP and self.config.initial_timestamp is None:
-                start = TRIM_HORIZON
-            new.append(
-                NewShard(shard.shard_id, shard.parent_shard_ids, shard.starting_hash_key, shard.ending_hash_key, start)
-            )
-        if created := await self.table.create_missing(new):
-            log.info("leases created", shards=created)
-        children: dict[str, list[str]] = {}
-        for lease in leases.values():
-            for parent in lease.parent_shard_ids:
-                children.setdefault(parent, []).append(lease.shard_id)
-        done = []
-        for lease in leases.values():
-            gone = lease.shard_id not in self.shards
-            kids = [leases[c] for c in children.get(lease.shard_id, []) if c in leases]
-            started = bool(kids) and all(k.owner is not None or k.checkpoint != TRIM_HORIZON for k in kids)
-            if (lease.finished and started) or (gone and lease.owner is None):
-                done.append(lease.shard_id)
-        if done:
-            await self.table.delete(done)
-            log.info("leases cleaned up", shards=done)
+        self.shards = await self.shard_sync.run()
 
     async def _shard_sync_loop(self) -> None:
         while True:
@@ -135,12 +88,12 @@ class Scheduler:
 
     async def _lease_loop(self) -> None:
         loop = asyncio.get_running_loop()
-        next_steal = loop.time() + self.config.take_every_s
+        next_steal = loop.time() + self.config.steal_every_s
         while True:
             await self._guard("lease renewal", self._renew())
             steal = loop.time() >= next_steal
             if steal:
-                next_steal = loop.time() + self.config.take_every_s
+                next_steal = loop.time() + self.config.steal_every_s
             await self._guard("lease taking", self._take(steal))
             await self._guard("reaping", self._reap())
             self.metrics.leases_held.set(len(self.coordinator.held))
@@ -241,23 +194,3 @@ class Scheduler:
         self.coordinator.held.clear()
         self.consumers.clear()
         log.info("consumer stopped", worker=self.worker_id)
-
-
-def _consumed(shard: ShardInfo, shards: list[ShardInfo], leases: dict[str, Lease]) -> bool:
-    """A closed shard with a leased descendant was read to its end: its lease was cleaned up once its
-    children started, and it stays listed (for the retention period on AWS) but must not be read again."""
-    if shard.ending_sequence_number is None:
-        return False
-    children: dict[str, list[str]] = {}
-    for other in shards:
-        for parent in other.parent_shard_ids:
-            children.setdefault(parent, []).append(other.shard_id)
-    pending, seen = list(children.get(shard.shard_id, [])), set()
-    while pending:
-        child = pending.pop()
-        if child in leases:
-            return True
-        if child not in seen:
-            seen.add(child)
-            pending += children.get(child, [])
-    return False

@@ -6,7 +6,7 @@ takes on the lease counter observed. A worker that lost a lease therefore cannot
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from decimal import Decimal
 
@@ -188,13 +188,23 @@ class LeaseTable:
             shard_ids,
         )
 
-    async def checkpoint(self, conn: Connection, lease: Lease, position: str) -> None:
-        """Advance the checkpoint inside the caller's transaction, fenced by owner and epoch."""
+    async def checkpoint(self, conn: Connection, lease: Lease, position: str) -> Lease:
+        """Advance the checkpoint from `lease.checkpoint` to `position` inside the caller's transaction, fenced
+        by owner and epoch; returns the lease at its new checkpoint.
+
+        The checkpoint must still be the one this worker last committed: if PostgreSQL lost a commit it had
+        acknowledged (a crash without synchronous commit, an asynchronous replica promoted), the rows of that
+        commit are gone too, and going on from the worker's memory would skip them. The lease is then given
+        up as lost, and whoever takes it re-reads from the checkpoint that is really there."""
         status = await conn.execute(
             f"""UPDATE kinesis_leases SET checkpoint = $6, checkpointed_at = now()
-                WHERE {_FENCED}""",
+                WHERE {_FENCED} AND checkpoint = $7""",
             *self._fence(lease),
             position,
+            lease.checkpoint,
         )
         if not status.endswith(" 1"):
-            raise LeaseLost(f"lease on {lease.shard_id} (epoch {lease.epoch}) is no longer ours")
+            raise LeaseLost(
+                f"lease on {lease.shard_id} (epoch {lease.epoch}, checkpoint {lease.checkpoint}) is no longer ours"
+            )
+        return replace(lease, checkpoint=position)

@@ -23,7 +23,6 @@ from fraudflow.logging import get_logger
 from fraudflow.retry import Backoff
 
 log = get_logger(__name__)
-_LAG_REPORT_EVERY_S = 2.0
 
 
 class ShardConsumer:
@@ -103,7 +102,7 @@ class ShardConsumer:
             parents = {p for p in parents if p in leases and not leases[p].finished}
             if parents:
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._stop.wait(), 1.0)
+                    await asyncio.wait_for(self._stop.wait(), self.config.parent_poll_interval_s)
         return not parents
 
     def _observe(self, records: Sequence[object], size: int, millis_behind: int | None) -> None:
@@ -115,7 +114,7 @@ class ShardConsumer:
 
     async def _report_lag(self) -> None:
         now = time.monotonic()
-        if self.fetcher.millis_behind is None or now - self._lag_reported < _LAG_REPORT_EVERY_S:
+        if self.fetcher.millis_behind is None or now - self._lag_reported < self.config.lag_report_interval_s:
             return
         self._lag_reported = now
         with contextlib.suppress(OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
@@ -149,6 +148,7 @@ class ShardConsumer:
                     "flush failed, retrying", shard=self.shard_id, error=type(error).__name__, delay_s=round(delay, 2)
                 )
                 await asyncio.sleep(delay)
+        self.lease = result.lease
         self.checkpoint = checkpoint
         self.metrics.rows.inc(result.inserted)
         self.metrics.duplicates.inc(result.duplicates)

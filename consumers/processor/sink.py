@@ -29,7 +29,9 @@ from consumers.leases.table import Connection, Lease, LeaseTable
 from consumers.processor.rows import AS_TEXT, COLUMNS, Rejection, to_row
 from consumers.retrieval.fetcher import Record
 from fraudflow.events import storable_text
+from fraudflow.logging import get_logger
 
+log = get_logger(__name__)
 STAGING = "fraudflow_staging"
 INSERTED = "fraudflow_inserted"  # this flush's new rows (not the duplicates), for the aggregates
 _COLUMN_LIST = ", ".join(f'"{c}"' for c in COLUMNS)
@@ -94,6 +96,7 @@ class ShardBuffer:
 
 @dataclass(frozen=True)
 class FlushResult:
+    lease: Lease  # at its new checkpoint: the next flush goes on from there
     inserted: int
     duplicates: int
     rejected: int
@@ -124,10 +127,17 @@ class PostgresSink:
         """Write the buffer and move the checkpoint to `checkpoint` in one transaction (LeaseLost if fenced)."""
         started = time.perf_counter()
         try:
-            inserted, refused = await self._commit(lease, buffer, checkpoint, isolate=False)
-        except CONTENT_ERRORS:
-            inserted, refused = await self._commit(lease, buffer, checkpoint, isolate=True)
+            committed, inserted, refused = await self._commit(lease, buffer, checkpoint, isolate=False)
+        except CONTENT_ERRORS as error:
+            log.warning(
+                "flush refused for a row's content, isolating the rows",
+                shard=buffer.shard_id,
+                checkpoint=checkpoint,
+                error=_message(error),
+            )
+            committed, inserted, refused = await self._commit(lease, buffer, checkpoint, isolate=True)
         result = FlushResult(
+            committed,
             inserted,
             len(buffer.rows) - inserted - len(refused),
             len(buffer.rejections) + len(refused),
@@ -138,7 +148,7 @@ class PostgresSink:
 
     async def _commit(
         self, lease: Lease, buffer: ShardBuffer, checkpoint: str, isolate: bool
-    ) -> tuple[int, list[Rejection]]:
+    ) -> tuple[Lease, int, list[Rejection]]:
         async with self.pool.acquire() as conn, conn.transaction():
             inserted, refused = 0, list[Rejection]()
             if buffer.rows and isolate:
@@ -147,8 +157,8 @@ class PostgresSink:
                 inserted = await self._store(conn, buffer.rows)
             if rejections := buffer.rejections + refused:
                 await self._dead_letter(conn, buffer.shard_id, rejections)
-            await self.leases.checkpoint(conn, lease, checkpoint)
-        return inserted, refused
+            committed = await self.leases.checkpoint(conn, lease, checkpoint)
+        return committed, inserted, refused
 
     async def _store(self, conn: Connection, rows: list[tuple[Any, ...]]) -> int:
         await conn.copy_records_to_table(STAGING, records=rows, columns=list(COLUMNS))

@@ -11,12 +11,13 @@ from typing import TYPE_CHECKING, Any
 from botocore.exceptions import BotoCoreError, ClientError
 
 from consumers.config import ConsumerConfig, InitialPosition
+from consumers.leases.shard_sync import ShardInfo
 from consumers.leases.table import SHARD_END
 from consumers.retrieval.deaggregation import AggregationError, UserRecord, deaggregate
 from consumers.retrieval.throttle import TokenBucket
+from fraudflow.aws import error_code
 from fraudflow.logging import get_logger
 from fraudflow.retry import Backoff
-from fraudflow.streams import error_code
 
 if TYPE_CHECKING:
     from types_aiobotocore_kinesis import KinesisClient
@@ -31,26 +32,6 @@ _RETRYABLE = {
     "ServiceUnavailableException",
     "ThrottlingException",
 }
-
-
-@dataclass(frozen=True)
-class ShardInfo:
-    shard_id: str
-    parent_shard_ids: list[str]
-    starting_hash_key: str
-    ending_hash_key: str
-    ending_sequence_number: str | None  # set once the shard is closed
-
-    @classmethod
-    def from_api(cls, shard: Any) -> ShardInfo:
-        parents = [p for p in (shard.get("ParentShardId"), shard.get("AdjacentParentShardId")) if p]
-        return cls(
-            shard["ShardId"],
-            parents,
-            shard["HashKeyRange"]["StartingHashKey"],
-            shard["HashKeyRange"]["EndingHashKey"],
-            shard["SequenceNumberRange"].get("EndingSequenceNumber"),
-        )
 
 
 @dataclass(frozen=True)

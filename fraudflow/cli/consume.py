@@ -9,9 +9,9 @@ from typing import Annotated
 import asyncpg
 import typer
 
-from fraudflow.aws import resolve_database, resolve_database_url
 from fraudflow.cli.runner import CommandError, run, settings_or_exit
 from fraudflow.cli.signals import held_stop_signal, release_stop_signals
+from fraudflow.db.target import resolve_database, resolve_database_url
 
 app = typer.Typer(help="Read every shard of the stream and write the events into PostgreSQL, exactly once.")
 
@@ -74,17 +74,11 @@ def status(stream: StreamOption = None, application: ApplicationOption = "fraudf
     name = stream or settings.stream_name
 
     async def main() -> None:
+        from consumers.leases.status import lease_status
+
         conn = await asyncpg.connect(await resolve_database_url(settings), timeout=10)
         try:
-            rows = await conn.fetch(
-                """SELECT shard_id, owner, checkpoint, millis_behind_latest, epoch, failures, last_error,
-                          extract(epoch FROM now() - checkpointed_at) AS checkpoint_age_s,
-                          extract(epoch FROM now() - updated_at) AS renewed_s_ago,
-                          extract(epoch FROM now() - last_error_at) AS failed_s_ago
-                     FROM kinesis_leases WHERE application = $1 AND stream = $2 ORDER BY shard_id""",
-                application,
-                name,
-            )
+            rows = await lease_status(conn, application, name)
         finally:
             await conn.close()
         if not rows:

@@ -9,14 +9,13 @@ from typing import Annotated, Any
 
 import typer
 
-from fraudflow.aws import resolve_database
 from fraudflow.cli.runner import fail, settings_or_exit
 from fraudflow.config import SettingsError
-from fraudflow.local.process import port_is_free
+from fraudflow.db.target import resolve_database
 from fraudflow.logging import get_logger
+from fraudflow.net import is_loopback, port_is_free
 
 log = get_logger("fraudflow.dashboard")
-_LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 
 
 def dashboard(
@@ -29,7 +28,7 @@ def dashboard(
     from dash_app.app import create_app
 
     settings = settings_or_exit()
-    if not settings.dashboard_credentials and host not in _LOOPBACK:
+    if not settings.dashboard_credentials and not is_loopback(host):
         fail(
             f"refusing to serve on {host} without FRAUDFLOW_DASHBOARD_USERS (user:password,...): "
             "without users the dashboard binds to loopback only",

@@ -5,9 +5,9 @@ from __future__ import annotations
 import asyncpg
 import typer
 
-from fraudflow.aws import resolve_database_url
 from fraudflow.cli.runner import CommandError, run, settings_or_exit
 from fraudflow.db.migrate import migrate, status
+from fraudflow.db.target import resolve_database_url
 
 app = typer.Typer(help="Database schema: apply migrations and show their state.", no_args_is_help=True)
 

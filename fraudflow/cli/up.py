@@ -12,11 +12,12 @@ import aiohttp
 import asyncpg
 import typer
 
-from fraudflow.aws import resolve_database_url
 from fraudflow.cli.runner import CommandError, fail, run, settings_or_exit, until_signal
 from fraudflow.db.migrate import migrate
-from fraudflow.local.process import ChildServer, port_is_free
+from fraudflow.db.target import resolve_database_url
+from fraudflow.local.process import ChildServer
 from fraudflow.local.services import EmbeddedServices, KinesisBackend
+from fraudflow.net import port_is_free
 
 STARTUP_DEADLINE_S = 90
 

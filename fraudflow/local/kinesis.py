@@ -13,7 +13,8 @@ import sys
 from pathlib import Path
 from typing import Protocol
 
-from fraudflow.local.process import ChildServer, ServiceError, free_port, port_is_free, wait_for_port
+from fraudflow.local.process import ChildServer, ServiceError, wait_for_port
+from fraudflow.net import free_port, port_is_free
 
 
 class KinesisServer(Protocol):

@@ -13,7 +13,8 @@ import stat
 import subprocess
 from pathlib import Path
 
-from fraudflow.local.process import ServiceError, free_port, port_is_free
+from fraudflow.local.process import ServiceError
+from fraudflow.net import free_port, port_is_free
 
 _SYSTEM_USER = "embedded_postgres"  # PostgreSQL refuses to run as root
 

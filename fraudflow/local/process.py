@@ -15,22 +15,6 @@ class ServiceError(RuntimeError):
     """An embedded service failed to start or stop; the message says which and why."""
 
 
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
-
-
-def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind((host, port))
-        except OSError:
-            return False
-    return True
-
-
 def wait_for_port(host: str, port: int, deadline_s: float, process: subprocess.Popen[bytes] | None = None) -> None:
     end = time.monotonic() + deadline_s
     while time.monotonic() < end:

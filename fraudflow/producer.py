@@ -18,9 +18,9 @@ from typing import TYPE_CHECKING
 
 from botocore.exceptions import BotoCoreError, ClientError
 
+from fraudflow.aws import error_code
 from fraudflow.logging import get_logger
 from fraudflow.retry import backoff_delay
-from fraudflow.streams import error_code
 
 if TYPE_CHECKING:
     from types_aiobotocore_kinesis import KinesisClient
@@ -76,9 +76,9 @@ class KinesisProducer:
         client: KinesisClient,
         stream: str,
         *,
-        linger_s: float = 0.002,
+        linger_s: float = 0.0,
         max_buffer: int = 20_000,
-        max_in_flight: int = 4,
+        max_in_flight: int = 2,
         backoff_base_s: float = 0.05,
         backoff_cap_s: float = 2.0,
         hooks: ProducerHooks | None = None,
