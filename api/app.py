@@ -81,52 +81,48 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         scorer = await asyncio.to_thread(Scorer, settings.models_dir, settings.scoring_threads)
         metrics.serving(scorer.models.version)
+        config = client_config(read_timeout=5.0, pool=settings.publish_max_in_flight + 4)
         batcher = MicroBatcher(
             scorer,
             max_rows=settings.score_batch_rows,
             max_wait_s=settings.score_batch_wait_ms / 1000,
             on_batch=metrics.scoring_batch.observe,
         )
-        await batcher.start()
-        config = client_config(read_timeout=5.0, pool=settings.publish_max_in_flight + 4)
-        async with kinesis_client(settings, config) as client:
+        async with batcher, kinesis_client(settings, config) as client:
+            # On the way out the producer flushes first: nothing acknowledged to a client may be lost.
             producer = KinesisProducer(
                 client,
                 settings.stream_name,
                 linger_s=settings.publish_linger_ms / 1000,
                 max_buffer=settings.publish_buffer_records,
                 max_in_flight=settings.publish_max_in_flight,
+                close_timeout_s=max(5.0, settings.publish_timeout_s * 2),
                 hooks=metrics.producer_hooks(),
             )
-            metrics.buffer_depth.set_function(lambda: producer.depth)
-            await producer.start()
-            app.state.services = Services(
-                settings=settings,
-                metrics=metrics,
-                scorer=scorer,
-                scoring=ScoringService(settings, batcher, producer, metrics),
-                readiness=Readiness(client, settings.stream_name),
-            )
-            # Everything loaded at start-up (models, botocore's service models, numpy, pydantic) lives for the
-            # whole process: move it out of the collector's reach, or each full collection walks it again
-            # (measured: about a third of the per-request CPU under load).
-            gc.collect()
-            gc.freeze()
-            if not settings.api_key_list:
-                log.warning("no API keys configured (FRAUDFLOW_API_KEYS): serving loopback clients only")
-            log.info(
-                "api started",
-                model_version=scorer.models.version,
-                stream=settings.stream_name,
-                delivery=settings.delivery_mode.value,
-            )
-            try:
+            async with producer:
+                metrics.buffer_depth.set_function(lambda: producer.depth)
+                app.state.services = Services(
+                    settings=settings,
+                    metrics=metrics,
+                    scorer=scorer,
+                    scoring=ScoringService(settings, batcher, producer, metrics),
+                    readiness=Readiness(client, settings.stream_name),
+                )
+                # Everything loaded at start-up (models, botocore's service models, numpy, pydantic) lives for
+                # the whole process: move it out of the collector's reach, or each full collection walks it
+                # again (measured: about a third of the per-request CPU under load).
+                gc.collect()
+                gc.freeze()
+                if not settings.api_key_list:
+                    log.warning("no API keys configured (FRAUDFLOW_API_KEYS): serving loopback clients only")
+                log.info(
+                    "api started",
+                    model_version=scorer.models.version,
+                    stream=settings.stream_name,
+                    delivery=settings.delivery_mode.value,
+                )
                 yield
-            finally:
-                # Graceful shutdown: nothing acknowledged to a client may be lost, so flush before exit.
-                left = await producer.close(timeout_s=max(5.0, settings.publish_timeout_s * 2))
-                await batcher.stop()
-                log.info("api stopped", undelivered=left)
+            log.info("api stopped", undelivered=producer.undelivered)
 
     app = FastAPI(
         title="fraudflow scoring API",

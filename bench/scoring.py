@@ -8,6 +8,8 @@ identical models on identical rows.
 from __future__ import annotations
 
 import argparse
+import functools
+from typing import Any
 
 import onnxruntime
 import sklearn
@@ -19,6 +21,10 @@ from fraudflow.training.pipeline import TrainingConfig, fit_classifier, fit_dete
 
 BATCHES = (1, 8, 64, 256)
 GOAL_US = 50.0
+
+
+def _native(classifier: Any, detector: Any, x: Any) -> tuple[Any, Any]:
+    return classifier.predict_proba(x), detector.decision_function(x)
 
 
 def main() -> None:
@@ -40,13 +46,9 @@ def main() -> None:
     results = []
     for batch in BATCHES:
         x = rows[:batch].copy()
-        onnx_us = per_call_seconds(lambda x=x: scorer.score_batch(x), min_time=args.min_time) / batch * 1e6
+        onnx_us = per_call_seconds(functools.partial(scorer.score_batch, x), min_time=args.min_time) / batch * 1e6
         native_us = (
-            per_call_seconds(
-                lambda x=x: (classifier.predict_proba(x), detector.decision_function(x)), min_time=args.min_time
-            )
-            / batch
-            * 1e6
+            per_call_seconds(functools.partial(_native, classifier, detector, x), min_time=args.min_time) / batch * 1e6
         )
         results.append(
             {

@@ -116,8 +116,9 @@ async def run(total: int, batch_size: int, repeats: int) -> dict[str, Any]:
         pool = await asyncpg.create_pool(server.url(), min_size=1, max_size=2, init=create_staging)
         table = LeaseTable(pool, "bench", "bench")
         await table.create_missing([NewShard("shardId-000000000000", [], "0", "1", "TRIM_HORIZON")])
-        lease = await table.take("shardId-000000000000", "bench", 0)
-        assert lease is not None
+        taken = await table.take("shardId-000000000000", "bench", 0)
+        assert taken is not None
+        lease = taken
         sink = PostgresSink(pool, table)
         data = rows(total)
         batches = [data[i : i + batch_size] for i in range(0, total, batch_size)]

@@ -46,6 +46,13 @@ class MicroBatcher:
         self._collector: asyncio.Task[None] | None = None
         self._running: set[asyncio.Task[None]] = set()
 
+    async def __aenter__(self) -> MicroBatcher:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
     async def start(self) -> None:
         self._collector = asyncio.create_task(self._collect(), name="micro-batcher")
 

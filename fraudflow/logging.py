@@ -63,5 +63,5 @@ def configure_logging(settings: Settings) -> None:
         logging.getLogger(name).setLevel(max(logging.WARNING, root.level))
 
 
-def get_logger(name: str) -> Any:
+def get_logger(name: str) -> structlog.stdlib.BoundLogger:
     return structlog.stdlib.get_logger(name)

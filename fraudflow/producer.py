@@ -81,6 +81,7 @@ class KinesisProducer:
         max_in_flight: int = 2,
         backoff_base_s: float = 0.05,
         backoff_cap_s: float = 2.0,
+        close_timeout_s: float = 10.0,
         hooks: ProducerHooks | None = None,
     ) -> None:
         self._client = client
@@ -100,6 +101,15 @@ class KinesisProducer:
         self._runner: asyncio.Task[None] | None = None
         self._sends: set[asyncio.Task[None]] = set()
         self._closed = False
+        self.close_timeout_s = close_timeout_s
+        self.undelivered = 0  # records left when the producer closed
+
+    async def __aenter__(self) -> KinesisProducer:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.undelivered = await self.close(self.close_timeout_s)
 
     @property
     def depth(self) -> int:

@@ -27,7 +27,7 @@ from fraudflow.streams import ensure_stream
 from tests.faultproxy import FaultProxy
 
 if TYPE_CHECKING:
-    from selenium.webdriver.remote.webdriver import WebDriver
+    from selenium.webdriver import Chrome as WebDriver
 
 TEMPLATE_DB = "fraudflow_template"
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}

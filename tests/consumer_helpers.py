@@ -8,7 +8,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import asyncpg
 
@@ -18,6 +18,9 @@ from consumers.processor.sink import create_staging
 from fraudflow.aws import kinesis_client
 from fraudflow.config import Settings
 from fraudflow.events import encode_event, sample_event
+
+if TYPE_CHECKING:
+    from types_aiobotocore_kinesis.type_defs import PutRecordsRequestEntryTypeDef
 
 FAST = ConsumerConfig(
     failover_s=1.5,
@@ -44,7 +47,7 @@ def event(event_id: uuid.UUID | None = None, user: str = "u1", country: str = " 
 async def put(settings: Settings, bodies: list[bytes], keys: list[str]) -> None:
     async with kinesis_client(settings) as client:
         for start in range(0, len(bodies), 500):
-            chunk = [
+            chunk: list[PutRecordsRequestEntryTypeDef] = [
                 {"Data": b, "PartitionKey": k}
                 for b, k in zip(bodies[start : start + 500], keys[start : start + 500], strict=True)
             ]

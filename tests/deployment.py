@@ -83,7 +83,8 @@ def settings_from(environment: dict[str, str]) -> Settings:
     """The settings a container with this environment (on top of the image's ENV) would load."""
     merged = {**image_environment(), **environment}
     known = settings_names()
-    return Settings(_env_file=None, **{name: value for name, value in merged.items() if name in known})
+    values: dict[str, Any] = {name: value for name, value in merged.items() if name in known}
+    return Settings(_env_file=None, **values)
 
 
 def parse_command(argv: list[str]) -> Any:

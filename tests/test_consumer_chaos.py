@@ -23,6 +23,8 @@ from fraudflow.db.migrate import migrate
 from fraudflow.local.postgres import EmbeddedPostgres
 from tests.consumer_helpers import aggregated, put_events, wait_until
 
+pytestmark = pytest.mark.slow
+
 CHAOS_SECONDS = float(os.environ.get("FRAUDFLOW_CHAOS_SECONDS", "12"))
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -125,6 +127,7 @@ async def test_kills_restarts_and_a_database_crash_lose_and_double_nothing(
     finally:
         codes = [w.stop() for w in workers]
     assert crashed_database
+    assert rows is not None
     assert (rows["n"], rows["d"], rows["ours"]) == (len(put), len(put), len(put))
     assert set(counted.values()) == {len(put)}, counted  # the aggregates are exactly-once too
     assert codes == [0, 0, 0], [(w.log_dir / f"{w.name}.log").read_text()[-3000:] for w in workers]

@@ -11,7 +11,7 @@ import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import asyncpg
 import pytest
@@ -23,7 +23,7 @@ from fraudflow.config import Environment, Settings, SettingsError
 from fraudflow.net import free_port
 
 if TYPE_CHECKING:
-    from selenium.webdriver.remote.webdriver import WebDriver
+    from selenium.webdriver import Chrome as WebDriver
 
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
 
@@ -102,7 +102,8 @@ def test_page_shows_data_filters_pages_and_details(dashboard: str, browser: WebD
     assert driver.find_element(By.ID, "banner").is_displayed() is False
     ARTIFACTS.mkdir(exist_ok=True)
     driver.save_screenshot(str(ARTIFACTS / "dashboard.png"))
-    errors = [entry for entry in driver.get_log("browser") if entry["level"] == "SEVERE"]
+    log: list[dict[str, Any]] = driver.get_log("browser")  # type: ignore[no-untyped-call]
+    errors = [entry for entry in log if entry["level"] == "SEVERE"]
     assert errors == []
 
 

@@ -21,8 +21,10 @@ from bench.stack import launch_up
 from fraudflow.net import free_port
 from tests.consumer_helpers import wait_until
 
+pytestmark = pytest.mark.slow
+
 if TYPE_CHECKING:
-    from selenium.webdriver.remote.webdriver import WebDriver
+    from selenium.webdriver import Chrome as WebDriver
 
 ROOT = Path(__file__).resolve().parent.parent
 REQUESTS = 300
@@ -103,12 +105,9 @@ async def test_every_answer_is_stored_once_with_its_scores_and_the_dashboard_agr
     process = stack["process"]
     process.send_signal(signal.SIGTERM)  # type: ignore[attr-defined]
     assert await asyncio.to_thread(process.wait, 60) == 0  # type: ignore[attr-defined]
-    alive = [
-        pid
-        for pid in stack["children"]
-        if psutil.pid_exists(pid)  # type: ignore[attr-defined]
-        and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
-    ]
+    children = stack["children"]
+    assert isinstance(children, list)
+    alive = [pid for pid in children if psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE]
     assert alive == []
     assert not (Path(str(stack["data"])) / "pgdata" / "postmaster.pid").exists()
 

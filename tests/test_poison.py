@@ -101,13 +101,14 @@ def _poison_events() -> list[tuple[str, bytes]]:
             target = target[key]
         target[path[-1]] = NUL
         out.append((".".join(path), encode_event(value)))
-    for name, mutate in (
+    mutations: list[tuple[str, Callable[[dict[str, Any]], object]]] = [
         ("amount", lambda e: e.update(amount=1e39)),
         ("features.0", lambda e: e["features"].__setitem__(0, 1e39)),
         ("timestamp", lambda e: e.update(timestamp="0001-01-01T00:00:00+05:00")),
         ("received_at", lambda e: e.update(received_at="0001-01-01T00:00:00+05:00")),
         ("ip_address", lambda e: e.update(ip_address="not an address")),
-    ):
+    ]
+    for name, mutate in mutations:
         value = event()
         mutate(value)
         out.append((name, encode_event(value)))

@@ -11,6 +11,7 @@ import time
 import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import aiobotocore.session
 import asyncpg
@@ -24,6 +25,10 @@ from fraudflow.local.process import ServiceError
 from fraudflow.local.services import EmbeddedServices, KinesisBackend
 from fraudflow.net import free_port
 from fraudflow.streams import ensure_stream
+
+if TYPE_CHECKING:
+    from types_aiobotocore_kinesis.literals import ShardIteratorTypeType
+    from types_aiobotocore_kinesis.type_defs import PutRecordsRequestEntryTypeDef
 
 
 def _descendants() -> set[int]:
@@ -146,7 +151,9 @@ async def test_concurrent_puts_on_one_shard_are_all_kept(settings: Settings) -> 
 
     async def put_batch(batch: int) -> None:
         async with kinesis_client(settings) as client:
-            records = [{"Data": f"{batch}-{i}".encode(), "PartitionKey": f"k{i}"} for i in range(500)]
+            records: list[PutRecordsRequestEntryTypeDef] = [
+                {"Data": f"{batch}-{i}".encode(), "PartitionKey": f"k{i}"} for i in range(500)
+            ]
             assert (await client.put_records(StreamName=settings.stream_name, Records=records))[
                 "FailedRecordCount"
             ] == 0
@@ -253,12 +260,13 @@ async def test_get_records_pages_and_positions(settings: Settings) -> None:
     async with kinesis_client(settings) as client:
         stream = settings.stream_name
         put = await client.put_records(
-            StreamName=stream, Records=[{"Data": f"r{i}".encode(), "PartitionKey": "k"} for i in range(30)]
+            StreamName=stream,
+            Records=[{"Data": f"r{i}".encode(), "PartitionKey": "k"} for i in range(30)],
         )
         sequence = [r["SequenceNumber"] for r in put["Records"]]
         (shard,) = (await client.list_shards(StreamName=stream))["Shards"]
 
-        async def iterator(kind: str, **position: str) -> str:
+        async def iterator(kind: ShardIteratorTypeType, **position: Any) -> str:
             answer = await client.get_shard_iterator(
                 StreamName=stream, ShardId=shard["ShardId"], ShardIteratorType=kind, **position
             )
