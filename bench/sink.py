@@ -30,6 +30,8 @@ from fraudflow.db.migrate import migrate
 from fraudflow.events import encode_event, sample_event
 from fraudflow.local.postgres import EmbeddedPostgres
 
+SHARD = "shardId-000000000000"
+
 
 def rows(count: int) -> list[tuple[Any, ...]]:
     features = generate(count, seed=3).features
@@ -48,7 +50,7 @@ def rows(count: int) -> list[tuple[Any, ...]]:
             device_info={"device_type": "mobile"},
             geo={"country": "fr", "city": "Paris", "latitude": 48.8, "longitude": 2.3},
         )
-        row = to_row(Record(str(i + 1), 0, "k", encode_event(body), None), "shardId-000000000000")
+        row = to_row(Record(str(i + 1), 0, "k", encode_event(body), None), SHARD)
         assert isinstance(row, tuple)
         out.append(row)
     return out
@@ -74,21 +76,42 @@ async def timed(pool: asyncpg.Pool, batches: list[list[tuple[Any, ...]]], write:
     return sum(len(b) for b in batches) / (time.perf_counter() - started)
 
 
-async def run(total: int, batch_size: int, repeats: int) -> dict[str, Any]:
-    work = Path(tempfile.mkdtemp(prefix="fraudflow-bench-sink-"))
-    server = EmbeddedPostgres(work / "pg", durable=True)
-    server.start()
-    try:
-        conn = await asyncpg.connect(server.url())
+class SinkBench:
+    """An embedded PostgreSQL (fsync on), migrated, with a pool, a held lease and the consumer's sink: what
+    every sink comparison writes through. `write_exactly_once` is the consumer's flush, batch after batch."""
+
+    def __init__(self) -> None:
+        self.work = Path(tempfile.mkdtemp(prefix="fraudflow-bench-sink-"))
+        self.server = EmbeddedPostgres(self.work / "pg", durable=True)
+
+    async def __aenter__(self) -> SinkBench:
+        self.server.start()
+        conn = await asyncpg.connect(self.server.url())
         await migrate(conn)
         await conn.close()
-        pool = await asyncpg.create_pool(server.url(), min_size=1, max_size=2, init=create_staging)
-        table = LeaseTable(pool, "bench", "bench")
-        await table.create_missing([NewShard("shardId-000000000000", [], "0", "1", "TRIM_HORIZON")])
-        taken = await table.take("shardId-000000000000", "bench", 0)
-        assert taken is not None
-        lease = taken
-        sink = PostgresSink(pool, table)
+        self.pool = await asyncpg.create_pool(self.server.url(), min_size=1, max_size=2, init=create_staging)
+        table = LeaseTable(self.pool, "bench", "bench")
+        await table.create_missing([NewShard(SHARD, [], "0", "1", "TRIM_HORIZON")])
+        lease = await table.take(SHARD, "bench", 0)
+        assert lease is not None
+        self.lease = lease
+        self.sink = PostgresSink(self.pool, table)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.pool.close()
+        self.server.stop()
+        shutil.rmtree(self.work, ignore_errors=True)
+
+    async def write_exactly_once(self, batch: list[tuple[Any, ...]], checkpoint: int) -> None:
+        buffer = ShardBuffer(SHARD)
+        buffer.rows.extend(batch)
+        self.lease = (await self.sink.flush(self.lease, buffer, str(checkpoint))).lease
+
+
+async def run(total: int, batch_size: int, repeats: int) -> dict[str, Any]:
+    async with SinkBench() as bench:
+        pool = bench.pool
         data = rows(total)
         batches = [data[i : i + batch_size] for i in range(0, total, batch_size)]
         typed_batches = [[typed(row) for row in batch] for batch in batches]
@@ -98,10 +121,7 @@ async def run(total: int, batch_size: int, repeats: int) -> dict[str, Any]:
         insert = f"INSERT INTO fraud_predictions ({quoted}) VALUES ({placeholders})"
 
         async def exactly_once(batch: list[tuple[Any, ...]], number: int) -> None:
-            nonlocal lease
-            buffer = ShardBuffer("shardId-000000000000")
-            buffer.rows.extend(batch)
-            lease = (await sink.flush(lease, buffer, str((number + 1) * batch_size))).lease
+            await bench.write_exactly_once(batch, (number + 1) * batch_size)
 
         async def plain_copy(batch: list[tuple[Any, ...]], number: int) -> None:
             async with pool.acquire() as conn, conn.transaction():
@@ -119,10 +139,6 @@ async def run(total: int, batch_size: int, repeats: int) -> dict[str, Any]:
                 ("executemany", executemany, typed_batches),
             ):
                 results[name].append(await timed(pool, data_batches, write))
-        await pool.close()
-    finally:
-        server.stop()
-        shutil.rmtree(work, ignore_errors=True)
     best = {name: max(values) for name, values in results.items()}
     return {
         "rows": total,

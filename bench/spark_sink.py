@@ -18,21 +18,14 @@ import asyncio
 import importlib.util
 import os
 import shutil
-import tempfile
 import time
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-import asyncpg
-
 from bench.report import publish
-from bench.sink import rows, typed
-from consumers.leases.table import LeaseTable, NewShard
+from bench.sink import SinkBench, rows, typed
 from consumers.processor.rows import COLUMNS
-from consumers.processor.sink import PostgresSink, ShardBuffer, create_staging
-from fraudflow.db.migrate import migrate
-from fraudflow.local.postgres import EmbeddedPostgres
 
 JDBC_JARS = ("/usr/share/java/postgresql.jar",)
 
@@ -105,26 +98,14 @@ class SparkAppend:
 
 
 async def run(total: int, batch_size: int, repeats: int) -> dict[str, Any]:
-    work = Path(tempfile.mkdtemp(prefix="fraudflow-bench-spark-"))
-    server = EmbeddedPostgres(work / "pg", durable=True)
-    server.start()
     spark: SparkAppend | None = None
-    try:
-        conn = await asyncpg.connect(server.url())
-        await migrate(conn)
-        await conn.close()
-        pool = await asyncpg.create_pool(server.url(), min_size=1, max_size=2, init=create_staging)
-        table = LeaseTable(pool, "bench", "bench")
-        await table.create_missing([NewShard("shardId-000000000000", [], "0", "1", "TRIM_HORIZON")])
-        taken = await table.take("shardId-000000000000", "bench", 0)
-        assert taken is not None
-        lease = taken
-        sink = PostgresSink(pool, table)
+    async with SinkBench() as bench:
+        pool = bench.pool
         data = rows(total)
         batches = [data[i : i + batch_size] for i in range(0, total, batch_size)]
         typed_rows = [typed(row) for row in data]
         started = time.perf_counter()
-        spark = await asyncio.to_thread(SparkAppend, server.url(), data)
+        spark = await asyncio.to_thread(SparkAppend, bench.server.url(), data)
         spark_start_s = time.perf_counter() - started
 
         async def reset() -> None:
@@ -135,11 +116,8 @@ async def run(total: int, batch_size: int, repeats: int) -> dict[str, Any]:
             await pool.execute("CHECKPOINT")
 
         async def exactly_once() -> None:
-            nonlocal lease
             for number, batch in enumerate(batches):
-                buffer = ShardBuffer("shardId-000000000000")
-                buffer.rows.extend(batch)
-                lease = (await sink.flush(lease, buffer, str((number + 1) * batch_size))).lease
+                await bench.write_exactly_once(batch, (number + 1) * batch_size)
 
         async def plain_copy() -> None:
             for start in range(0, total, batch_size):
@@ -153,21 +131,22 @@ async def run(total: int, batch_size: int, repeats: int) -> dict[str, Any]:
             await asyncio.to_thread(spark.append)
 
         results: dict[str, list[float]] = {"exactly_once": [], "spark_jdbc": [], "plain_copy": []}
-        for _ in range(repeats):  # interleaved, so drift on a noisy machine hits all alike
-            for name, write in (("spark_jdbc", spark_jdbc), ("exactly_once", exactly_once), ("plain_copy", plain_copy)):
-                await reset()
-                begin = time.perf_counter()
-                await write()
-                elapsed = time.perf_counter() - begin
-                stored = await pool.fetchval("SELECT count(*) FROM fraud_predictions")
-                assert stored == total, (name, stored)
-                results[name].append(total / elapsed)
-        await pool.close()
-    finally:
-        if spark is not None:
+        try:
+            for _ in range(repeats):  # interleaved, so drift on a noisy machine hits all alike
+                for name, write in (
+                    ("spark_jdbc", spark_jdbc),
+                    ("exactly_once", exactly_once),
+                    ("plain_copy", plain_copy),
+                ):
+                    await reset()
+                    begin = time.perf_counter()
+                    await write()
+                    elapsed = time.perf_counter() - begin
+                    stored = await pool.fetchval("SELECT count(*) FROM fraud_predictions")
+                    assert stored == total, (name, stored)
+                    results[name].append(total / elapsed)
+        finally:
             spark.stop()
-        server.stop()
-        shutil.rmtree(work, ignore_errors=True)
     best = {name: max(values) for name, values in results.items()}
     return {
         "rows": total,

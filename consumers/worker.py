@@ -23,6 +23,7 @@ from consumers.processor.sink import create_staging
 from fraudflow.aws import client_config, kinesis_client
 from fraudflow.config import Settings
 from fraudflow.db.target import DatabaseTarget
+from fraudflow.errors import ExpectedError
 from fraudflow.logging import get_logger
 from fraudflow.retry import Backoff
 
@@ -30,7 +31,7 @@ log = get_logger(__name__)
 _UNREACHABLE = (OSError, TimeoutError, asyncpg.CannotConnectNowError)
 
 
-class WorkerError(RuntimeError):
+class WorkerError(ExpectedError):
     """A start-up failure that retrying cannot fix; the message is for the operator."""
 
 

@@ -34,21 +34,19 @@ def _set(path: list[str], value: Any) -> Callable[[dict[str, Any]], None]:
     return mutate
 
 
+# Text fields of the request's metadata and of the event alike (the event's are the metadata's, flattened).
+SHARED_TEXT_FIELDS = [
+    ["user_id"],
+    ["source"],
+    ["device_info", "device_type"],
+    ["device_info", "os_version"],
+    ["device_info", "app_version"],
+    ["geo", "country"],
+    ["geo", "region"],
+    ["geo", "city"],
+]
 API_POISON = [
-    *[
-        (["metadata", *path], _set(path, NUL))
-        for path in (
-            ["user_id"],
-            ["source"],
-            ["transaction_id"],
-            ["device_info", "device_type"],
-            ["device_info", "os_version"],
-            ["device_info", "app_version"],
-            ["geo", "country"],
-            ["geo", "region"],
-            ["geo", "city"],
-        )
-    ],
+    *[(["metadata", *path], _set(path, NUL)) for path in [*SHARED_TEXT_FIELDS, ["transaction_id"]]],
     *[(["metadata", "timestamp"], _set(["timestamp"], edge)) for edge in CALENDAR_EDGES],
     (["metadata", "ip_address"], _set(["ip_address"], "fe80::1%" + "x" * 5000)),
 ]
@@ -83,18 +81,7 @@ async def test_a_calendar_edge_in_a_batch_fails_that_item_only(settings: Setting
 def _poison_events() -> list[tuple[str, bytes]]:
     """(what, record body) for every way a producer other than our API could write a row the table refuses."""
     out: list[tuple[str, bytes]] = []
-    for path in (
-        ["user_id"],
-        ["source"],
-        ["model_version"],
-        ["ip_address"],
-        ["device_info", "device_type"],
-        ["device_info", "os_version"],
-        ["device_info", "app_version"],
-        ["geo", "country"],
-        ["geo", "region"],
-        ["geo", "city"],
-    ):
+    for path in [*SHARED_TEXT_FIELDS, ["model_version"], ["ip_address"]]:
         value = event()
         target = value
         for key in path[:-1]:

@@ -9,7 +9,7 @@ from typing import Annotated
 import asyncpg
 import typer
 
-from fraudflow.cli.runner import CommandError, run, settings_or_exit
+from fraudflow.cli.runner import run, settings_or_exit
 from fraudflow.cli.signals import held_stop_signal, release_stop_signals
 from fraudflow.db.target import resolve_database, resolve_database_url
 
@@ -41,7 +41,7 @@ def consume(
         release_stop_signals()
         return
     from consumers.config import ConsumerConfig, InitialPosition
-    from consumers.worker import WorkerError, WorkerOptions, run_worker, stop_signals
+    from consumers.worker import WorkerOptions, run_worker, stop_signals
 
     settings = settings_or_exit()
     try:
@@ -59,10 +59,7 @@ def consume(
     async def main() -> None:
         # Signals first: a stop during start-up (held by fraudflow.cli.signals until now) is a clean exit.
         async with stop_signals(already_stopped=held_stop_signal()) as stop:
-            try:
-                await run_worker(settings, await resolve_database(settings), options, stop)
-            except WorkerError as error:
-                raise CommandError(str(error)) from None
+            await run_worker(settings, await resolve_database(settings), options, stop)
 
     run(main)
 

@@ -11,12 +11,13 @@ from typing import Any, NoReturn, TypeVar
 import typer
 
 from fraudflow.config import Settings, SettingsError, load_settings
+from fraudflow.errors import ExpectedError
 from fraudflow.logging import configure_logging
 
 T = TypeVar("T")
 
 
-class CommandError(Exception):
+class CommandError(ExpectedError):
     """An expected failure with a message for the user (no traceback)."""
 
 
@@ -25,11 +26,8 @@ def fail(message: str, code: int = 1) -> NoReturn:
     raise typer.Exit(code)
 
 
-def known_errors() -> tuple[type[BaseException], ...]:
-    from fraudflow.db.migrate import MigrationError
-    from fraudflow.local.process import ServiceError
-
-    return (CommandError, ServiceError, MigrationError, ConnectionError, TimeoutError, OSError)
+# Failures a command reports in one line: ours, and the network's.
+KNOWN_ERRORS = (ExpectedError, ConnectionError, TimeoutError, OSError)
 
 
 def settings_or_exit(**overrides: Any) -> Settings:
@@ -47,7 +45,7 @@ def run(main: Callable[[], Coroutine[Any, Any, T]]) -> T:
         return asyncio.run(main())
     except SettingsError as error:
         fail(str(error), code=2)
-    except known_errors() as error:
+    except KNOWN_ERRORS as error:
         fail(f"{error}")
     except KeyboardInterrupt:
         sys.exit(130)

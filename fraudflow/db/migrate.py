@@ -10,12 +10,14 @@ from importlib import resources
 
 import asyncpg
 
+from fraudflow.errors import ExpectedError
+
 # Every process that migrates takes this advisory lock first, so concurrent runs apply each file once.
 _LOCK_KEY = 0x66726175_64666C6F  # "fraudflo"
 _FILE = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
 
 
-class MigrationError(RuntimeError):
+class MigrationError(ExpectedError):
     pass
 
 

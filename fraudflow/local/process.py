@@ -10,8 +10,10 @@ import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from fraudflow.errors import ExpectedError
 
-class ServiceError(RuntimeError):
+
+class ServiceError(ExpectedError):
     """An embedded service failed to start or stop; the message says which and why."""
 
 
