@@ -21,7 +21,7 @@ import asyncpg
 import orjson
 
 from bench.report import publish
-from consumers.leases.table import LeaseTable, NewShard
+from consumers.leases.table import Lease, LeaseTable, NewShard
 from consumers.processor.rows import AS_TEXT, COLUMNS, to_row
 from consumers.processor.sink import PostgresSink, ShardBuffer, create_staging
 from consumers.retrieval.fetcher import Record
@@ -30,7 +30,9 @@ from fraudflow.db.migrate import migrate
 from fraudflow.events import encode_event, sample_event
 from fraudflow.local.postgres import EmbeddedPostgres
 
-SHARD = "shardId-000000000000"
+SHARDS = ("shardId-000000000000", "shardId-000000000001")
+SHARD = SHARDS[0]
+_SHARD_COLUMN = COLUMNS.index("shard_id")
 
 
 def rows(count: int) -> list[tuple[Any, ...]]:
@@ -76,25 +78,35 @@ async def timed(pool: asyncpg.Pool, batches: list[list[tuple[Any, ...]]], write:
     return sum(len(b) for b in batches) / (time.perf_counter() - started)
 
 
-class SinkBench:
-    """An embedded PostgreSQL (fsync on), migrated, with a pool, a held lease and the consumer's sink: what
-    every sink comparison writes through. `write_exactly_once` is the consumer's flush, batch after batch."""
+def on_shard(batch: list[tuple[Any, ...]], shard: str) -> list[tuple[Any, ...]]:
+    """The same rows as read from another shard (each shard's flushes update that shard's aggregate rows)."""
+    return [(*row[:_SHARD_COLUMN], shard, *row[_SHARD_COLUMN + 1 :]) for row in batch]
 
-    def __init__(self) -> None:
+
+class SinkBench:
+    """An embedded PostgreSQL (fsync on), migrated, with a pool, a held lease per shard and the consumer's sink:
+    what every sink comparison writes through. `write_exactly_once` is the consumer's flush of one batch."""
+
+    def __init__(self, shards: int = 1) -> None:
         self.work = Path(tempfile.mkdtemp(prefix="fraudflow-bench-sink-"))
         self.server = EmbeddedPostgres(self.work / "pg", durable=True)
+        self.shards = SHARDS[:shards]
 
     async def __aenter__(self) -> SinkBench:
         self.server.start()
         conn = await asyncpg.connect(self.server.url())
         await migrate(conn)
         await conn.close()
-        self.pool = await asyncpg.create_pool(self.server.url(), min_size=1, max_size=2, init=create_staging)
+        self.pool = await asyncpg.create_pool(
+            self.server.url(), min_size=1, max_size=len(self.shards) + 1, init=create_staging
+        )
         table = LeaseTable(self.pool, "bench", "bench")
-        await table.create_missing([NewShard(SHARD, [], "0", "1", "TRIM_HORIZON")])
-        lease = await table.take(SHARD, "bench", 0)
-        assert lease is not None
-        self.lease = lease
+        await table.create_missing([NewShard(shard, [], "0", "1", "TRIM_HORIZON") for shard in self.shards])
+        self.leases: dict[str, Lease] = {}
+        for shard in self.shards:
+            lease = await table.take(shard, "bench", 0)
+            assert lease is not None
+            self.leases[shard] = lease
         self.sink = PostgresSink(self.pool, table)
         return self
 
@@ -103,10 +115,10 @@ class SinkBench:
         self.server.stop()
         shutil.rmtree(self.work, ignore_errors=True)
 
-    async def write_exactly_once(self, batch: list[tuple[Any, ...]], checkpoint: int) -> None:
-        buffer = ShardBuffer(SHARD)
+    async def write_exactly_once(self, batch: list[tuple[Any, ...]], checkpoint: int, shard: str = SHARD) -> None:
+        buffer = ShardBuffer(shard)
         buffer.rows.extend(batch)
-        self.lease = (await self.sink.flush(self.lease, buffer, str(checkpoint))).lease
+        self.leases[shard] = (await self.sink.flush(self.leases[shard], buffer, str(checkpoint))).lease
 
 
 async def run(total: int, batch_size: int, repeats: int) -> dict[str, Any]:

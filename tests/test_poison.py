@@ -116,6 +116,7 @@ def shard_count() -> int:
     return 1
 
 
+@pytest.mark.parametrize("kinesis_server", ["moto", "kinesis-local"], indirect=True)
 async def test_poison_matrix_is_dead_lettered_and_the_good_rows_stored(
     settings: Settings, db: asyncpg.Connection
 ) -> None:
