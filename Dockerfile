@@ -40,4 +40,5 @@ EXPOSE 8000 8050 9100
 # The API's /healthz by default; consumer and dashboard containers set FRAUDFLOW_HEALTHCHECK_URL.
 HEALTHCHECK --interval=30s --timeout=5s --start-period=30s --retries=3 CMD ["fraudflow", "healthcheck"]
 STOPSIGNAL SIGTERM
-CMD ["uvicorn", "api.main:app", "--host", "0.0.0.0", "--port", "8000", "--no-server-header", "--timeout-graceful-shutdown", "20"]
+# Keep-alive above a load balancer's idle timeout (60 s on an ALB): it must never reuse a connection we closed.
+CMD ["uvicorn", "api.main:app", "--host", "0.0.0.0", "--port", "8000", "--no-server-header", "--timeout-graceful-shutdown", "20", "--timeout-keep-alive", "75"]

@@ -8,7 +8,7 @@ from fastapi import Request
 
 from api.metrics import ApiMetrics
 from api.readiness import Readiness
-from api.security import authorize
+from api.security import authorize_admin
 from api.service import ScoringService
 from fraudflow.config import Settings
 from fraudflow.scoring import Scorer
@@ -34,5 +34,5 @@ async def services(request: Request) -> Services:
 
 # Dependencies are async on purpose: FastAPI runs plain `def` dependencies in a thread pool, which would
 # cost a thread hop per request.
-async def authorized(request: Request) -> None:
-    authorize(request, _services(request).settings)
+async def admin_authorized(request: Request) -> None:
+    authorize_admin(request, _services(request).settings)

@@ -5,10 +5,8 @@ Pure ASGI (not BaseHTTPMiddleware) keeps the per-request overhead to a few micro
 
 from __future__ import annotations
 
-import itertools
 import logging
 import re
-import secrets
 import time
 from ipaddress import ip_address
 from typing import Any
@@ -16,6 +14,7 @@ from typing import Any
 from fastapi import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from api.ids import IdSource
 from api.metrics import ApiMetrics
 from api.responses import problem
 from fraudflow.logging import get_logger
@@ -55,10 +54,7 @@ class RequestContext:
         self.max_batch_body = max_batch_body
         self.access_log = access_log
         self._children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
-        # Request ids: a random per-process prefix and a counter, unique without a uuid4 (and its os.urandom
-        # system call) per request.
-        self._id_prefix = secrets.token_hex(6)
-        self._ids = itertools.count(1)
+        self._request_ids = IdSource()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -66,7 +62,7 @@ class RequestContext:
             return
         started = time.perf_counter()
         incoming = _header(scope, b"x-request-id")
-        request_id = incoming if incoming and _REQUEST_ID.match(incoming) else f"{self._id_prefix}-{next(self._ids):x}"
+        request_id = incoming if incoming and _REQUEST_ID.match(incoming) else self._request_ids.next()
         id_header = (b"x-request-id", request_id.encode())
         state: dict[str, Any] = {"status": 500, "started": False}
 

@@ -143,6 +143,11 @@ class BatchRequest(BaseModel):
 class ItemError(BaseModel):
     status: int
     detail: list[dict[str, Any]] | str
+    published: Literal["maybe", "no"] | None = Field(
+        None, description="503 only: whether the event may still be published"
+    )
+    event_id: uuid.UUID | None = Field(None, description="503 only: the event a retry with `idempotency_key` is")
+    idempotency_key: str | None = Field(None, description="503 only: send it as the retry's Idempotency-Key")
 
 
 class BatchItem(BaseModel):

@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from api.ids import IdSource
 from api.metrics import ApiMetrics
 from api.schemas import PredictRequest
 from fraudflow.batching import MicroBatcher
@@ -27,13 +28,31 @@ from fraudflow.scoring import Decision, Scores
 DECISIONS = [d.label for d in Decision]
 
 
+# Why a transaction got 503, and whether its event may still reach the stream: a record that missed the
+# publish deadline stays queued and is published later, so its client must retry with the same idempotency key
+# (the answer gives it) to get the same event id; a refused or never queued record is not on the stream.
+MAY_BE_PUBLISHED = {"publish_timeout"}
+
+
 @dataclass
 class Outcome:
     """One transaction's answer: a response body, or the reason it could not be published (HTTP 503)."""
 
     body: dict[str, Any]
+    idempotency_key: str
     unavailable: str | None = None
     acked: bool = False
+
+    def unavailable_body(self) -> dict[str, Any]:
+        """What a 503 says: whether the event may still be published, and how to retry without a duplicate."""
+        maybe = self.unavailable in MAY_BE_PUBLISHED
+        return {
+            "detail": f"scored but {'not yet' if maybe else 'not'} published ({self.unavailable}); retry with "
+            "the same idempotency key: the retry is the same event",
+            "published": "maybe" if maybe else "no",
+            "event_id": self.body["event_id"],
+            "idempotency_key": self.idempotency_key,
+        }
 
 
 def _event(request: PredictRequest, body: dict[str, Any], received_at: datetime) -> bytes:
@@ -60,7 +79,8 @@ def _event(request: PredictRequest, body: dict[str, Any], received_at: datetime)
 @dataclass
 class _Job:
     requests: list[PredictRequest]
-    keys: list[str | None]
+    keys: list[str]
+    client: str
     done: asyncio.Future[list[Outcome]]
     started: float
     received_at: datetime
@@ -80,10 +100,14 @@ class ScoringService:
         self.metrics = metrics
         self._decision_counters = [metrics.transactions.labels(label) for label in DECISIONS]
         self._ack = settings.delivery_mode is DeliveryMode.ACK
+        self._keys = IdSource()  # for requests without an idempotency key: the 503 answer hands it out
 
-    async def predict(self, requests: list[PredictRequest], keys: list[str | None]) -> list[Outcome]:
+    async def predict(self, requests: list[PredictRequest], keys: list[str | None], client: str) -> list[Outcome]:
+        """Score and publish; `keys` are the clients' idempotency keys (None: one is made), `client` the API
+        client they are scoped to."""
         loop = asyncio.get_running_loop()
-        job = _Job(requests, keys, loop.create_future(), time.perf_counter(), datetime.now(UTC))
+        given = [key or self._keys.next() for key in keys]
+        job = _Job(requests, given, client, loop.create_future(), time.perf_counter(), datetime.now(UTC))
         matrix = np.stack([r.data for r in requests]) if len(requests) > 1 else requests[0].data[None, :]
         self.batcher.submit(matrix).add_done_callback(functools.partial(self._scored, job))
         return await job.done
@@ -103,11 +127,11 @@ class ScoringService:
             body = {
                 "anomaly_detector": {"score": float(scores.anomaly[i])},
                 "fraud_classifier": {"pred_proba": float(scores.fraud_proba[i]), "prediction": prediction},
-                "event_id": str(event_id_for(job.keys[i])),
+                "event_id": str(event_id_for(job.client, request.metadata.user_id, job.keys[i])),
                 "decision": DECISIONS[decision],
                 "model_version": scores.model_version,
             }
-            outcome = Outcome(body)
+            outcome = Outcome(body, job.keys[i])
             job.outcomes.append(outcome)
             try:
                 ack = self.producer.publish(_event(request, body, job.received_at), request.metadata.user_id)

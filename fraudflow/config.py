@@ -84,6 +84,8 @@ class Settings(BaseSettings):
     # Scoring API. Batching is natural by default: no fixed wait; whatever arrives while an inference or a
     # PutRecords call is in flight goes into the next one, so batches grow with load and idle latency stays low.
     api_keys: SecretStr | None = Field(None, validation_alias=_env("FRAUDFLOW_API_KEYS"))  # comma-separated
+    # Keys for /admin routes only (model reload); client keys are not accepted there. None: loopback only.
+    admin_keys: SecretStr | None = Field(None, validation_alias=_env("FRAUDFLOW_ADMIN_KEYS"))
     delivery_mode: DeliveryMode = Field(DeliveryMode.ACK, validation_alias=_env("FRAUDFLOW_DELIVERY_MODE"))
     publish_timeout_s: float = Field(2.0, gt=0, validation_alias=_env("FRAUDFLOW_PUBLISH_TIMEOUT_S"))
     publish_linger_ms: float = Field(0.0, ge=0, validation_alias=_env("FRAUDFLOW_PUBLISH_LINGER_MS"))
@@ -128,9 +130,11 @@ class Settings(BaseSettings):
 
     @property
     def api_key_list(self) -> list[str]:
-        if self.api_keys is None:
-            return []
-        return [key.strip() for key in self.api_keys.get_secret_value().split(",") if key.strip()]
+        return _key_list(self.api_keys)
+
+    @property
+    def admin_key_list(self) -> list[str]:
+        return _key_list(self.admin_keys)
 
     @cached_property
     def static_database_url(self) -> str | None:
@@ -144,6 +148,12 @@ class Settings(BaseSettings):
             password = self.postgres_password.get_secret_value() if self.postgres_password else None
             return postgres_url(self.postgres_host, self.postgres_port, self.postgres_db, self.postgres_user, password)
         return None
+
+
+def _key_list(keys: SecretStr | None) -> list[str]:
+    if keys is None:
+        return []
+    return [key.strip() for key in keys.get_secret_value().split(",") if key.strip()]
 
 
 def postgres_url(host: str, port: int, dbname: str, user: str, password: str | None) -> str:

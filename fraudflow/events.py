@@ -31,8 +31,10 @@ IP_ADDRESS_MAX_LENGTH = 64
 _ZERO = timedelta(0)
 
 
-def event_id_for(idempotency_key: str | None) -> uuid.UUID:
-    return uuid.uuid5(EVENT_NAMESPACE, idempotency_key) if idempotency_key else uuid.uuid4()
+def event_id_for(client: str, user_id: str, idempotency_key: str) -> uuid.UUID:
+    """The event id of a payment: the same key from the same API client for the same user is the same event;
+    two clients, or two users, that happen to use the same key are two payments."""
+    return uuid.uuid5(EVENT_NAMESPACE, f"{client}\x1f{user_id}\x1f{idempotency_key}")
 
 
 def as_utc(value: datetime) -> datetime:

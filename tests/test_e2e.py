@@ -106,7 +106,7 @@ async def test_every_answer_is_stored_once_with_its_scores_and_the_dashboard_agr
     process.send_signal(signal.SIGTERM)  # type: ignore[attr-defined]
     assert await asyncio.to_thread(process.wait, 60) == 0  # type: ignore[attr-defined]
     children = stack["children"]
-    assert isinstance(children, list)
+    assert isinstance(children, set)
     alive = [pid for pid in children if psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE]
     assert alive == []
     assert not (Path(str(stack["data"])) / "pgdata" / "postmaster.pid").exists()

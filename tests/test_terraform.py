@@ -133,6 +133,14 @@ def test_commands_and_health_checks_match_the_cli(role: str, port: str) -> None:
     assert str(LOCALS["dashboard_port"]) == option(LOCALS["dashboard_command"], "--port")
 
 
+def test_api_keeps_connections_longer_than_the_load_balancer() -> None:
+    """uvicorn closing an idle connection the load balancer still reuses is a 502 for that request."""
+    assert RESOURCES["aws_lb.this"]["idle_timeout"] == "${local.alb_idle_timeout_s}"
+    keep_alive = option(LOCALS["api_command"], "--timeout-keep-alive")
+    assert keep_alive is not None
+    assert int(keep_alive) > int(LOCALS["alb_idle_timeout_s"])
+
+
 def statements(document: str) -> list[dict[str, Any]]:
     found: list[dict[str, Any]] = DATA[f"aws_iam_policy_document.{document}"]["statement"]
     return found

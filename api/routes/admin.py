@@ -7,13 +7,13 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends
 
-from api.deps import Services, authorized, services
+from api.deps import Services, admin_authorized, services
 from api.responses import problem
 from api.routes.predict import SECURED
 from fraudflow.logging import get_logger
 from fraudflow.scoring import ModelError
 
-router = APIRouter(dependencies=[Depends(authorized)])
+router = APIRouter(dependencies=[Depends(admin_authorized)])
 log = get_logger(__name__)
 
 
@@ -22,7 +22,8 @@ log = get_logger(__name__)
     openapi_extra=SECURED,
     summary="Reload the model directory (verified before it is swapped in)",
     responses={
-        401: {"description": "Missing or invalid API key"},
+        401: {"description": "Missing or invalid admin key (FRAUDFLOW_ADMIN_KEYS; client keys are refused)"},
+        403: {"description": "No admin keys configured and the client is not on loopback"},
         409: {"description": "The new model set is invalid; the current one keeps serving"},
     },
 )

@@ -41,8 +41,10 @@ def _request_body(model: type[BaseModel]) -> dict[str, Any]:
 
 _UNAVAILABLE: dict[int | str, dict[str, Any]] = {
     503: {
-        "description": "The event could not be published in time or the buffer is full; retry with the "
-        "same idempotency key (Retry-After header)."
+        "description": "The event could not be published in time (`published: maybe`: it may still be) or "
+        "not at all (`published: no`). Retry after Retry-After with the `idempotency_key` of the answer (also "
+        "its Idempotency-Key header) as Idempotency-Key or metadata.transaction_id: the retry is the same "
+        "event (`event_id`), so one payment never becomes two events."
     },
 }
 _ERRORS: dict[int | str, dict[str, Any]] = {
@@ -62,7 +64,7 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
 )
 async def predict(request: Request) -> Any:
     services: Services = request.app.state.services
-    authorize(request, services.settings)
+    client = authorize(request, services.settings)
     try:
         body = PredictRequest.model_validate_json(await request.body())
     except ValidationError as error:
@@ -71,12 +73,12 @@ async def predict(request: Request) -> Any:
     if key is not None and not 0 < len(key) <= 128:
         detail = [{"loc": ["header", "Idempotency-Key"], "msg": "must be 1 to 128 characters", "type": "string"}]
         return problem(422, detail)
-    (outcome,) = await services.scoring.predict([body], [key])
+    (outcome,) = await services.scoring.predict([body], [key], client)
     if outcome.unavailable:
-        return problem(
-            503,
-            f"scored but not published ({outcome.unavailable}); retry with the same idempotency key",
-            headers=RETRY_AFTER,
+        return JSONResponse(
+            outcome.unavailable_body(),
+            status_code=503,
+            headers={**RETRY_AFTER, "Idempotency-Key": outcome.idempotency_key},
         )
     return JSONResponse(outcome.body)
 
@@ -90,7 +92,7 @@ async def predict(request: Request) -> Any:
 )
 async def predict_batch(request: Request) -> Any:
     services: Services = request.app.state.services
-    authorize(request, services.settings)  # before the body is read: an unauthenticated body costs nothing
+    client = authorize(request, services.settings)  # before the body is read: an unauthenticated body costs nothing
     try:
         body = BatchRequest.model_validate_json(await request.body())
     except ValidationError as error:
@@ -108,11 +110,11 @@ async def predict_batch(request: Request) -> Any:
             results[index]["error"] = {"status": 422, "detail": error_items(error.errors())}
     if valid:
         outcomes = await service.predict(
-            [item for _, item in valid], [item.metadata.transaction_id for _, item in valid]
+            [item for _, item in valid], [item.metadata.transaction_id for _, item in valid], client
         )
         for (index, _), outcome in zip(valid, outcomes, strict=True):
             if outcome.unavailable:
-                results[index]["error"] = {"status": 503, "detail": f"not published ({outcome.unavailable})"}
+                results[index]["error"] = {"status": 503, **outcome.unavailable_body()}
             else:
                 results[index]["result"] = outcome.body
     version = service.batcher.scorer.models.version

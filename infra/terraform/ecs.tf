@@ -17,7 +17,10 @@ locals {
       cpu         = var.api_cpu
       memory      = var.api_memory
       environment = [for k, v in local.api_environment : { name = k, value = v }]
-      secrets     = [{ name = "FRAUDFLOW_API_KEYS", valueFrom = aws_secretsmanager_secret.api_keys.arn }]
+      secrets = [
+        { name = "FRAUDFLOW_API_KEYS", valueFrom = aws_secretsmanager_secret.api_keys.arn },
+        { name = "FRAUDFLOW_ADMIN_KEYS", valueFrom = aws_secretsmanager_secret.admin_keys.arn },
+      ]
     }
     consumer = {
       command     = local.consumer_command

@@ -7,6 +7,7 @@ resource "aws_lb" "this" {
   security_groups            = [aws_security_group.alb.id]
   drop_invalid_header_fields = true
   enable_deletion_protection = true
+  idle_timeout               = local.alb_idle_timeout_s
 
   access_logs {
     bucket  = aws_s3_bucket.alb_logs.id

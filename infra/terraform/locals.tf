@@ -30,8 +30,12 @@ locals {
   consumer_environment  = merge(local.stream_environment, local.database_environment)
   dashboard_environment = merge(local.stream_environment, local.database_environment)
 
+  # The load balancer keeps idle connections this long; the API keeps them longer (--timeout-keep-alive), so
+  # the load balancer never reuses a connection uvicorn has just closed (an intermittent 502).
+  alb_idle_timeout_s = 60
+
   # Container commands (tests/test_terraform.py parses them with the real CLI).
-  api_command       = ["uvicorn", "api.main:app", "--host", "0.0.0.0", "--port", "8000", "--no-server-header", "--timeout-graceful-shutdown", "20", "--forwarded-allow-ips", "*"]
+  api_command       = ["uvicorn", "api.main:app", "--host", "0.0.0.0", "--port", "8000", "--no-server-header", "--timeout-graceful-shutdown", "20", "--timeout-keep-alive", "75", "--forwarded-allow-ips", "*"]
   consumer_command  = ["fraudflow", "consume", "--metrics-port", "9100"]
   dashboard_command = ["fraudflow", "dashboard", "--host", "0.0.0.0", "--port", "8050"]
   migrate_command   = ["fraudflow", "db", "migrate"]

@@ -29,6 +29,11 @@ output "api_keys_secret_arn" {
   value       = aws_secretsmanager_secret.api_keys.arn
 }
 
+output "admin_keys_secret_arn" {
+  description = "Secret to fill with FRAUDFLOW_ADMIN_KEYS (comma-separated; for /admin routes only)."
+  value       = aws_secretsmanager_secret.admin_keys.arn
+}
+
 output "dashboard_users_secret_arn" {
   description = "Secret to fill with FRAUDFLOW_DASHBOARD_USERS (user:password,...)."
   value       = aws_secretsmanager_secret.dashboard_users.arn
