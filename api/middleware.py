@@ -44,6 +44,9 @@ def _header(scope: Scope, name: bytes) -> str | None:
     return None
 
 
+_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+
+
 class RequestContext:
     def __init__(
         self, app: ASGIApp, *, metrics: ApiMetrics, max_body: int, max_batch_body: int, access_log: bool = True
@@ -126,7 +129,8 @@ class RequestContext:
     def _observe(self, scope: Scope, status: int, seconds: float, request_id: str) -> None:
         route = scope.get("route")
         path = getattr(route, "path", None) or "unmatched"
-        count, latency = self._series(path, scope["method"], status)
+        method = scope["method"] if scope["method"] in _METHODS else "OTHER"  # a label per method a client invents
+        count, latency = self._series(path, method, status)
         count.inc()
         latency.observe(seconds)
         if self.access_log and path != "/metrics" and log.isEnabledFor(logging.INFO):

@@ -60,6 +60,13 @@ def storable_text(value: str) -> str:
     return value.replace("\x00", "\ufffd")
 
 
+def _iso_text(value: Any) -> Any:
+    # A number would be read as epoch seconds, or as milliseconds above 2e10: ambiguous, so refused.
+    if not isinstance(value, str | datetime):
+        raise ValueError("must be an ISO 8601 date and time (a string)")
+    return value
+
+
 def _float32(value: float) -> float:
     if not math.isfinite(value) or abs(value) > FLOAT32_MAX:
         raise ValueError("must be a finite number within the 32-bit float range (|x| <= 3.4e38)")
@@ -83,7 +90,7 @@ LongText = Annotated[str, Field(max_length=128), _NO_NUL]
 UserId = Annotated[str, Field(min_length=1, max_length=128), _NO_NUL]
 Source = Annotated[str, Field(min_length=1, max_length=64), _NO_NUL]
 Float32 = Annotated[float, AfterValidator(_float32)]
-UtcTime = Annotated[datetime, AfterValidator(as_utc)]
+UtcTime = Annotated[datetime, BeforeValidator(_iso_text), AfterValidator(as_utc)]
 IpAddress = Annotated[
     str,
     BeforeValidator(_ip_address),
@@ -105,8 +112,9 @@ class Geo(BaseModel):
     country: ShortText | None = None
     region: LongText | None = None
     city: LongText | None = None
-    latitude: float | None = Field(None, ge=-90, le=90)
-    longitude: float | None = Field(None, ge=-180, le=180)
+    # Strict: true/false are not coordinates (numbers, integers included, are).
+    latitude: float | None = Field(None, ge=-90, le=90, strict=True)
+    longitude: float | None = Field(None, ge=-180, le=180, strict=True)
 
 
 class ScoredEvent(BaseModel):

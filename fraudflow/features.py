@@ -10,7 +10,7 @@ import numpy.typing as npt
 from fraudflow.data.columns import FEATURES, N_FEATURES
 
 # Plain decimal or scientific notation only: no underscores, hex, or words (float() would accept those).
-_NUMBER = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?")
+_NUMBER = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?", re.ASCII)
 _FLOAT32_MAX = float(np.finfo(np.float32).max)
 _NON_FINITE = re.compile(r"[+-]?(?:nan|inf|infinity)", re.IGNORECASE)
 
@@ -24,7 +24,9 @@ def _preview(token: str, limit: int = 20) -> str:
 
 
 _NUM = r"\s*[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?\s*"
-_WELL_FORMED = re.compile(_NUM + ("," + _NUM) * (N_FEATURES - 1))
+# ASCII: \d and \s would take other scripts' digits and spaces, which float() then accepts
+# (U+0661, ARABIC-INDIC DIGIT ONE, is 1.0).
+_WELL_FORMED = re.compile(_NUM + ("," + _NUM) * (N_FEATURES - 1), re.ASCII)
 
 
 def parse_features(data: str) -> npt.NDArray[np.float32]:

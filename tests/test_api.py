@@ -97,6 +97,9 @@ async def test_every_answered_request_is_on_the_stream_once(settings: Settings) 
     [
         (lambda b: b["metadata"].pop("user_id"), ["body", "metadata", "user_id"]),
         (lambda b: b["metadata"].update(timestamp="yesterday"), ["body", "metadata", "timestamp"]),
+        (lambda b: b["metadata"].update(timestamp=1755798300000), ["body", "metadata", "timestamp"]),
+        (lambda b: b["metadata"].update(geo={"longitude": False}), ["body", "metadata", "geo", "longitude"]),
+        (lambda b: b.update(data=", ".join(["1"] * 29 + ["\u0661"])), ["body", "data"]),  # ARABIC-INDIC ONE
         (lambda b: b["metadata"].update(ip_address="999.1.1.1"), ["body", "metadata", "ip_address"]),
         (lambda b: b["metadata"].update(geo={"latitude": 123}), ["body", "metadata", "geo", "latitude"]),
         (lambda b: b.update(data="1, 2, 3"), ["body", "data"]),
@@ -358,6 +361,15 @@ async def test_not_ready_when_the_stream_is_missing(settings: Settings) -> None:
         ready = await http.get("/readyz")
     assert ready.status_code == 503
     assert "no-such-stream" in ready.json()["problems"][0]
+
+
+async def test_invented_http_methods_share_one_metrics_label(settings: Settings) -> None:
+    async with running(settings) as (_, http):
+        for n in range(5):
+            await http.request(f"BREW{n}", "/healthz")
+        metrics = (await http.get("/metrics")).text
+    assert 'method="OTHER"' in metrics
+    assert "BREW" not in metrics
 
 
 async def test_request_ids_are_unique_or_echoed(settings: Settings) -> None:
