@@ -3,6 +3,7 @@ references resolve, settings and commands match the code, and the IAM policies s
 
 from __future__ import annotations
 
+import fnmatch
 import re
 from collections.abc import Iterator
 from typing import Any
@@ -139,6 +140,31 @@ def test_api_keeps_connections_longer_than_the_load_balancer() -> None:
     keep_alive = option(LOCALS["api_command"], "--timeout-keep-alive")
     assert keep_alive is not None
     assert int(keep_alive) > int(LOCALS["alb_idle_timeout_s"])
+
+
+def test_internal_endpoints_are_not_public() -> None:
+    """Every API route but scoring and liveness is answered 404 by the load balancer, before any other rule;
+    the target group's readiness check goes to the task directly."""
+    rule = RESOURCES["aws_lb_listener_rule.internal_paths"]
+    assert rule["action"][0]["type"] == "fixed-response"
+    assert rule["action"][0]["fixed_response"][0]["status_code"] == "404"
+    assert rule["condition"][0]["path_pattern"][0]["values"] == "${each.value}"
+    patterns = [pattern for group in LOCALS["internal_paths"] for pattern in group]
+    assert all(len(group) <= 5 for group in LOCALS["internal_paths"])
+    public = {"/predict", "/predict/batch", "/healthz"}
+    from api.app import create_app
+    from fraudflow.config import Settings
+
+    app = create_app(Settings(_env_file=None))
+    # Routes of included routers are listed by the OpenAPI document, the documents' own by app.routes.
+    paths = set(app.openapi()["paths"]) | {path for route in app.routes if (path := getattr(route, "path", None))}
+    assert {"/metrics", "/readyz", "/admin/reload-models", "/docs", "/openapi.json"} <= paths
+    for path in paths - public:
+        assert any(fnmatch.fnmatchcase(path, pattern) for pattern in patterns), f"{path} is public"
+    for path in public:
+        assert not any(fnmatch.fnmatchcase(path, pattern) for pattern in patterns)
+    assert int(RESOURCES["aws_lb_listener_rule.dashboard"]["priority"]) > len(LOCALS["internal_paths"])
+    assert RESOURCES["aws_lb_target_group.api"]["health_check"][0]["path"] == "/readyz"
 
 
 def statements(document: str) -> list[dict[str, Any]]:

@@ -70,6 +70,30 @@ resource "aws_lb_listener" "https" {
   }
 }
 
+# Internal endpoints never answer the internet: metrics, readiness (model version, buffer depth), the API
+# documents and the admin routes. The target groups' health checks reach the tasks directly, not through these
+# rules; operators reach the rest from inside the VPC (ECS exec). A rule takes five path values at most.
+resource "aws_lb_listener_rule" "internal_paths" {
+  for_each     = { for index, paths in local.internal_paths : tostring(index + 1) => paths }
+  listener_arn = aws_lb_listener.https.arn
+  priority     = tonumber(each.key)
+
+  condition {
+    path_pattern {
+      values = each.value
+    }
+  }
+
+  action {
+    type = "fixed-response"
+    fixed_response {
+      content_type = "application/json"
+      message_body = "{\"detail\":\"Not Found\"}"
+      status_code  = "404"
+    }
+  }
+}
+
 resource "aws_lb_listener_rule" "dashboard" {
   listener_arn = aws_lb_listener.https.arn
   priority     = 10

@@ -30,6 +30,9 @@ locals {
   consumer_environment  = merge(local.stream_environment, local.database_environment)
   dashboard_environment = merge(local.stream_environment, local.database_environment)
 
+  # Paths the load balancer answers 404 for (load_balancer.tf), in groups of at most five.
+  internal_paths = [["/metrics", "/readyz", "/openapi.json", "/docs*", "/redoc*"], ["/admin/*"]]
+
   # The load balancer keeps idle connections this long; the API keeps them longer (--timeout-keep-alive), so
   # the load balancer never reuses a connection uvicorn has just closed (an intermittent 502).
   alb_idle_timeout_s = 60
