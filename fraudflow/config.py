@@ -66,6 +66,9 @@ class Settings(BaseSettings):
     postgres_user: str = Field("postgres", validation_alias=_env("POSTGRES_USER"))
     postgres_password: SecretStr | None = Field(None, validation_alias=_env("POSTGRES_PASSWORD"))
     secrets_manager_id: str | None = Field(None, validation_alias=_env("SECRETS_MANAGER_ID"))
+    # RDS IAM database authentication: POSTGRES_USER logs in with a token signed by the task's role (no
+    # password anywhere); the consumer and the dashboard use it on AWS, the master secret is for migrations.
+    db_iam_auth: bool = Field(False, validation_alias=_env("FRAUDFLOW_DB_IAM_AUTH"))
     db_pool_min: int = Field(1, ge=0, validation_alias=_env("FRAUDFLOW_DB_POOL_MIN"))
     db_pool_max: int = Field(10, ge=1, validation_alias=_env("FRAUDFLOW_DB_POOL_MAX"))
 
@@ -144,7 +147,7 @@ class Settings(BaseSettings):
         """
         if self.database_url is not None:
             return self.database_url.get_secret_value()
-        if self.postgres_host and (self.postgres_password or not self.secrets_manager_id):
+        if self.postgres_host and not self.db_iam_auth and (self.postgres_password or not self.secrets_manager_id):
             password = self.postgres_password.get_secret_value() if self.postgres_password else None
             return postgres_url(self.postgres_host, self.postgres_port, self.postgres_db, self.postgres_user, password)
         return None

@@ -14,7 +14,7 @@ import pytest
 from aiobotocore.session import get_session
 
 from fraudflow.config import Settings, SettingsError, load_settings
-from fraudflow.db.target import resolve_database, resolve_database_url
+from fraudflow.db.target import database_with_iam, resolve_database, resolve_database_url
 from fraudflow.local.kinesis import KinesisServer
 from fraudflow.local.postgres import EmbeddedPostgres
 
@@ -29,6 +29,7 @@ def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
         "POSTGRES_USER",
         "POSTGRES_PASSWORD",
         "SECRETS_MANAGER_ID",
+        "FRAUDFLOW_DB_IAM_AUTH",
         "KINESIS_STREAM",
         "FRAUDFLOW_STREAM",
         "stream_name",
@@ -233,3 +234,28 @@ async def test_rotated_database_password_is_read_for_each_new_connection(
     conn = await asyncpg.connect(**target.connect_kwargs())
     assert await conn.fetchval("SELECT current_user") == password_role
     await conn.close()
+
+
+async def test_iam_database_authentication_signs_a_token_per_connection(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The consumer's and dashboard's way in on AWS: a user without a password, a token signed by the task role
+    (signed locally: no network here)."""
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIDEXAMPLE")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "secret")
+    monkeypatch.setenv("POSTGRES_HOST", "db.internal")
+    monkeypatch.setenv("POSTGRES_USER", "fraudflow_consumer")
+    monkeypatch.setenv("SECRETS_MANAGER_ID", "the-master-secret")  # present, and not used
+    monkeypatch.setenv("FRAUDFLOW_DB_IAM_AUTH", "true")
+    settings = Settings(_env_file=None)
+    assert settings.static_database_url is None  # never a passwordless URL
+    target = await resolve_database(settings)
+    assert target.url == "postgresql://fraudflow_consumer@db.internal:5432/postgres"
+    assert target.password is not None
+    token = await target.password()
+    assert token.startswith("db.internal:5432/?Action=connect&DBUser=fraudflow_consumer")
+    assert "X-Amz-Signature=" in token
+
+
+def test_iam_database_authentication_needs_a_host(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FRAUDFLOW_DB_IAM_AUTH", "true")
+    with pytest.raises(SettingsError, match="POSTGRES_HOST"):
+        database_with_iam(Settings(_env_file=None))

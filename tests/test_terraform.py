@@ -105,8 +105,9 @@ def test_everything_declared_is_used_and_documented() -> None:
 
 def test_settings_names_are_real() -> None:
     known = known_environment_names()
-    environment_keys = set(LOCALS["stream_environment"]) | set(LOCALS["database_environment"])
-    for text in [LOCALS["api_environment"]] + [str(task["environment"]) for task in LOCALS["tasks"].values()]:
+    environment_keys = set(LOCALS["stream_environment"]) | set(LOCALS["database_location"])
+    expressions = [LOCALS[f"{role}_environment"] for role in ("api", "consumer", "dashboard", "migrate")]
+    for text in expressions + [str(task["environment"]) for task in LOCALS["tasks"].values()]:
         environment_keys |= set(re.findall(r"\b([A-Z][A-Z0-9_]{2,})\s*=", text))
     environment_keys |= {secret["name"] for task in LOCALS["tasks"].values() for secret in task["secrets"]}
     assert {"FRAUDFLOW_API_KEYS", "FRAUDFLOW_DASHBOARD_USERS", "SECRETS_MANAGER_ID"} <= environment_keys
@@ -115,7 +116,7 @@ def test_settings_names_are_real() -> None:
     assert {name for name in OUTPUTS if name.isupper()} <= known
     assert set(OUTPUTS["service_environment"]["value"].split("merge(")[1].replace(")}", "").split(", ")) == {
         "local.stream_environment",
-        "local.database_environment",
+        "local.migrate_environment",
     }
 
 
@@ -165,6 +166,33 @@ def test_internal_endpoints_are_not_public() -> None:
         assert not any(fnmatch.fnmatchcase(path, pattern) for pattern in patterns)
     assert int(RESOURCES["aws_lb_listener_rule.dashboard"]["priority"]) > len(LOCALS["internal_paths"])
     assert RESOURCES["aws_lb_target_group.api"]["health_check"][0]["path"] == "/readyz"
+
+
+def test_only_migrations_use_the_master_user() -> None:
+    """The consumer and the dashboard log in as their own users (writer and reader roles, migration 0007)
+    with IAM tokens; the master secret reaches the migration task alone."""
+    master = "master_user_secret"
+    tasks = LOCALS["tasks"]
+    for role in ("api", "consumer", "dashboard"):
+        assert master not in str(tasks[role]), role
+    assert "local.migrate_environment" in str(tasks["migrate"]["environment"])
+    assert master in str(LOCALS["migrate_environment"])
+    for role in ("consumer", "dashboard"):
+        policy = str(statements(role))
+        assert master not in policy, role
+        assert "secretsmanager" not in policy, role
+        (connect,) = [s for s in statements(role) if s["actions"] == ["rds-db:connect"]]
+        assert connect["resources"][0].endswith(f"/${{local.database_users.{role}}}")
+        environment = LOCALS[f"{role}_environment"]
+        assert "SECRETS_MANAGER_ID" not in environment
+        assert f"local.database_users.{role}" in environment
+        assert "FRAUDFLOW_DB_IAM_AUTH" in environment
+    assert master in str(statements("database_client"))
+    assert LOCALS["task_policies"]["migrate"] == "${data.aws_iam_policy_document.database_client.json}"
+    users = LOCALS["database_users"]
+    sql = (ROOT / "fraudflow" / "db" / "migrations" / "0007_service_roles.sql").read_text()
+    assert f"CREATE ROLE {users['consumer']} LOGIN IN ROLE fraudflow_writer, rds_iam" in sql
+    assert f"CREATE ROLE {users['dashboard']} LOGIN IN ROLE fraudflow_reader, rds_iam" in sql
 
 
 def statements(document: str) -> list[dict[str, Any]]:

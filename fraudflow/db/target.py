@@ -75,7 +75,24 @@ async def database_from_secret(settings: Settings) -> DatabaseTarget:
     return DatabaseTarget(url, current_password)
 
 
+def database_with_iam(settings: Settings) -> DatabaseTarget:
+    """POSTGRES_USER on POSTGRES_HOST, authenticated by a fresh IAM token for each new connection (a token is
+    valid for 15 minutes; signing one is local, no network call)."""
+    if not settings.postgres_host:
+        raise SettingsError("missing setting POSTGRES_HOST: FRAUDFLOW_DB_IAM_AUTH needs the database's host")
+    host, port, user = settings.postgres_host, settings.postgres_port, settings.postgres_user
+    session = get_session()
+
+    async def token() -> str:
+        async with session.create_client("rds", region_name=settings.aws_region) as client:
+            return str(await client.generate_db_auth_token(host, port, user, settings.aws_region))
+
+    return DatabaseTarget(postgres_url(host, port, settings.postgres_db, user, None), token)
+
+
 async def resolve_database(settings: Settings) -> DatabaseTarget:
+    if settings.db_iam_auth:
+        return database_with_iam(settings)
     url = settings.static_database_url
     if url is not None:
         return DatabaseTarget(url)

@@ -46,7 +46,7 @@ locals {
       port        = null
       cpu         = 256
       memory      = 512
-      environment = [for k, v in merge({ AWS_REGION = var.aws_region }, local.database_environment) : { name = k, value = v }]
+      environment = [for k, v in merge({ AWS_REGION = var.aws_region }, local.migrate_environment) : { name = k, value = v }]
       secrets     = []
     }
   }

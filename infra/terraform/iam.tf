@@ -1,7 +1,8 @@
 # Least privilege, one role per service and purpose:
 #   execution roles (ECS agent): pull the image, write logs, read the secrets injected into that service;
-#   task roles (the code): the API writes to the stream, the consumer reads it, the consumer, dashboard and
-#   migration read the database secret. KMS use is scoped to our key, through the service that needs it.
+#   task roles (the code): the API writes to the stream, the consumer reads it; the consumer and the dashboard
+#   log in to the database as their own users (rds-db:connect, IAM tokens), and only the migration task reads
+#   the master user's secret. KMS use is scoped to our key, through the service that needs it.
 locals {
   services = toset(["api", "consumer", "dashboard", "migrate"])
   injected_secrets = {
@@ -113,24 +114,33 @@ data "aws_iam_policy_document" "consumer" {
   }
 
   statement {
-    sid       = "DecryptRecordsAndDatabaseSecret"
+    sid       = "DecryptRecords"
     actions   = ["kms:Decrypt"]
     resources = [aws_kms_key.this.arn]
     condition {
       test     = "StringEquals"
       variable = "kms:ViaService"
-      values   = ["kinesis.${var.aws_region}.amazonaws.com", "secretsmanager.${var.aws_region}.amazonaws.com"]
+      values   = ["kinesis.${var.aws_region}.amazonaws.com"]
     }
   }
 
   statement {
-    sid       = "ReadDatabaseSecret"
-    actions   = ["secretsmanager:GetSecretValue"]
-    resources = [aws_db_instance.this.master_user_secret[0].secret_arn]
+    sid       = "ConnectAsConsumer"
+    actions   = ["rds-db:connect"]
+    resources = ["arn:${local.partition}:rds-db:${var.aws_region}:${local.account_id}:dbuser:${aws_db_instance.this.resource_id}/${local.database_users.consumer}"]
   }
 }
 
-# The dashboard and the migration task only need the database.
+# The dashboard logs in as its read-only user, nothing else.
+data "aws_iam_policy_document" "dashboard" {
+  statement {
+    sid       = "ConnectAsDashboard"
+    actions   = ["rds-db:connect"]
+    resources = ["arn:${local.partition}:rds-db:${var.aws_region}:${local.account_id}:dbuser:${aws_db_instance.this.resource_id}/${local.database_users.dashboard}"]
+  }
+}
+
+# The migration task is the only master-user client.
 data "aws_iam_policy_document" "database_client" {
   statement {
     sid       = "ReadDatabaseSecret"
@@ -154,7 +164,7 @@ locals {
   task_policies = {
     api       = data.aws_iam_policy_document.api.json
     consumer  = data.aws_iam_policy_document.consumer.json
-    dashboard = data.aws_iam_policy_document.database_client.json
+    dashboard = data.aws_iam_policy_document.dashboard.json
     migrate   = data.aws_iam_policy_document.database_client.json
   }
 }

@@ -18,17 +18,26 @@ locals {
     FRAUDFLOW_STREAM = aws_kinesis_stream.events.name
     FRAUDFLOW_ENV    = "production"
   }
-  database_environment = {
-    POSTGRES_HOST      = aws_db_instance.this.address
-    POSTGRES_PORT      = tostring(aws_db_instance.this.port)
-    POSTGRES_DB        = aws_db_instance.this.db_name
-    SECRETS_MANAGER_ID = aws_db_instance.this.master_user_secret[0].secret_arn
+  database_location = {
+    POSTGRES_HOST = aws_db_instance.this.address
+    POSTGRES_PORT = tostring(aws_db_instance.this.port)
+    POSTGRES_DB   = aws_db_instance.this.db_name
   }
+  # The master user (its secret) is for migrations only; the consumer and the dashboard log in as their own
+  # users (created by migration 0007 with the writer and reader roles) through IAM database authentication.
+  migrate_environment = merge(local.database_location, {
+    SECRETS_MANAGER_ID = aws_db_instance.this.master_user_secret[0].secret_arn
+  })
+  database_users = { consumer = "fraudflow_consumer", dashboard = "fraudflow_dashboard" }
   api_environment = merge(local.stream_environment, {
     FRAUDFLOW_DELIVERY_MODE = var.delivery_mode
   })
-  consumer_environment  = merge(local.stream_environment, local.database_environment)
-  dashboard_environment = merge(local.stream_environment, local.database_environment)
+  consumer_environment = merge(local.stream_environment, local.database_location, {
+    POSTGRES_USER = local.database_users.consumer, FRAUDFLOW_DB_IAM_AUTH = "true"
+  })
+  dashboard_environment = merge(local.stream_environment, local.database_location, {
+    POSTGRES_USER = local.database_users.dashboard, FRAUDFLOW_DB_IAM_AUTH = "true"
+  })
 
   # Paths the load balancer answers 404 for (load_balancer.tf), in groups of at most five.
   internal_paths = [["/metrics", "/readyz", "/openapi.json", "/docs*", "/redoc*"], ["/admin/*"]]

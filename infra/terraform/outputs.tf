@@ -1,7 +1,7 @@
 # Named for the settings they feed (README, "Configuration"); `service_environment` is the whole mapping.
 output "service_environment" {
-  description = "Settings for a fraudflow process outside ECS (a laptop with a VPN, a bastion), by variable name."
-  value       = merge(local.stream_environment, local.database_environment)
+  description = "Settings for a fraudflow process outside ECS (a laptop with a VPN, a bastion; as the master user, for migrations), by variable name."
+  value       = merge(local.stream_environment, local.migrate_environment)
 }
 
 output "FRAUDFLOW_STREAM" {
