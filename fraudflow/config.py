@@ -41,6 +41,14 @@ def _env(*names: str) -> AliasChoices:
     return AliasChoices(*names)
 
 
+class DbSslMode(enum.StrEnum):
+    DISABLE = "disable"
+    PREFER = "prefer"
+    REQUIRE = "require"
+    VERIFY_CA = "verify-ca"
+    VERIFY_FULL = "verify-full"
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_file=".env",
@@ -69,6 +77,11 @@ class Settings(BaseSettings):
     # RDS IAM database authentication: POSTGRES_USER logs in with a token signed by the task's role (no
     # password anywhere); the consumer and the dashboard use it on AWS, the master secret is for migrations.
     db_iam_auth: bool = Field(False, validation_alias=_env("FRAUDFLOW_DB_IAM_AUTH"))
+    # TLS to PostgreSQL, as libpq's sslmode (unset: the URL's, else asyncpg's `prefer`: encrypted when the
+    # server offers it, never verified). verify-full checks the certificate against FRAUDFLOW_DB_SSLROOTCERT
+    # (default: the Amazon RDS authorities shipped in fraudflow/db/rds-ca-bundle.pem) and the host name.
+    db_sslmode: DbSslMode | None = Field(None, validation_alias=_env("FRAUDFLOW_DB_SSLMODE"))
+    db_sslrootcert: Path | None = Field(None, validation_alias=_env("FRAUDFLOW_DB_SSLROOTCERT"))
     db_pool_min: int = Field(1, ge=0, validation_alias=_env("FRAUDFLOW_DB_POOL_MIN"))
     db_pool_max: int = Field(10, ge=1, validation_alias=_env("FRAUDFLOW_DB_POOL_MAX"))
 

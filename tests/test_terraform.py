@@ -168,6 +168,13 @@ def test_internal_endpoints_are_not_public() -> None:
     assert RESOURCES["aws_lb_target_group.api"]["health_check"][0]["path"] == "/readyz"
 
 
+def test_every_database_client_verifies_the_server() -> None:
+    assert LOCALS["database_location"]["FRAUDFLOW_DB_SSLMODE"] == "verify-full"
+    for role in ("consumer", "dashboard", "migrate"):
+        assert "local.database_location" in LOCALS[f"{role}_environment"], role
+    assert "local.migrate_environment" in str(LOCALS["tasks"]["migrate"]["environment"])
+
+
 def test_only_migrations_use_the_master_user() -> None:
     """The consumer and the dashboard log in as their own users (writer and reader roles, migration 0007)
     with IAM tokens; the master secret reaches the migration task alone."""

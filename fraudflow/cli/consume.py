@@ -11,7 +11,7 @@ import typer
 
 from fraudflow.cli.runner import run, settings_or_exit
 from fraudflow.cli.signals import held_stop_signal, release_stop_signals
-from fraudflow.db.target import resolve_database, resolve_database_url
+from fraudflow.db.target import resolve_database
 
 app = typer.Typer(help="Read every shard of the stream and write the events into PostgreSQL, exactly once.")
 
@@ -73,7 +73,7 @@ def status(stream: StreamOption = None, application: ApplicationOption = "fraudf
     async def main() -> None:
         from consumers.leases.status import lease_status
 
-        conn = await asyncpg.connect(await resolve_database_url(settings), timeout=10)
+        conn = await asyncpg.connect(**(await resolve_database(settings)).connect_kwargs(), timeout=10)
         try:
             rows = await lease_status(conn, application, name)
         finally:

@@ -7,16 +7,16 @@ import typer
 
 from fraudflow.cli.runner import CommandError, run, settings_or_exit
 from fraudflow.db.migrate import migrate, status
-from fraudflow.db.target import resolve_database_url
+from fraudflow.db.target import resolve_database
 
 app = typer.Typer(help="Database schema: apply migrations and show their state.", no_args_is_help=True)
 
 
 async def _connect() -> asyncpg.Connection:
     settings = settings_or_exit()
-    url = await resolve_database_url(settings)
+    database = await resolve_database(settings)  # its TLS mode too (verify-full in production)
     try:
-        return await asyncpg.connect(url, timeout=10)
+        return await asyncpg.connect(**database.connect_kwargs(), timeout=10)
     except (OSError, asyncpg.PostgresError) as error:
         raise CommandError(f"cannot connect to PostgreSQL: {error}") from None
 

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import ssl
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from aiobotocore.session import get_session
 
-from fraudflow.config import Settings, SettingsError, postgres_url
+from fraudflow.config import DbSslMode, Settings, SettingsError, postgres_url
 
 
 @dataclass(frozen=True)
@@ -22,10 +25,34 @@ class DatabaseTarget:
 
     url: str
     password: Callable[[], Awaitable[str]] | None = None
+    ssl: ssl.SSLContext | str | None = None  # None: what the URL says (asyncpg's default: prefer)
 
     def connect_kwargs(self) -> dict[str, Any]:
         """Arguments for asyncpg.connect/create_pool (an explicit password takes precedence over the URL's)."""
-        return {"dsn": self.url} if self.password is None else {"dsn": self.url, "password": self.password}
+        kwargs: dict[str, Any] = {"dsn": self.url}
+        if self.password is not None:
+            kwargs["password"] = self.password
+        if self.ssl is not None:
+            kwargs["ssl"] = self.ssl
+        return kwargs
+
+
+RDS_CA_BUNDLE = Path(__file__).with_name("rds-ca-bundle.pem")
+
+
+def tls_for(settings: Settings) -> ssl.SSLContext | str | None:
+    """FRAUDFLOW_DB_SSLMODE as asyncpg takes it: verify-ca and verify-full check the server's certificate
+    against FRAUDFLOW_DB_SSLROOTCERT (default: Amazon RDS's authorities), verify-full its host name too."""
+    mode = settings.db_sslmode
+    if mode not in (DbSslMode.VERIFY_CA, DbSslMode.VERIFY_FULL):
+        return None if mode is None else mode.value
+    cafile = settings.db_sslrootcert or RDS_CA_BUNDLE
+    try:
+        context = ssl.create_default_context(cafile=str(cafile))
+    except (OSError, ssl.SSLError) as error:
+        raise SettingsError(f"invalid setting FRAUDFLOW_DB_SSLROOTCERT: cannot read {cafile} ({error})") from None
+    context.check_hostname = mode is DbSslMode.VERIFY_FULL
+    return context
 
 
 async def _read_secret(settings: Settings) -> dict[str, Any]:
@@ -91,6 +118,11 @@ def database_with_iam(settings: Settings) -> DatabaseTarget:
 
 
 async def resolve_database(settings: Settings) -> DatabaseTarget:
+    target = await _database(settings)
+    return dataclasses.replace(target, ssl=tls_for(settings))
+
+
+async def _database(settings: Settings) -> DatabaseTarget:
     if settings.db_iam_auth:
         return database_with_iam(settings)
     url = settings.static_database_url

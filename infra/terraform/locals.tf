@@ -18,10 +18,13 @@ locals {
     FRAUDFLOW_STREAM = aws_kinesis_stream.events.name
     FRAUDFLOW_ENV    = "production"
   }
+  # Every database client verifies the server: TLS against the Amazon RDS authorities shipped in the image
+  # (fraudflow/db/rds-ca-bundle.pem) and the endpoint's name. rds.force_ssl guarantees encryption, not the peer.
   database_location = {
-    POSTGRES_HOST = aws_db_instance.this.address
-    POSTGRES_PORT = tostring(aws_db_instance.this.port)
-    POSTGRES_DB   = aws_db_instance.this.db_name
+    POSTGRES_HOST        = aws_db_instance.this.address
+    POSTGRES_PORT        = tostring(aws_db_instance.this.port)
+    POSTGRES_DB          = aws_db_instance.this.db_name
+    FRAUDFLOW_DB_SSLMODE = "verify-full"
   }
   # The master user (its secret) is for migrations only; the consumer and the dashboard log in as their own
   # users (created by migration 0007 with the writer and reader roles) through IAM database authentication.
