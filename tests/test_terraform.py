@@ -168,6 +168,22 @@ def test_internal_endpoints_are_not_public() -> None:
     assert RESOURCES["aws_lb_target_group.api"]["health_check"][0]["path"] == "/readyz"
 
 
+def test_each_zone_reaches_aws_through_its_own_nat() -> None:
+    """A zone lost with the only NAT gateway would cut the other zone's tasks off Kinesis, ECR and Logs."""
+    subnets = RESOURCES["aws_subnet.private"]["count"]
+    for resource in ("aws_eip.nat", "aws_nat_gateway.this", "aws_route_table.private"):
+        assert RESOURCES[resource]["count"] == subnets, resource
+    nat = RESOURCES["aws_nat_gateway.this"]
+    assert nat["subnet_id"] == "${aws_subnet.public[count.index].id}"
+    assert nat["allocation_id"] == "${aws_eip.nat[count.index].id}"
+    assert (
+        RESOURCES["aws_route_table.private"]["route"][0]["nat_gateway_id"] == "${aws_nat_gateway.this[count.index].id}"
+    )
+    association = RESOURCES["aws_route_table_association.private"]
+    assert association["route_table_id"] == "${aws_route_table.private[count.index].id}"
+    assert association["subnet_id"] == "${aws_subnet.private[count.index].id}"
+
+
 def test_every_database_client_verifies_the_server() -> None:
     assert LOCALS["database_location"]["FRAUDFLOW_DB_SSLMODE"] == "verify-full"
     for role in ("consumer", "dashboard", "migrate"):

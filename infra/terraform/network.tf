@@ -35,15 +35,16 @@ resource "aws_subnet" "private" {
 }
 
 resource "aws_eip" "nat" {
-  count  = var.create_vpc ? 1 : 0
+  count  = var.create_vpc ? 2 : 0
   domain = "vpc"
 }
 
-# One NAT gateway keeps the bill down; tasks reach AWS APIs (Kinesis, ECR, Secrets Manager, Logs) through it.
+# One NAT gateway per zone: tasks reach AWS APIs (Kinesis, ECR, Secrets Manager, Logs, STS) through their own
+# zone's, so losing a zone leaves the other one serving. (One shared NAT would take both zones down with it.)
 resource "aws_nat_gateway" "this" {
-  count         = var.create_vpc ? 1 : 0
-  allocation_id = aws_eip.nat[0].id
-  subnet_id     = aws_subnet.public[0].id
+  count         = var.create_vpc ? 2 : 0
+  allocation_id = aws_eip.nat[count.index].id
+  subnet_id     = aws_subnet.public[count.index].id
   depends_on    = [aws_internet_gateway.this]
 }
 
@@ -58,12 +59,12 @@ resource "aws_route_table" "public" {
 }
 
 resource "aws_route_table" "private" {
-  count  = var.create_vpc ? 1 : 0
+  count  = var.create_vpc ? 2 : 0
   vpc_id = aws_vpc.this[0].id
 
   route {
     cidr_block     = "0.0.0.0/0"
-    nat_gateway_id = aws_nat_gateway.this[0].id
+    nat_gateway_id = aws_nat_gateway.this[count.index].id
   }
 }
 
@@ -76,7 +77,7 @@ resource "aws_route_table_association" "public" {
 resource "aws_route_table_association" "private" {
   count          = var.create_vpc ? 2 : 0
   subnet_id      = aws_subnet.private[count.index].id
-  route_table_id = aws_route_table.private[0].id
+  route_table_id = aws_route_table.private[count.index].id
 }
 
 resource "aws_flow_log" "this" {
