@@ -168,6 +168,40 @@ def test_internal_endpoints_are_not_public() -> None:
     assert RESOURCES["aws_lb_target_group.api"]["health_check"][0]["path"] == "/readyz"
 
 
+def test_the_dashboard_is_not_open_to_the_internet() -> None:
+    """Allowed networks only (the VPC's range unless the operator names others), others get 403 from the load
+    balancer; with dashboard_oidc the load balancer signs analysts in before forwarding."""
+    assert "var.vpc_cidr" in LOCALS["dashboard_cidrs"]
+    assert VARIABLES["dashboard_allowed_cidrs"]["default"] == []
+    rule = RESOURCES["aws_lb_listener_rule.dashboard"]
+    conditions = {key for condition in rule["condition"] for key in condition}
+    assert conditions == {"host_header", "source_ip"}
+    (source,) = [c["source_ip"][0] for c in rule["condition"] if "source_ip" in c]
+    assert source["values"] == "${local.dashboard_cidrs}"
+    (oidc,) = rule["dynamic"]
+    assert oidc["action"]["for_each"] == "${var.dashboard_oidc == null ? [] : [var.dashboard_oidc]}"
+    assert oidc["action"]["content"][0]["type"] == "authenticate-oidc"
+    assert rule["action"][0]["type"] == "forward"
+    elsewhere = RESOURCES["aws_lb_listener_rule.dashboard_elsewhere"]
+    assert elsewhere["condition"] == [{"host_header": [{"values": ["${var.dashboard_hostname}"]}]}]
+    assert elsewhere["action"][0]["fixed_response"][0]["status_code"] == "403"
+    assert int(elsewhere["priority"]) > int(rule["priority"])
+
+
+def test_a_web_acl_limits_each_client() -> None:
+    association = RESOURCES["aws_wafv2_web_acl_association.load_balancer"]
+    assert association["resource_arn"] == "${aws_lb.this.arn}"
+    assert association["web_acl_arn"] == "${aws_wafv2_web_acl.this.arn}"
+    rules = {rule["name"]: rule for rule in RESOURCES["aws_wafv2_web_acl.this"]["rule"]}
+    rate = rules["rate-per-client"]
+    assert "block" in rate["action"][0]
+    assert rate["statement"][0]["rate_based_statement"][0]["limit"] == "${var.waf_rate_limit}"
+    assert rate["statement"][0]["rate_based_statement"][0]["aggregate_key_type"] == "IP"
+    assert "none" in rules["known-bad-inputs"]["override_action"][0]  # the managed rules' own blocks apply
+    logging = RESOURCES["aws_wafv2_web_acl_logging_configuration.this"]
+    assert logging["log_destination_configs"] == ["${aws_cloudwatch_log_group.waf.arn}"]
+
+
 def test_each_zone_reaches_aws_through_its_own_nat() -> None:
     """A zone lost with the only NAT gateway would cut the other zone's tasks off Kinesis, ECR and Logs."""
     subnets = RESOURCES["aws_subnet.private"]["count"]

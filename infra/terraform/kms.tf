@@ -27,6 +27,7 @@ data "aws_iam_policy_document" "kms" {
       values = [
         "arn:${local.partition}:logs:${var.aws_region}:${local.account_id}:log-group:/${var.name}/*",
         "arn:${local.partition}:logs:${var.aws_region}:${local.account_id}:log-group:/aws/rds/instance/${var.name}/*",
+        "arn:${local.partition}:logs:${var.aws_region}:${local.account_id}:log-group:aws-waf-logs-${var.name}",
       ]
     }
   }

@@ -1,5 +1,4 @@
 resource "aws_lb" "this" {
-  #checkov:skip=CKV2_AWS_28:attach your organisation's WAF web ACL to this load balancer (aws_wafv2_web_acl_association); its rules are policy, not part of this stack.
   name                       = var.name
   load_balancer_type         = "application"
   internal                   = false
@@ -94,6 +93,8 @@ resource "aws_lb_listener_rule" "internal_paths" {
   }
 }
 
+# The dashboard is not open to the internet: only the allowed networks reach it (others fall through to the
+# 403 rule below), and with dashboard_oidc the load balancer signs analysts in before forwarding.
 resource "aws_lb_listener_rule" "dashboard" {
   listener_arn = aws_lb_listener.https.arn
   priority     = 10
@@ -104,9 +105,50 @@ resource "aws_lb_listener_rule" "dashboard" {
     }
   }
 
+  condition {
+    source_ip {
+      values = local.dashboard_cidrs
+    }
+  }
+
+  dynamic "action" {
+    for_each = var.dashboard_oidc == null ? [] : [var.dashboard_oidc]
+    content {
+      type = "authenticate-oidc"
+      authenticate_oidc {
+        issuer                 = action.value.issuer
+        authorization_endpoint = action.value.authorization_endpoint
+        token_endpoint         = action.value.token_endpoint
+        user_info_endpoint     = action.value.user_info_endpoint
+        client_id              = action.value.client_id
+        client_secret          = action.value.client_secret
+      }
+    }
+  }
+
   action {
     type             = "forward"
     target_group_arn = aws_lb_target_group.dashboard.arn
+  }
+}
+
+resource "aws_lb_listener_rule" "dashboard_elsewhere" {
+  listener_arn = aws_lb_listener.https.arn
+  priority     = 11
+
+  condition {
+    host_header {
+      values = [var.dashboard_hostname]
+    }
+  }
+
+  action {
+    type = "fixed-response"
+    fixed_response {
+      content_type = "application/json"
+      message_body = "{\"detail\":\"Forbidden\"}"
+      status_code  = "403"
+    }
   }
 }
 

@@ -42,6 +42,9 @@ locals {
     POSTGRES_USER = local.database_users.dashboard, FRAUDFLOW_DB_IAM_AUTH = "true"
   })
 
+  # Who reaches the dashboard (load_balancer.tf): the allowed networks, else the VPC alone.
+  dashboard_cidrs = length(var.dashboard_allowed_cidrs) > 0 ? var.dashboard_allowed_cidrs : [var.vpc_cidr]
+
   # Paths the load balancer answers 404 for (load_balancer.tf), in groups of at most five.
   internal_paths = [["/metrics", "/readyz", "/openapi.json", "/docs*", "/redoc*"], ["/admin/*"]]
 

@@ -168,6 +168,32 @@ variable "dashboard_hostname" {
   type        = string
 }
 
+variable "waf_rate_limit" {
+  description = "Requests a client address may make in any 5 minutes (API and dashboard together) before the WAF blocks it for a while. Size it above your busiest legitimate caller."
+  type        = number
+  default     = 20000
+}
+
+variable "dashboard_allowed_cidrs" {
+  description = "Networks the dashboard answers (the load balancer answers 403 to others). Empty: the VPC's own range only (a VPN or a bastion). The analysts' office or VPN ranges, never 0.0.0.0/0 without dashboard_oidc."
+  type        = list(string)
+  default     = []
+}
+
+variable "dashboard_oidc" {
+  description = "Sign-in in front of the dashboard, done by the load balancer (authenticate-oidc) before any request reaches it: your identity provider's issuer, endpoints, client id and client secret (the load balancer's API takes the secret itself, so it is in the Terraform state: keep the state encrypted). Null: the allow-list and basic auth only."
+  type = object({
+    issuer                 = string
+    authorization_endpoint = string
+    token_endpoint         = string
+    user_info_endpoint     = string
+    client_id              = string
+    client_secret          = string
+  })
+  default   = null
+  sensitive = true
+}
+
 variable "delivery_mode" {
   description = "FRAUDFLOW_DELIVERY_MODE: ack (answer after Kinesis accepted the event) or async."
   type        = string
