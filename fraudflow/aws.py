@@ -33,10 +33,12 @@ def error_code(error: ClientError) -> str:
     return str(error.response.get("Error", {}).get("Code", ""))
 
 
-def client_config(*, read_timeout: float = 10.0, max_attempts: int = 1, pool: int = 32) -> AioConfig:
+def client_config(
+    *, read_timeout: float = 10.0, max_attempts: int = 1, pool: int = 32, connect_timeout: float = 2.0
+) -> AioConfig:
     # Retries default to one attempt: our callers own backoff, so they can keep per-key order and count faults.
     return AioConfig(
-        connect_timeout=2.0,
+        connect_timeout=connect_timeout,
         read_timeout=read_timeout,
         retries={"mode": "standard", "total_max_attempts": max_attempts},
         max_pool_connections=pool,

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -14,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import asyncpg
+import httpx
 import pytest
 from pydantic import SecretStr
 from werkzeug.serving import make_server
@@ -156,3 +159,36 @@ def test_wsgi_entry_point_serves_the_app(settings: Settings) -> None:
     )
     assert bad.returncode == 2
     assert bad.stderr.startswith("error: invalid setting FRAUDFLOW_SHARDS")
+
+
+async def test_the_dashboard_command_serves_under_gunicorn_and_stops_cleanly(settings: Settings) -> None:
+    """What the image runs: worker processes behind gunicorn, connections kept longer than a load balancer's
+    idle timeout, a graceful stop on SIGTERM."""
+    port = free_port()
+    env = {**os.environ, "DATABASE_URL": settings.static_database_url or "", "FRAUDFLOW_LOG_LEVEL": "WARNING"}
+    process = await asyncio.to_thread(
+        subprocess.Popen,
+        [sys.executable, "-m", "fraudflow.cli", "dashboard", "--port", str(port), "--workers", "2"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as http:
+            deadline = asyncio.get_running_loop().time() + 60
+            while True:
+                try:
+                    health = await http.get("/healthz")
+                    break
+                except httpx.TransportError:
+                    assert asyncio.get_running_loop().time() < deadline, "the dashboard did not start"
+                    await asyncio.sleep(0.2)
+            page = await http.get("/")
+        assert health.status_code == 200
+        assert page.status_code == 200
+        assert health.headers["server"].startswith("gunicorn")
+        assert health.headers.get("connection", "keep-alive").lower() != "close"  # kept for the next request
+    finally:
+        process.send_signal(signal.SIGTERM)
+        output, _ = await asyncio.to_thread(process.communicate, timeout=60)
+    assert process.returncode == 0, output.decode()[-2000:]

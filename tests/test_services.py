@@ -18,7 +18,7 @@ import asyncpg
 import psutil
 import pytest
 
-from fraudflow.aws import kinesis_client
+from fraudflow.aws import client_config, kinesis_client
 from fraudflow.config import Settings
 from fraudflow.local.kinesis import KinesisServer, MotoKinesis
 from fraudflow.local.process import ServiceError
@@ -150,7 +150,7 @@ async def test_concurrent_puts_on_one_shard_are_all_kept(settings: Settings) -> 
     import asyncio
 
     async def put_batch(batch: int) -> None:
-        async with kinesis_client(settings) as client:
+        async with kinesis_client(settings, client_config(connect_timeout=15)) as client:  # 16 at once, busy server
             records: list[PutRecordsRequestEntryTypeDef] = [
                 {"Data": f"{batch}-{i}".encode(), "PartitionKey": f"k{i}"} for i in range(500)
             ]

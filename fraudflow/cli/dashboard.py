@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import signal
-import threading
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
@@ -21,11 +19,12 @@ log = get_logger("fraudflow.dashboard")
 def dashboard(
     host: Annotated[str, typer.Option(help="Address to bind.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to bind.")] = 8050,
+    workers: Annotated[int, typer.Option(min=1, help="Worker processes (gunicorn).")] = 2,
+    threads: Annotated[int, typer.Option(min=1, help="Threads per worker.")] = 8,
 ) -> None:
-    """Serve the dashboard until Ctrl-C/SIGTERM (threaded; dash_app.wsgi:server suits any WSGI server)."""
-    from werkzeug.serving import make_server
-
-    from dash_app.app import create_app
+    """Serve the dashboard under gunicorn until Ctrl-C/SIGTERM (or put dash_app.wsgi:server under any WSGI
+    server)."""
+    from dash_app.serve import serve
 
     settings = settings_or_exit()
     if not settings.dashboard_credentials and not is_loopback(host):
@@ -37,18 +36,11 @@ def dashboard(
     if not port_is_free(port, "127.0.0.1" if host == "localhost" else host):
         fail(f"port {port} on {host} is taken; choose another with --port", code=2)
     try:
-        app = create_app(settings, asyncio.run(resolve_database(settings)))
+        database = asyncio.run(resolve_database(settings))
     except SettingsError as error:
         fail(str(error), code=2)
-    server = make_server(host, port, app.server, threaded=True)
     if not settings.dashboard_credentials:
         log.warning("no dashboard users configured (FRAUDFLOW_DASHBOARD_USERS): serving loopback clients only")
     typer.echo(f"dashboard on http://{host}:{port}/  (Ctrl-C to stop)")
-
-    def stop(*_: Any) -> None:
-        threading.Thread(target=server.shutdown, daemon=True).start()
-
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
-    server.serve_forever()
+    serve(settings, database, host, port, workers, threads)
     typer.echo("dashboard stopped", err=True)
