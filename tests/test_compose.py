@@ -102,6 +102,7 @@ def test_health_checks_probe_the_port_the_command_serves(name: str, port_option:
     assert (str(url.port), url.path) == (option(service["command"], port_option), path)
     for published in service.get("ports", []):
         assert published.split(":")[-1] == str(url.port)
+        assert published.startswith("127.0.0.1:"), "known local credentials: publish on this machine only"
 
 
 def test_api_routes_named_by_probes_exist() -> None:

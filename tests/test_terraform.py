@@ -202,6 +202,28 @@ def test_a_web_acl_limits_each_client() -> None:
     assert logging["log_destination_configs"] == ["${aws_cloudwatch_log_group.waf.arn}"]
 
 
+@pytest.mark.parametrize("document", ["ecs_tasks_assume", "flow_logs_assume", "rds_monitoring_assume"])
+def test_service_trust_is_limited_to_this_account(document: str) -> None:
+    (statement,) = statements(document)
+    (condition,) = statement["condition"]
+    assert (condition["variable"], condition["values"]) == ("aws:SourceAccount", ["${local.account_id}"])
+
+
+def test_execution_roles_decrypt_only_through_the_services_they_use() -> None:
+    (decrypt,) = [s for s in statements("execution") if s["actions"] == ["kms:Decrypt"]]
+    (condition,) = decrypt["condition"]
+    assert condition["variable"] == "kms:ViaService"
+    assert "ecr." in condition["values"]
+    assert "length(local.injected_secrets[each.key]) > 0" in condition["values"]
+
+
+def test_defaults_survive_a_weekend_a_zone_and_an_upgrade() -> None:
+    assert VARIABLES["kinesis_retention_hours"]["default"] >= 72  # a weekend's consumer stall loses nothing
+    assert VARIABLES["dashboard_count"]["default"] >= 2  # one per zone
+    assert "." not in VARIABLES["db_engine_version"]["default"]  # the major only: AWS upgrades minors
+    assert RESOURCES["aws_db_instance.this"]["auto_minor_version_upgrade"] is True
+
+
 def test_each_zone_reaches_aws_through_its_own_nat() -> None:
     """A zone lost with the only NAT gateway would cut the other zone's tasks off Kinesis, ECR and Logs."""
     subnets = RESOURCES["aws_subnet.private"]["count"]

@@ -35,6 +35,11 @@ data "aws_iam_policy_document" "rds_monitoring_assume" {
       type        = "Service"
       identifiers = ["monitoring.rds.amazonaws.com"]
     }
+    condition {
+      test     = "StringEquals"
+      variable = "aws:SourceAccount"
+      values   = [local.account_id]
+    }
   }
 }
 

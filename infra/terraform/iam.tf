@@ -51,10 +51,20 @@ data "aws_iam_policy_document" "execution" {
     resources = ["${aws_cloudwatch_log_group.service[each.key].arn}:*"]
   }
 
+  # The image's layers (through ECR) and, where the service has injected secrets, those (through Secrets
+  # Manager): the key is usable through these services only.
   statement {
     sid       = "DecryptImageAndSecrets"
     actions   = ["kms:Decrypt"]
     resources = [aws_kms_key.this.arn]
+    condition {
+      test     = "StringEquals"
+      variable = "kms:ViaService"
+      values = concat(
+        ["ecr.${var.aws_region}.amazonaws.com"],
+        length(local.injected_secrets[each.key]) > 0 ? ["secretsmanager.${var.aws_region}.amazonaws.com"] : [],
+      )
+    }
   }
 
   dynamic "statement" {

@@ -85,9 +85,9 @@ variable "kinesis_shard_count" {
 }
 
 variable "kinesis_retention_hours" {
-  description = "How long records stay readable: the longest consumer outage you can recover from without loss."
+  description = "How long records stay readable: the longest consumer outage you can recover from without loss (72 h covers a weekend)."
   type        = number
-  default     = 24
+  default     = 72
 
   validation {
     condition     = var.kinesis_retention_hours >= 24 && var.kinesis_retention_hours <= 8760
@@ -98,9 +98,9 @@ variable "kinesis_retention_hours" {
 # --- PostgreSQL (RDS) ------------------------------------------------------------------------------------------
 
 variable "db_engine_version" {
-  description = "RDS PostgreSQL engine version."
+  description = "RDS PostgreSQL major version (minor versions are upgraded by AWS: a pinned minor would plan a downgrade after each)."
   type        = string
-  default     = "16.4"
+  default     = "16"
 }
 
 variable "db_instance_class" {
@@ -260,9 +260,9 @@ variable "consumer_memory" {
 }
 
 variable "dashboard_count" {
-  description = "Dashboard tasks."
+  description = "Dashboard tasks (two: one per zone, the dashboard survives a zone's loss)."
   type        = number
-  default     = 1
+  default     = 2
 }
 
 variable "dashboard_cpu" {
