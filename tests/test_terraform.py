@@ -99,6 +99,7 @@ def test_everything_declared_is_used_and_documented() -> None:
     assert {name for name, body in VARIABLES.items() if "default" not in body} == {
         "image_tag",
         "certificate_arn",
+        "api_hostname",
         "dashboard_hostname",
     }
 
@@ -215,6 +216,11 @@ def test_execution_roles_decrypt_only_through_the_services_they_use() -> None:
     assert condition["variable"] == "kms:ViaService"
     assert "ecr." in condition["values"]
     assert "length(local.injected_secrets[each.key]) > 0" in condition["values"]
+
+
+def test_clients_see_the_certificates_name_and_cannot_forge_their_address() -> None:
+    assert OUTPUTS["CHALICE_API_URL"]["value"] == "https://${var.api_hostname}"
+    assert option(LOCALS["api_command"], "--forwarded-allow-ips") == "${local.vpc_cidr_block}"
 
 
 def test_defaults_survive_a_weekend_a_zone_and_an_upgrade() -> None:

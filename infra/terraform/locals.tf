@@ -8,6 +8,10 @@ locals {
 
   image = "${aws_ecr_repository.this.repository_url}:${var.image_tag}"
 
+  # The load balancer's nodes are in the VPC: forwarded client addresses are trusted from there only, so a
+  # client cannot forge the address the API logs.
+  vpc_cidr_block = var.create_vpc ? var.vpc_cidr : data.aws_vpc.existing[0].cidr_block
+
   # Ports the image serves (see Dockerfile); the health checks probe them from inside the task.
   api_port       = 8000
   dashboard_port = 8050
@@ -53,7 +57,7 @@ locals {
   alb_idle_timeout_s = 60
 
   # Container commands (tests/test_terraform.py parses them with the real CLI).
-  api_command       = ["uvicorn", "api.main:app", "--host", "0.0.0.0", "--port", "8000", "--no-server-header", "--timeout-graceful-shutdown", "20", "--timeout-keep-alive", "75", "--forwarded-allow-ips", "*"]
+  api_command       = ["uvicorn", "api.main:app", "--host", "0.0.0.0", "--port", "8000", "--no-server-header", "--timeout-graceful-shutdown", "20", "--timeout-keep-alive", "75", "--forwarded-allow-ips", local.vpc_cidr_block]
   consumer_command  = ["fraudflow", "consume", "--metrics-port", "9100"]
   dashboard_command = ["fraudflow", "dashboard", "--host", "0.0.0.0", "--port", "8050"]
   migrate_command   = ["fraudflow", "db", "migrate"]

@@ -13,6 +13,11 @@ resource "aws_default_security_group" "this" {
   vpc_id = aws_vpc.this[0].id
 }
 
+data "aws_vpc" "existing" {
+  count = var.create_vpc ? 0 : 1
+  id    = var.existing_vpc_id
+}
+
 resource "aws_internet_gateway" "this" {
   count  = var.create_vpc ? 1 : 0
   vpc_id = aws_vpc.this[0].id

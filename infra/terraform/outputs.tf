@@ -40,8 +40,8 @@ output "dashboard_users_secret_arn" {
 }
 
 output "CHALICE_API_URL" {
-  description = "Base URL of the scoring API, for clients and `fraudflow simulate` (point your DNS name at load_balancer_dns_name)."
-  value       = "https://${aws_lb.this.dns_name}"
+  description = "Base URL of the scoring API, for clients and `fraudflow simulate`: api_hostname, which the certificate covers (point it at load_balancer_dns_name)."
+  value       = "https://${var.api_hostname}"
 }
 
 output "load_balancer_dns_name" {

@@ -163,6 +163,11 @@ variable "ssl_policy" {
   default     = "ELBSecurityPolicy-TLS13-1-2-2021-06"
 }
 
+variable "api_hostname" {
+  description = "Host name clients call the API at, covered by certificate_arn (e.g. api.example.com); CHALICE_API_URL is built from it. The load balancer's own DNS name is not covered by the certificate."
+  type        = string
+}
+
 variable "dashboard_hostname" {
   description = "Host name routed to the dashboard (everything else goes to the API), e.g. dashboard.example.com."
   type        = string
