@@ -223,6 +223,28 @@ def test_clients_see_the_certificates_name_and_cannot_forge_their_address() -> N
     assert option(LOCALS["api_command"], "--forwarded-allow-ips") == "${local.vpc_cidr_block}"
 
 
+def test_an_operator_is_paged_for_what_matters() -> None:
+    alarms = {name: body for name, body in RESOURCES.items() if name.startswith("aws_cloudwatch_metric_alarm.")}
+    metrics = {body["metric_name"] for body in alarms.values()}
+    assert {
+        "GetRecords.IteratorAgeMilliseconds",
+        "WriteProvisionedThroughputExceeded",
+        "${each.key}",  # HTTPCode_ELB_5XX_Count and HTTPCode_Target_5XX_Count
+        "UnHealthyHostCount",
+        "RunningTaskCount",
+        "FreeStorageSpace",
+        "CPUUtilization",
+    } <= metrics
+    assert set(RESOURCES["aws_cloudwatch_metric_alarm.load_balancer_5xx"]["for_each"].split('"')[1::2]) == {
+        "HTTPCode_ELB_5XX_Count",
+        "HTTPCode_Target_5XX_Count",
+    }
+    for name, body in alarms.items():
+        assert body["alarm_actions"] == "${local.alarm_actions}", name
+        assert body.get("alarm_description"), name
+    assert RESOURCES["aws_sns_topic.alarms"]["kms_master_key_id"] == "${aws_kms_key.this.arn}"
+
+
 def test_defaults_survive_a_weekend_a_zone_and_an_upgrade() -> None:
     assert VARIABLES["kinesis_retention_hours"]["default"] >= 72  # a weekend's consumer stall loses nothing
     assert VARIABLES["dashboard_count"]["default"] >= 2  # one per zone

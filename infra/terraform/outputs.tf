@@ -67,3 +67,8 @@ output "migrate_command" {
     "--network-configuration", "'awsvpcConfiguration={subnets=[${join(",", local.private_subnet_ids)}],securityGroups=[${aws_security_group.consumer.id}],assignPublicIp=DISABLED}'",
   ])
 }
+
+output "alarm_topic_arn" {
+  description = "The SNS topic the alarms notify: subscribe your pager (email, PagerDuty, Opsgenie) to it."
+  value       = local.alarm_actions[0]
+}

@@ -287,3 +287,23 @@ variable "log_retention_days" {
   type        = number
   default     = 365
 }
+
+# --- Alarms ----------------------------------------------------------------------------------------------------
+
+variable "alarm_topic_arn" {
+  description = "SNS topic the alarms notify (your pager's); null: a topic named <name>-alarms is created, encrypted with the stack's key."
+  type        = string
+  default     = null
+}
+
+variable "consumer_lag_alarm_s" {
+  description = "Alarm when the oldest unread record on the stream is older than this (seconds)."
+  type        = number
+  default     = 300
+}
+
+variable "alarm_5xx_per_minute" {
+  description = "Alarm when the load balancer answers more 5xx than this a minute, three minutes in a row."
+  type        = number
+  default     = 10
+}
