@@ -34,7 +34,8 @@ WORKDIR /app
 # Offline install from the build stage's wheels only: the runtime stage never reaches an index.
 RUN --mount=type=bind,from=build,source=/wheels,target=/wheels \
     pip install --no-index --find-links=/wheels /wheels/fraudflow-*.whl \
-    && fraudflow version
+    && fraudflow version \
+    && python -m pip uninstall --yes pip setuptools wheel
 USER 10001:10001
 EXPOSE 8000 8050 9100
 # The API's /healthz by default; consumer and dashboard containers set FRAUDFLOW_HEALTHCHECK_URL.

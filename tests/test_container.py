@@ -56,6 +56,13 @@ def test_roles_and_health_check() -> None:
         parse_command(role.split())
 
 
+def test_the_runtime_image_keeps_no_installer() -> None:
+    install = next(
+        arguments for keyword, arguments in runtime_stage() if keyword == "RUN" and "pip install" in arguments
+    )
+    assert "pip uninstall --yes pip setuptools wheel" in install  # nothing left to install code at run time
+
+
 def test_the_api_outlives_a_load_balancers_idle_connections() -> None:
     command = json.loads(dict(runtime_stage())["CMD"])
     compose_api = yaml.safe_load((ROOT / "docker-compose.yml").read_text())["services"]["api"]["command"]

@@ -245,6 +245,23 @@ def test_an_operator_is_paged_for_what_matters() -> None:
     assert RESOURCES["aws_sns_topic.alarms"]["kms_master_key_id"] == "${aws_kms_key.this.arn}"
 
 
+def test_the_release_script_migrates_before_it_rolls_the_services() -> None:
+    script = (ROOT / "infra" / "scripts" / "release").read_text()
+    targeted = script.index("terraform apply -target='aws_ecs_task_definition.this[\"migrate\"]'")
+    waited = script.index("aws ecs wait tasks-stopped")
+    checked = script.index('if [[ "$code" != "0" ]]')
+    rolled = script.rindex('terraform apply -var "image_tag=$tag"')
+    assert targeted < waited < checked < rolled
+    for name in re.findall(r"terraform output -raw (\w+)", script):
+        assert name in OUTPUTS, name
+    assert "migrate" in OUTPUTS["migrate_command"]["value"]
+
+
+def test_containers_drop_every_capability() -> None:
+    definitions = RESOURCES["aws_ecs_task_definition.this"]["container_definitions"]
+    assert 'capabilities = {drop = ["ALL"]}' in definitions
+
+
 def test_defaults_survive_a_weekend_a_zone_and_an_upgrade() -> None:
     assert VARIABLES["kinesis_retention_hours"]["default"] >= 72  # a weekend's consumer stall loses nothing
     assert VARIABLES["dashboard_count"]["default"] >= 2  # one per zone

@@ -85,7 +85,8 @@ resource "aws_ecs_task_definition" "this" {
       secrets                = each.value.secrets
       portMappings           = each.value.port == null ? [] : [{ containerPort = each.value.port, protocol = "tcp" }]
       mountPoints            = [{ sourceVolume = "tmp", containerPath = "/tmp", readOnly = false }]
-      linuxParameters        = { initProcessEnabled = true }
+      # No Linux capabilities: nothing here binds a low port or changes users.
+      linuxParameters = { initProcessEnabled = true, capabilities = { drop = ["ALL"] } }
       # Graceful shutdown: the API flushes acknowledged events, the consumer flushes, checkpoints and releases.
       stopTimeout = 30
       logConfiguration = {
