@@ -18,6 +18,7 @@ import asyncpg
 
 from consumers.config import ConsumerConfig
 from consumers.coordinator.scheduler import Scheduler
+from consumers.health import serve_health_and_metrics
 from consumers.metrics import ConsumerMetrics
 from consumers.processor.sink import create_staging
 from fraudflow.aws import client_config, kinesis_client
@@ -104,10 +105,6 @@ async def run_worker(settings: Settings, database: DatabaseTarget, options: Work
         return
     async with connection_pool(database, settings.db_pool_max, options.config, stop) as pool:
         metrics = ConsumerMetrics()
-        if options.metrics_port is not None:
-            from prometheus_client import start_http_server
-
-            start_http_server(options.metrics_port, addr=options.metrics_host, registry=metrics.registry)
         async with kinesis_client(settings, client_config(read_timeout=10)) as client:
             log.info(
                 "consumer starting",
@@ -116,4 +113,17 @@ async def run_worker(settings: Settings, database: DatabaseTarget, options: Work
                 application=options.config.application,
             )
             scheduler = Scheduler(client, pool, options.stream, options.worker_id, options.config, metrics)
-            await scheduler.run(stop)
+            server = None
+            if options.metrics_port is not None:
+                server = serve_health_and_metrics(
+                    metrics.registry,
+                    options.metrics_host,
+                    options.metrics_port,
+                    lambda: scheduler.last_round,
+                    stale_after_s=options.config.failover_s * 3,
+                )
+            try:
+                await scheduler.run(stop)
+            finally:
+                if server is not None:
+                    server.shutdown()

@@ -89,7 +89,7 @@ def test_start_order_and_health_checks() -> None:
     ("name", "port_option", "path"),
     [
         ("api", "--port", "/readyz"),
-        ("consumer", "--metrics-port", "/metrics"),
+        ("consumer", "--metrics-port", "/healthz"),
         ("dashboard", "--port", HEALTH_PATH),
     ],
 )

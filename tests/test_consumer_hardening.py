@@ -9,12 +9,17 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
+import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import asyncpg
 import pytest
 
 from consumers.config import ConsumerConfig
+from consumers.health import serve_health_and_metrics
 from consumers.leases.coordinator import LeaseCoordinator
 from consumers.leases.table import LeaseTable, NewShard
 from consumers.processor.rows import COLUMNS, to_row
@@ -23,6 +28,7 @@ from consumers.retrieval.fetcher import Record
 from fraudflow.aws import kinesis_client
 from fraudflow.config import Settings
 from fraudflow.events import encode_event
+from fraudflow.net import free_port
 from fraudflow.streams import ensure_stream, stream_status
 from tests.consumer_helpers import FAST, event, pool_for, put_events, stored, wait_until, worker
 
@@ -257,3 +263,47 @@ async def test_a_commit_postgres_lost_is_read_again_not_skipped(settings: Settin
         await wait_until(lambda: _stored(db, 120), what="the lost rows read again, and the new ones")
     stored_ids = {str(r["event_id"]) for r in await db.fetch("SELECT event_id FROM fraud_predictions")}
     assert stored_ids == set(first) | set(later)
+
+
+def _get(port: int, path: str) -> tuple[int, bytes]:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as response:
+            return int(response.status), bytes(response.read())
+    except urllib.error.HTTPError as error:
+        return int(error.code), bytes(error.read())
+
+
+def _until_status(port: int, status: int, deadline_s: float) -> bool:
+    """Poll /healthz from a thread of its own until it answers `status` (the event loop may be stuck)."""
+    end = time.monotonic() + deadline_s
+    while time.monotonic() < end:
+        if _get(port, "/healthz")[0] == status:
+            return True
+        time.sleep(0.05)
+    return False
+
+
+async def test_healthz_fails_while_the_lease_loop_is_stuck(settings: Settings) -> None:
+    """The health check must catch a worker whose loop no longer turns, not just a live metrics thread."""
+    async with worker(settings, "w1") as scheduler:
+        port = free_port()
+        server = serve_health_and_metrics(
+            scheduler.metrics.registry, "127.0.0.1", port, lambda: scheduler.last_round, stale_after_s=1.5
+        )
+        try:
+            await wait_until(lambda: _async(_get(port, "/healthz")[0] == 200), what="healthy")
+            saw_stalled: list[bool] = []
+            probe = threading.Thread(target=lambda: saw_stalled.append(_until_status(port, 503, 6.0)))
+            probe.start()
+            # The fault itself: a computation that never yields, as a stuck loop would (not a synchronisation).
+            end = time.monotonic() + 6.0
+            while probe.is_alive() and time.monotonic() < end:
+                time.sleep(0.1)  # noqa: ASYNC251 - blocking the loop is the point
+            probe.join()
+            assert saw_stalled == [True]
+            await wait_until(lambda: _async(_get(port, "/healthz")[0] == 200), what="healthy again")
+            status, body = _get(port, "/metrics")
+            assert status == 200
+            assert b"fraudflow_consumer_leases_held" in body
+        finally:
+            server.shutdown()

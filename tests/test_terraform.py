@@ -129,6 +129,7 @@ def test_commands_and_health_checks_match_the_cli(role: str, port: str) -> None:
     assert health[0] == "CMD"
     parse_command(health[1:])
     probe_port = re.search(r":(\d+)/", option(health, "--url") or "")
+    assert (option(health, "--url") or "").endswith("/healthz"), "a probe of the process's health, not its metrics"
     assert probe_port is not None
     assert probe_port.group(1) == option(command, port)
     parse_command(LOCALS["migrate_command"])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import Awaitable
 from typing import TYPE_CHECKING
 
@@ -48,11 +49,14 @@ class Scheduler:
         self.shards: dict[str, ShardInfo] = {}
         self.consumers: dict[str, tuple[ShardConsumer, asyncio.Task[None]]] = {}
         self._sync_now = asyncio.Event()
+        # Monotonic time of the lease loop's last round (and of start-up's shard sync attempts): /healthz.
+        self.last_round = time.monotonic()
 
     async def run(self, stop: asyncio.Event) -> None:
         """Run until `stop` is set, then shut down gracefully (flush, checkpoint, release)."""
         backoff = Backoff(self.config.backoff_base_s, self.config.backoff_cap_s * 2)
         while not await self._guard("shard sync", self.sync_shards()):  # Kinesis or the stream not there yet
+            self.last_round = time.monotonic()  # waiting on purpose is not being stuck
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), backoff.next_delay())
             if stop.is_set():
@@ -96,6 +100,7 @@ class Scheduler:
                 next_steal = loop.time() + self.config.steal_every_s
             await self._guard("lease taking", self._take(steal))
             await self._guard("reaping", self._reap())
+            self.last_round = time.monotonic()
             self.metrics.leases_held.set(len(self.coordinator.held))
             self.metrics.workers.set(self.coordinator.workers_seen)
             await asyncio.sleep(self.config.renew_every_s)

@@ -63,6 +63,6 @@ locals {
   migrate_command   = ["fraudflow", "db", "migrate"]
 
   api_health       = ["CMD", "fraudflow", "healthcheck", "--url", "http://127.0.0.1:8000/healthz"]
-  consumer_health  = ["CMD", "fraudflow", "healthcheck", "--url", "http://127.0.0.1:9100/metrics"]
+  consumer_health  = ["CMD", "fraudflow", "healthcheck", "--url", "http://127.0.0.1:9100/healthz"]
   dashboard_health = ["CMD", "fraudflow", "healthcheck", "--url", "http://127.0.0.1:8050/healthz"]
 }
