@@ -32,7 +32,7 @@ resource "aws_cloudwatch_metric_alarm" "consumer_behind" {
   threshold           = var.consumer_lag_alarm_s * 1000
   comparison_operator = "GreaterThanThreshold"
   treat_missing_data  = "notBreaching"
-  alarm_actions       = local.alarm_actions
+  alarm_actions       = concat(local.alarm_actions, [aws_appautoscaling_policy.consumer_out.arn])
   ok_actions          = local.alarm_actions
 }
 

@@ -150,7 +150,7 @@ resource "aws_ecs_service" "consumer" {
   name            = "${var.name}-consumer"
   cluster         = aws_ecs_cluster.this.id
   task_definition = aws_ecs_task_definition.this["consumer"].arn
-  desired_count   = var.consumer_count
+  desired_count   = var.consumer_count # the first apply; autoscaling owns it after
   launch_type     = "FARGATE"
   propagate_tags  = "SERVICE"
 
@@ -168,6 +168,10 @@ resource "aws_ecs_service" "consumer" {
     enable   = true
     rollback = true
   }
+  lifecycle {
+    ignore_changes = [desired_count] # owned by autoscaling (between consumer_count and consumer_max_count)
+  }
+
 }
 
 resource "aws_ecs_service" "dashboard" {

@@ -247,9 +247,15 @@ variable "api_requests_per_task_target" {
 }
 
 variable "consumer_count" {
-  description = "Consumer tasks. Each shard is read by one worker at a time, so more tasks than shards only adds standbys."
+  description = "Consumer tasks at least (autoscaling adds up to consumer_max_count while the consumer is behind)."
   type        = number
   default     = 2
+}
+
+variable "consumer_max_count" {
+  description = "Consumer tasks at most. Each shard is read by one worker at a time, so more tasks than shards only adds standbys."
+  type        = number
+  default     = 4
 }
 
 variable "consumer_cpu" {
