@@ -10,13 +10,14 @@ FROM python:3.11.11-slim-bookworm AS build
 ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
 WORKDIR /src
-COPY pyproject.toml README.md ./
+COPY pyproject.toml README.md constraints.txt ./
 COPY fraudflow ./fraudflow
 COPY consumers ./consumers
 COPY api ./api
 COPY dash_app ./dash_app
 COPY models ./models
-RUN pip wheel --wheel-dir /wheels . \
+# The dependencies at the versions constraints.txt locks (scripts/lock): the image installs what was tested.
+RUN pip wheel --constraint constraints.txt --wheel-dir /wheels . \
     && ls /wheels/fraudflow-*.whl
 
 # Runtime stage: no compiler, no pip cache, no local/train/dev extras, non-root.

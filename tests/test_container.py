@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import http.server
 import json
+import re
 import shutil
 import subprocess
 import sys
 import threading
+import tomllib
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -54,6 +56,23 @@ def test_roles_and_health_check() -> None:
     assert any(role.startswith("fraudflow dashboard") for role in roles)
     for role in roles:
         parse_command(role.split())
+
+
+def test_the_image_installs_locked_versions() -> None:
+    """Every core dependency (and all they pull in) at an exact version: builds are reproducible."""
+    build = next(arguments for keyword, arguments in instructions(DOCKERFILE) if "pip wheel" in arguments)
+    assert "--constraint constraints.txt" in build
+    pinned = {}
+    for line in (ROOT / "constraints.txt").read_text().splitlines():
+        if line and not line.startswith("#"):
+            name, _, version = line.partition("==")
+            assert version, f"not pinned: {line}"
+            pinned[re.sub(r"[-_.]+", "-", name).lower()] = version
+    with (ROOT / "pyproject.toml").open("rb") as handle:
+        core = tomllib.load(handle)["project"]["dependencies"]
+    for requirement in core:
+        name = re.split(r"[<>=!~;\[ ]", requirement, maxsplit=1)[0]
+        assert re.sub(r"[-_.]+", "-", name).lower() in pinned, f"{name} is not locked"
 
 
 def test_the_runtime_image_keeps_no_installer() -> None:
