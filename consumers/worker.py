@@ -18,6 +18,7 @@ import asyncpg
 
 from consumers.config import ConsumerConfig
 from consumers.coordinator.scheduler import Scheduler
+from consumers.emf import EmfEmitter
 from consumers.health import serve_health_and_metrics
 from consumers.metrics import ConsumerMetrics
 from consumers.processor.sink import create_staging
@@ -43,6 +44,7 @@ class WorkerOptions:
     config: ConsumerConfig
     metrics_port: int | None = None
     metrics_host: str = "127.0.0.1"
+    emf_interval_s: float | None = None  # CloudWatch embedded metric format lines on stdout this often
 
 
 @asynccontextmanager
@@ -122,8 +124,15 @@ async def run_worker(settings: Settings, database: DatabaseTarget, options: Work
                     lambda: scheduler.last_round,
                     stale_after_s=options.config.failover_s * 3,
                 )
+            emitter = None
+            if options.emf_interval_s is not None:
+                emitter = asyncio.create_task(
+                    EmfEmitter(metrics.registry, options.worker_id).run(options.emf_interval_s)
+                )
             try:
                 await scheduler.run(stop)
             finally:
+                if emitter is not None:
+                    emitter.cancel()
                 if server is not None:
                     server.shutdown()

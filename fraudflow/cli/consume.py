@@ -32,6 +32,14 @@ def consume(
         str, typer.Option(help="Address for the metrics port (0.0.0.0 in a container, for the scraper).")
     ] = "127.0.0.1",
     failover: Annotated[float, typer.Option(min=1.0, help="Seconds without renewal before a lease is free.")] = 10.0,
+    emf_interval: Annotated[
+        float | None,
+        typer.Option(
+            min=1.0,
+            help="Write the metrics as CloudWatch embedded-metric-format lines on stdout every N seconds "
+            "(on ECS the log driver ships them: no scraper needed).",
+        ),
+    ] = None,
     initial_position: Annotated[
         str, typer.Option(help="TRIM_HORIZON or LATEST for shards without a checkpoint.")
     ] = "TRIM_HORIZON",
@@ -54,6 +62,7 @@ def consume(
         config=ConsumerConfig(application=application, failover_s=failover, initial_position=position),
         metrics_port=metrics_port,
         metrics_host=metrics_host,
+        emf_interval_s=emf_interval,
     )
 
     async def main() -> None:
