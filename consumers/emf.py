@@ -32,28 +32,31 @@ class EmfEmitter:
         self.out = out
         self._previous: dict[str, float] = {}
 
-    def _values(self) -> dict[str, float]:
-        """Each series summed over its labels (shards); MillisBehindLatest is the worst shard's."""
+    def _values(self) -> tuple[dict[str, float], set[str]]:
+        """Each series summed over its labels (shards), MillisBehindLatest the worst shard's; and which are
+        counters (sent as increases)."""
         values: dict[str, float] = {}
+        counters: set[str] = set()
         for family in self.registry.collect():
             for sample in family.samples:
                 if sample.name not in SERIES:
                     continue
                 metric = SERIES[sample.name][0]
+                if sample.name.endswith("_total"):
+                    counters.add(metric)
                 if metric == "MillisBehindLatest":
                     values[metric] = max(values.get(metric, 0.0), sample.value)
                 else:
                     values[metric] = values.get(metric, 0.0) + sample.value
-        return values
+        return values, counters
 
     def emit(self) -> dict[str, object]:
         """Write one line and return it."""
-        values = self._values()
+        values, counters = self._values()
         line: dict[str, object] = {"Worker": self.worker_id}
         units = dict(SERIES.values())
         for metric, value in values.items():
-            counter = units[metric] == "Count" and metric != "LeasesHeld"
-            line[metric] = value - self._previous.get(metric, 0.0) if counter else value
+            line[metric] = value - self._previous.get(metric, 0.0) if metric in counters else value
         self._previous = values
         line["_aws"] = {
             "Timestamp": int(time.time() * 1000),
