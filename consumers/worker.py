@@ -135,4 +135,4 @@ async def run_worker(settings: Settings, database: DatabaseTarget, options: Work
                 if emitter is not None:
                     emitter.cancel()
                 if server is not None:
-                    server.shutdown()
+                    await asyncio.to_thread(server.shutdown)  # it waits for the serving thread's next poll
