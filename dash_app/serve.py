@@ -28,7 +28,13 @@ class _Dashboard(BaseApplication):  # type: ignore[misc]  # gunicorn ships no ty
 
     def load(self) -> Any:
         # In each worker, after the fork: the app's database loop and pool are the worker's own.
-        return create_app(self.settings, self.database).server
+        app = create_app(self.settings, self.database)
+        # Dash registers the component scripts a page may fetch while it renders the page, per process: render
+        # it once here, or a worker that did not serve the page answers its script requests with 500.
+        with app.server.test_request_context("/"):
+            app._setup_server()  # type: ignore[no-untyped-call]
+            app.index()  # type: ignore[no-untyped-call]
+        return app.server
 
 
 def serve(settings: Settings, database: DatabaseTarget, host: str, port: int, workers: int, threads: int) -> None:
