@@ -1,6 +1,6 @@
 # syntax=docker/dockerfile:1.7
 # One image, three roles (see docs/deploy-aws.md):
-#   API (default):  uvicorn api.main:app --host 0.0.0.0 --port 8000
+#   API (default):  uvicorn api.main:app --http api.protocol:BoundedHttpTools --host 0.0.0.0 --port 8000
 #   consumer:       fraudflow consume --metrics-port 9100 --metrics-host 0.0.0.0
 #   dashboard:      fraudflow dashboard --host 0.0.0.0 --port 8050
 # Patch-pinned base, the same in both stages; add the digest (@sha256:...) where your registry policy asks.
@@ -43,4 +43,4 @@ EXPOSE 8000 8050 9100
 HEALTHCHECK --interval=30s --timeout=5s --start-period=30s --retries=3 CMD ["fraudflow", "healthcheck"]
 STOPSIGNAL SIGTERM
 # Keep-alive above a load balancer's idle timeout (60 s on an ALB): it must never reuse a connection we closed.
-CMD ["uvicorn", "api.main:app", "--host", "0.0.0.0", "--port", "8000", "--no-server-header", "--timeout-graceful-shutdown", "20", "--timeout-keep-alive", "75"]
+CMD ["uvicorn", "api.main:app", "--http", "api.protocol:BoundedHttpTools", "--host", "0.0.0.0", "--port", "8000", "--no-server-header", "--timeout-graceful-shutdown", "20", "--timeout-keep-alive", "75"]

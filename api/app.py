@@ -17,6 +17,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from api.deps import Services
 from api.metrics import ApiMetrics
 from api.middleware import RequestContext
+from api.protocol import STATE_KEY
 from api.readiness import Readiness
 from api.responses import JSONResponse, error_items, problem
 from api.routes import admin, health, predict
@@ -78,7 +79,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     metrics = ApiMetrics()
 
     @asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, Any]]:
         scorer = await asyncio.to_thread(Scorer, settings.models_dir, settings.scoring_threads)
         metrics.serving(scorer.models.version)
         config = client_config(read_timeout=5.0, pool=settings.publish_max_in_flight + 4)
@@ -95,6 +96,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 settings.stream_name,
                 linger_s=settings.publish_linger_ms / 1000,
                 max_buffer=settings.publish_buffer_records,
+                max_key_buffer=settings.publish_key_buffer_records,
                 max_in_flight=settings.publish_max_in_flight,
                 close_timeout_s=max(5.0, settings.publish_timeout_s * 2),
                 hooks=metrics.producer_hooks(),
@@ -106,7 +108,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                     metrics=metrics,
                     scorer=scorer,
                     scoring=ScoringService(settings, batcher, producer, metrics),
-                    readiness=Readiness(client, settings.stream_name),
+                    readiness=Readiness(client, settings.stream_name, producer, settings.publish_timeout_s),
                 )
                 # Everything loaded at start-up (models, botocore's service models, numpy, pydantic) lives for
                 # the whole process: move it out of the collector's reach, or each full collection walks it
@@ -121,7 +123,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                     stream=settings.stream_name,
                     delivery=settings.delivery_mode.value,
                 )
-                yield
+                yield {STATE_KEY: settings.http_request_timeout_s}  # read by the HTTP protocol (api/protocol.py)
             log.info("api stopped", undelivered=producer.undelivered)
 
     app = FastAPI(

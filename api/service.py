@@ -22,7 +22,7 @@ from fraudflow.batching import MicroBatcher
 from fraudflow.config import DeliveryMode, Settings
 from fraudflow.data.columns import AMOUNT_INDEX
 from fraudflow.events import build_event, event_id_for
-from fraudflow.producer import BufferFull, KinesisProducer, PublishError, PutResult
+from fraudflow.producer import BufferFull, KeyBacklogFull, KinesisProducer, PublishError, PutResult
 from fraudflow.scoring import Decision, Scores
 
 DECISIONS = [d.label for d in Decision]
@@ -30,7 +30,8 @@ DECISIONS = [d.label for d in Decision]
 
 # Why a transaction got 503, and whether its event may still reach the stream: a record that missed the
 # publish deadline stays queued and is published later, so its client must retry with the same idempotency key
-# (the answer gives it) to get the same event id; a refused or never queued record is not on the stream.
+# (the answer gives it) to get the same event id; a refused, never queued or never scored record
+# (scoring_timeout) is not on the stream.
 MAY_BE_PUBLISHED = {"publish_timeout"}
 
 
@@ -104,37 +105,46 @@ class ScoringService:
 
     async def predict(self, requests: list[PredictRequest], keys: list[str | None], client: str) -> list[Outcome]:
         """Score and publish; `keys` are the clients' idempotency keys (None: one is made), `client` the API
-        client they are scoped to."""
+        client they are scoped to. The answer comes within the publish timeout, scoring included."""
         loop = asyncio.get_running_loop()
         given = [key or self._keys.next() for key in keys]
         job = _Job(requests, given, client, loop.create_future(), time.perf_counter(), datetime.now(UTC))
+        job.outcomes = [
+            Outcome({"event_id": str(event_id_for(client, r.metadata.user_id, key))}, key)
+            for r, key in zip(requests, given, strict=True)
+        ]
+        # A record that misses the deadline stays queued and is still published; the client's retry with the
+        # same idempotency key carries the same event id, which the consumer stores once. A transaction not
+        # scored by then is never published.
+        job.deadline = loop.call_later(self.settings.publish_timeout_s, self._finish, job, True)
         matrix = np.stack([r.data for r in requests]) if len(requests) > 1 else requests[0].data[None, :]
         self.batcher.submit(matrix).add_done_callback(functools.partial(self._scored, job))
         return await job.done
 
     def _scored(self, job: _Job, scored: asyncio.Future[Scores]) -> None:
-        if job.done.done():  # the client went away
+        if job.done.done():  # the client went away, or the deadline passed first
             return
         if (error := scored.exception()) is not None:
+            if job.deadline is not None:
+                job.deadline.cancel()
             job.done.set_exception(error)
             return
         scores = scored.result()
         job.scored_at = time.perf_counter()
-        for i, request in enumerate(job.requests):
+        for i, (request, outcome) in enumerate(zip(job.requests, job.outcomes, strict=True)):
             decision = int(scores.decision[i])
             self._decision_counters[decision].inc()
             prediction = int(decision == Decision.DECLINE)
-            body = {
-                "anomaly_detector": {"score": float(scores.anomaly[i])},
-                "fraud_classifier": {"pred_proba": float(scores.fraud_proba[i]), "prediction": prediction},
-                "event_id": str(event_id_for(job.client, request.metadata.user_id, job.keys[i])),
-                "decision": DECISIONS[decision],
-                "model_version": scores.model_version,
-            }
-            outcome = Outcome(body, job.keys[i])
-            job.outcomes.append(outcome)
+            body = outcome.body
+            body["anomaly_detector"] = {"score": float(scores.anomaly[i])}
+            body["fraud_classifier"] = {"pred_proba": float(scores.fraud_proba[i]), "prediction": prediction}
+            body["decision"] = DECISIONS[decision]
+            body["model_version"] = scores.model_version
             try:
                 ack = self.producer.publish(_event(request, body, job.received_at), request.metadata.user_id)
+            except KeyBacklogFull:
+                outcome.unavailable = "user_backlog_full"
+                continue
             except BufferFull:
                 outcome.unavailable = "buffer_full"
                 continue
@@ -144,13 +154,7 @@ class ScoringService:
             if self._ack:
                 job.waiting += 1
                 ack.add_done_callback(functools.partial(self._acknowledged, job, outcome))
-        if job.waiting:
-            # A record that misses the deadline stays queued and is still published; the client's retry with
-            # the same idempotency key carries the same event id, which the consumer stores once.
-            job.deadline = asyncio.get_running_loop().call_later(
-                self.settings.publish_timeout_s, self._finish, job, "publish_timeout"
-            )
-        else:
+        if not job.waiting:
             self._finish(job)
 
     def _acknowledged(self, job: _Job, outcome: Outcome, result: asyncio.Future[PutResult]) -> None:
@@ -163,20 +167,22 @@ class ScoringService:
         if job.waiting == 0:
             self._finish(job)
 
-    def _finish(self, job: _Job, late: str | None = None) -> None:
+    def _finish(self, job: _Job, late: bool = False) -> None:
         if job.done.done():
             return
         if job.deadline is not None:
             job.deadline.cancel()
         finished = time.perf_counter()
+        scored_at = job.scored_at or finished
         timing = {
             "total_ms": round((finished - job.started) * 1000, 3),
-            "scoring_ms": round((job.scored_at - job.started) * 1000, 3),
-            "publish_ms": round((finished - job.scored_at) * 1000, 3),
+            "scoring_ms": round((scored_at - job.started) * 1000, 3),
+            "publish_ms": round((finished - scored_at) * 1000, 3),
         }
+        reason = "publish_timeout" if job.scored_at else "scoring_timeout"
         for outcome in job.outcomes:
             if late and not outcome.acked and outcome.unavailable is None:
-                outcome.unavailable = late
+                outcome.unavailable = reason
             outcome.body["timing"] = timing
             if outcome.unavailable:
                 self.metrics.rejected.labels(outcome.unavailable).inc()

@@ -1,5 +1,6 @@
 -- wrk script: POST /predict with a user_id drawn from 100,000 users (partition keys vary as in real traffic).
--- Optional argument: a delay in ms between requests on each connection (a fixed-rate mode).
+-- Optional arguments: a delay in ms between requests on each connection (a fixed-rate mode; 0: none), and
+-- the number of users (1: every request from one user_id, a hot partition key).
 local data = "406, -2.3122, 1.952, -1.6099, 3.9979, -0.5222, -1.4265, -2.5374, 1.3917, -2.7701, -2.7723, " ..
   "3.202, -2.8999, -0.5952, -4.2893, 0.3897, -1.1407, -2.8301, -0.0168, 0.417, 0.1269, 0.5172, -0.035, " ..
   "-0.4652, 0.3202, 0.0445, 0.1778, 0.2611, -0.1433, 12.5"
@@ -7,6 +8,7 @@ local head = '{"metadata":{"timestamp":"2025-08-21T17:45:00","user_id":"u'
 local tail = '","source":"bench","ip_address":"10.1.2.3","device_info":{"device_type":"mobile"},' ..
   '"geo":{"country":"FR","city":"Paris","latitude":48.85,"longitude":2.35}},"data":"' .. data .. '"}'
 local delay_ms = 0
+local users = 100000
 
 wrk.method = "POST"
 wrk.headers["Content-Type"] = "application/json"
@@ -14,10 +16,11 @@ wrk.headers["Content-Type"] = "application/json"
 function init(args)
   math.randomseed(os.time() + math.floor(os.clock() * 1e6))
   if args[1] then delay_ms = tonumber(args[1]) end
+  if args[2] then users = tonumber(args[2]) end
 end
 
 function request()
-  return wrk.format(nil, "/predict", nil, head .. math.random(1, 100000) .. tail)
+  return wrk.format(nil, "/predict", nil, head .. math.random(1, users) .. tail)
 end
 
 function delay()

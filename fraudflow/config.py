@@ -106,11 +106,16 @@ class Settings(BaseSettings):
     publish_timeout_s: float = Field(2.0, gt=0, validation_alias=_env("FRAUDFLOW_PUBLISH_TIMEOUT_S"))
     publish_linger_ms: float = Field(0.0, ge=0, validation_alias=_env("FRAUDFLOW_PUBLISH_LINGER_MS"))
     publish_buffer_records: int = Field(20_000, ge=1, validation_alias=_env("FRAUDFLOW_PUBLISH_BUFFER_RECORDS"))
+    # One partition key's share of that buffer: a hot user_id gets 503 beyond it while every other key flows.
+    publish_key_buffer_records: int = Field(2_000, ge=1, validation_alias=_env("FRAUDFLOW_PUBLISH_KEY_BUFFER_RECORDS"))
     publish_max_in_flight: int = Field(2, ge=1, le=64, validation_alias=_env("FRAUDFLOW_PUBLISH_MAX_IN_FLIGHT"))
     score_batch_rows: int = Field(64, ge=1, le=4096, validation_alias=_env("FRAUDFLOW_SCORE_BATCH_ROWS"))
     score_batch_wait_ms: float = Field(0.0, ge=0, validation_alias=_env("FRAUDFLOW_SCORE_BATCH_WAIT_MS"))
     scoring_threads: int = Field(1, ge=1, le=64, validation_alias=_env("FRAUDFLOW_SCORING_THREADS"))
     predict_batch_max: int = Field(500, ge=1, le=10_000, validation_alias=_env("FRAUDFLOW_PREDICT_BATCH_MAX"))
+    # Served with api.protocol:BoundedHttpTools: a connection must deliver a whole request within this time of
+    # connecting, of its previous answer or of starting the request (slow and idle clients are closed).
+    http_request_timeout_s: float = Field(15.0, gt=0, validation_alias=_env("FRAUDFLOW_HTTP_REQUEST_TIMEOUT_S"))
     max_body_bytes: int = Field(64 * 1024, ge=1024, validation_alias=_env("FRAUDFLOW_MAX_BODY_BYTES"))
     max_batch_body_bytes: int = Field(2 * 1024 * 1024, ge=1024, validation_alias=_env("FRAUDFLOW_MAX_BATCH_BODY_BYTES"))
 

@@ -1,9 +1,12 @@
-"""Kinesis producer: records gathered into PutRecords calls, retried per record, ordered per partition key.
+"""Kinesis producer: records gathered into PutRecords calls, retried, ordered per partition key.
 
-Ordering: a partition key has at most one record in flight. Later records of the same key wait in the
-buffer until the earlier one is acknowledged, and a failed record goes back to the front, so a retry can
-never overtake or be overtaken. Different keys share calls, so throughput comes from key diversity
-(`user_id` in practice), and several calls may be in flight at once.
+Ordering: a partition key has at most one Kinesis record in flight. A key's later records wait in its own
+queue until the earlier call is acknowledged, and a failed call's records go back to the front of that queue,
+so a retry can never overtake or be overtaken. Throughput of one key comes from aggregation: when a key has
+several records waiting, they leave together as one KPL aggregated record (the consumer splits it), so a hot
+key moves as many records per round trip as fit in `aggregate_max_bytes`, up to its shard's own limit.
+Different keys share calls, and several calls may be in flight at once. Each key holds at most
+`max_key_buffer` records, so one hot key cannot fill the buffer that every other key shares.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from typing import TYPE_CHECKING
 from botocore.exceptions import BotoCoreError, ClientError
 
 from fraudflow.aws import error_code
+from fraudflow.kpl import OVERHEAD_BYTES, PER_RECORD_OVERHEAD_BYTES, aggregate
 from fraudflow.logging import get_logger
 from fraudflow.retry import backoff_delay
 
@@ -28,7 +32,7 @@ if TYPE_CHECKING:
 MAX_RECORDS_PER_CALL = 500
 MAX_BYTES_PER_CALL = 5 * 1024 * 1024
 MAX_RECORD_BYTES = 1024 * 1024  # data + partition key
-_SCAN_LIMIT = 10 * MAX_RECORDS_PER_CALL  # bounds the work of one batch build when a hot key blocks the queue
+AGGREGATE_MAX_BYTES = 51_200  # the KPL's default: larger records only delay the first of them
 # Errors about the request itself: retrying cannot help.
 _PERMANENT = {"ValidationException", "InvalidArgumentException"}
 
@@ -37,6 +41,10 @@ log = get_logger(__name__)
 
 class BufferFull(RuntimeError):
     """The producer's buffer is at capacity (or closed); the caller should shed load (HTTP 503)."""
+
+
+class KeyBacklogFull(BufferFull):
+    """One partition key holds its whole share of the buffer; other keys are still accepted."""
 
 
 class PublishError(RuntimeError):
@@ -52,14 +60,32 @@ class PutResult:
 @dataclass
 class _Entry:
     data: bytes
-    key: str
     future: asyncio.Future[PutResult]
-    attempts: int = 0
-    not_before: float = 0.0
-    size: int = field(init=False)
+    queued_at: float
 
-    def __post_init__(self) -> None:
-        self.size = len(self.data) + len(self.key.encode())
+
+@dataclass
+class _Key:
+    """One partition key's records: those waiting, in order, and those of its call in flight."""
+
+    name: str
+    waiting: deque[_Entry] = field(default_factory=deque)
+    sending: list[_Entry] = field(default_factory=list)
+    attempts: int = 0  # failed calls in a row; sets the backoff
+    not_before: float = 0.0
+
+    @property
+    def depth(self) -> int:
+        return len(self.waiting) + len(self.sending)
+
+
+@dataclass
+class _Record:
+    """One Kinesis record of a call: a key's entries, aggregated when there are several."""
+
+    key: _Key
+    entries: list[_Entry]
+    data: bytes
 
 
 @dataclass
@@ -78,7 +104,9 @@ class KinesisProducer:
         *,
         linger_s: float = 0.0,
         max_buffer: int = 20_000,
+        max_key_buffer: int | None = None,
         max_in_flight: int = 2,
+        aggregate_max_bytes: int = AGGREGATE_MAX_BYTES,
         backoff_base_s: float = 0.05,
         backoff_cap_s: float = 2.0,
         close_timeout_s: float = 10.0,
@@ -88,13 +116,15 @@ class KinesisProducer:
         self.stream = stream
         self.linger_s = linger_s
         self.max_buffer = max_buffer
+        self.max_key_buffer = max_key_buffer or max_buffer
         self.max_in_flight = max_in_flight
+        self.aggregate_max_bytes = aggregate_max_bytes
         self.backoff_base_s = backoff_base_s
         self.backoff_cap_s = backoff_cap_s
         self.hooks = hooks or ProducerHooks()
-        self._pending: deque[_Entry] = deque()
-        self._in_flight_keys: set[str] = set()
-        self._in_flight_records = 0
+        # Keys with records waiting or in flight, oldest first (a dict keeps insertion order).
+        self._keys: dict[str, _Key] = {}
+        self._depth = 0
         self._calls = 0
         self._wakeup = asyncio.Event()
         self._changed = asyncio.Condition()
@@ -114,7 +144,14 @@ class KinesisProducer:
     @property
     def depth(self) -> int:
         """Records accepted and not yet acknowledged by Kinesis."""
-        return len(self._pending) + self._in_flight_records
+        return self._depth
+
+    def oldest_age_s(self) -> float:
+        """How long the oldest record not yet acknowledged has waited (0 when there is none)."""
+        heads = [key.sending[0] if key.sending else key.waiting[0] for key in self._keys.values() if key.depth]
+        if not heads:
+            return 0.0
+        return max(0.0, asyncio.get_running_loop().time() - min(entry.queued_at for entry in heads))
 
     async def start(self) -> None:
         self._runner = asyncio.create_task(self._run(), name="kinesis-producer")
@@ -123,12 +160,20 @@ class KinesisProducer:
         """Queue one record; the future resolves when Kinesis acknowledges it."""
         if self._closed:
             raise BufferFull("producer is shutting down")
-        if self.depth >= self.max_buffer:
+        if self._depth >= self.max_buffer:
             raise BufferFull(f"publish buffer is full ({self.max_buffer} records)")
-        entry = _Entry(data, partition_key, asyncio.get_running_loop().create_future())
-        if entry.size > MAX_RECORD_BYTES:
-            raise PublishError(f"record of {entry.size} bytes exceeds the Kinesis limit of {MAX_RECORD_BYTES}")
-        self._pending.append(entry)
+        size = len(data) + len(partition_key.encode())
+        if size > MAX_RECORD_BYTES:
+            raise PublishError(f"record of {size} bytes exceeds the Kinesis limit of {MAX_RECORD_BYTES}")
+        key = self._keys.get(partition_key)
+        if key is None:
+            key = self._keys[partition_key] = _Key(partition_key)
+        elif key.depth >= self.max_key_buffer:
+            raise KeyBacklogFull(f"partition key has {key.depth} records waiting (limit {self.max_key_buffer})")
+        loop = asyncio.get_running_loop()
+        entry = _Entry(data, loop.create_future(), loop.time())
+        key.waiting.append(entry)
+        self._depth += 1
         self._wakeup.set()
         return entry.future
 
@@ -157,36 +202,49 @@ class KinesisProducer:
             log.error("producer closed with undelivered records", records=left, stream=self.stream)
         return left
 
-    def _take_batch(self, now: float) -> tuple[list[_Entry], float | None]:
-        """The next call's records: oldest first, one per key, none of a key already in flight."""
-        batch: list[_Entry] = []
+    def _record(self, key: _Key) -> _Record:
+        """The key's next Kinesis record: its first waiting entry, plus as many more as fit in one aggregate."""
+        first = key.waiting.popleft()
+        entries = [first]
+        size = OVERHEAD_BYTES + len(key.name.encode()) + PER_RECORD_OVERHEAD_BYTES + len(first.data)
+        while key.waiting:
+            grown = size + PER_RECORD_OVERHEAD_BYTES + len(key.waiting[0].data)
+            if grown > self.aggregate_max_bytes:
+                break
+            entries.append(key.waiting.popleft())
+            size = grown
+        key.sending = entries
+        if len(entries) == 1:
+            return _Record(key, entries, first.data)
+        return _Record(key, entries, aggregate([(key.name, entry.data) for entry in entries]))
+
+    def _take_batch(self, now: float) -> tuple[list[_Record], float | None]:
+        """The next call's records: keys oldest first, one record per key, none of a key already in flight."""
+        batch: list[_Record] = []
         size = 0
-        blocked = set(self._in_flight_keys)
-        kept: deque[_Entry] = deque()
         next_retry: float | None = None
-        scanned = 0
-        while self._pending and len(batch) < MAX_RECORDS_PER_CALL and scanned < _SCAN_LIMIT:
-            entry = self._pending.popleft()
-            scanned += 1
-            if entry.key in blocked or size + entry.size > MAX_BYTES_PER_CALL:
-                kept.append(entry)
-            elif entry.not_before > now:
-                kept.append(entry)
-                next_retry = entry.not_before if next_retry is None else min(next_retry, entry.not_before)
-            else:
-                batch.append(entry)
-                size += entry.size
-            blocked.add(entry.key)
-        self._pending.extendleft(reversed(kept))
+        for key in self._keys.values():
+            if key.sending or not key.waiting:
+                continue
+            if key.not_before > now:
+                next_retry = key.not_before if next_retry is None else min(next_retry, key.not_before)
+                continue
+            if size + len(key.waiting[0].data) + len(key.name) > MAX_BYTES_PER_CALL:
+                break
+            record = self._record(key)
+            batch.append(record)
+            size += len(record.data) + len(key.name)
+            if len(batch) == MAX_RECORDS_PER_CALL or size >= MAX_BYTES_PER_CALL - self.aggregate_max_bytes:
+                break
         return batch, next_retry
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
-            if not self._pending:
+            if not self._depth:
                 self._wakeup.clear()
                 await self._wakeup.wait()
-            if self.linger_s and len(self._pending) < MAX_RECORDS_PER_CALL:
+            if self.linger_s and len(self._keys) < MAX_RECORDS_PER_CALL:
                 await asyncio.sleep(self.linger_s)
             next_retry = None
             while self._calls < self.max_in_flight:
@@ -199,66 +257,73 @@ class KinesisProducer:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wakeup.wait(), timeout)
 
-    def _dispatch(self, batch: list[_Entry]) -> None:
-        # Book the keys as in flight before the next batch is built, not when the task first runs.
-        keys = {entry.key for entry in batch}
-        self._in_flight_keys |= keys
-        self._in_flight_records += len(batch)
+    def _dispatch(self, batch: list[_Record]) -> None:
         self._calls += 1
-        task = asyncio.create_task(self._send(batch, keys))
+        task = asyncio.create_task(self._send(batch))
         self._sends.add(task)
         task.add_done_callback(self._sends.discard)
 
-    async def _send(self, batch: list[_Entry], keys: set[str]) -> None:
-        retry: list[_Entry] = []
+    async def _send(self, batch: list[_Record]) -> None:
+        failed: list[_Record] = []
         started = time.perf_counter()
         try:
             response = await self._client.put_records(
-                StreamName=self.stream, Records=[{"Data": e.data, "PartitionKey": e.key} for e in batch]
+                StreamName=self.stream, Records=[{"Data": r.data, "PartitionKey": r.key.name} for r in batch]
             )
             failures: dict[str, int] = {}
-            for entry, result in zip(batch, response["Records"], strict=True):
+            for record, result in zip(batch, response["Records"], strict=True):
                 if "ErrorCode" in result:
-                    failures[result["ErrorCode"]] = failures.get(result["ErrorCode"], 0) + 1
-                    retry.append(entry)
-                elif not entry.future.done():
-                    entry.future.set_result(PutResult(result["ShardId"], result["SequenceNumber"]))
+                    failures[result["ErrorCode"]] = failures.get(result["ErrorCode"], 0) + len(record.entries)
+                    failed.append(record)
+                else:
+                    acknowledged = PutResult(result["ShardId"], result["SequenceNumber"])
+                    for entry in record.entries:
+                        if not entry.future.done():
+                            entry.future.set_result(acknowledged)
             for reason, count in failures.items():
                 self.hooks.on_failure(reason, count)
-            self.hooks.on_call(time.perf_counter() - started, len(batch), len(retry))
+            self.hooks.on_call(time.perf_counter() - started, _entries(batch), _entries(failed))
         except ClientError as error:
             code = error_code(error) or "ClientError"
-            self.hooks.on_failure(code, len(batch))
+            self.hooks.on_failure(code, _entries(batch))
             if code in _PERMANENT:
-                log.error("kinesis rejected records for good", code=code, records=len(batch))
-                for entry in batch:
-                    if not entry.future.done():
-                        entry.future.set_exception(PublishError(code))
+                log.error("kinesis rejected records for good", code=code, records=_entries(batch))
+                for record in batch:
+                    for entry in record.entries:
+                        if not entry.future.done():
+                            entry.future.set_exception(PublishError(code))
             else:
-                retry = batch
+                failed = batch
         except (BotoCoreError, OSError, TimeoutError) as error:
-            self.hooks.on_failure(type(error).__name__, len(batch))
-            retry = batch
+            self.hooks.on_failure(type(error).__name__, _entries(batch))
+            failed = batch
         except Exception as error:  # an unexpected transport error must not lose accepted records
             log.exception("unexpected error from put_records", error=type(error).__name__)
-            self.hooks.on_failure(type(error).__name__, len(batch))
-            retry = batch
+            self.hooks.on_failure(type(error).__name__, _entries(batch))
+            failed = batch
         except BaseException:
-            retry = batch  # cancelled at shutdown: keep the records accounted for
+            failed = batch  # cancelled at shutdown: keep the records accounted for
             raise
         finally:
-            self._finish(batch, keys, retry)
+            self._finish(batch, failed)
 
-    def _finish(self, batch: list[_Entry], keys: set[str], retry: list[_Entry]) -> None:
-        if retry:
-            now = asyncio.get_running_loop().time()
-            for entry in retry:
-                entry.attempts += 1
-                entry.not_before = now + backoff_delay(entry.attempts, self.backoff_base_s, self.backoff_cap_s)
-            self._pending.extendleft(reversed(retry))
-            log.warning("kinesis put failed, retrying", records=len(retry), attempts=retry[0].attempts)
-        self._in_flight_keys -= keys
-        self._in_flight_records -= len(batch)
+    def _finish(self, batch: list[_Record], failed: list[_Record]) -> None:
+        now = asyncio.get_running_loop().time()
+        retried = {id(record) for record in failed}
+        for record in batch:
+            key = record.key
+            key.sending = []
+            if id(record) in retried:
+                key.waiting.extendleft(reversed(record.entries))
+                key.attempts += 1
+                key.not_before = now + backoff_delay(key.attempts, self.backoff_base_s, self.backoff_cap_s)
+            else:
+                key.attempts = 0
+                self._depth -= len(record.entries)
+                if not key.waiting:
+                    del self._keys[key.name]
+        if failed:
+            log.warning("kinesis put failed, retrying", records=_entries(failed), calls_failed=failed[0].key.attempts)
         self._calls -= 1
         self._wakeup.set()
         asyncio.get_running_loop().create_task(self._notify())
@@ -266,3 +331,7 @@ class KinesisProducer:
     async def _notify(self) -> None:
         async with self._changed:
             self._changed.notify_all()
+
+
+def _entries(records: list[_Record]) -> int:
+    return sum(len(record.entries) for record in records)

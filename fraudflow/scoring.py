@@ -62,25 +62,39 @@ def session_options(threads: int) -> ort.SessionOptions:
 
 class _Model:
     def __init__(self, directory: Path, spec: ModelFile, name: str, threads: int) -> None:
+        # Messages name files relative to the models directory: they reach API clients (409) and logs.
         path = directory / spec.file
         if not path.is_file():
-            raise ModelError(f"{name}: file {path} is missing")
+            raise ModelError(f"{name}: file {spec.file} is missing")
         if (actual := file_sha256(path)) != spec.sha256:
-            raise ModelError(f"{name}: {path} has sha256 {actual[:12]}..., the manifest says {spec.sha256[:12]}...")
+            raise ModelError(
+                f"{name}: {spec.file} has sha256 {actual[:12]}..., the manifest says {spec.sha256[:12]}..."
+            )
         try:
             self.session = ort.InferenceSession(
                 str(path), sess_options=session_options(threads), providers=["CPUExecutionProvider"]
             )
         except Exception as error:  # onnxruntime raises its own exception types for unreadable models
-            raise ModelError(f"{name}: onnxruntime cannot load {path}: {error}") from None
+            raise ModelError(
+                f"{name}: onnxruntime cannot load {spec.file}: {str(error).replace(str(path), spec.file)}"
+            ) from None
         inputs = self.session.get_inputs()
         if len(inputs) != 1 or inputs[0].name != spec.input:
             raise ModelError(f"{name}: expected one input named {spec.input!r}")
+        if inputs[0].type != "tensor(float)":
+            raise ModelError(f"{name}: the model takes {inputs[0].type}, the scorer sends tensor(float) (float32)")
         width = inputs[0].shape[-1]
         if width != N_FEATURES:
             raise ModelError(f"{name}: the model takes {width} features, the scorer sends {N_FEATURES}")
-        if spec.output not in {o.name for o in self.session.get_outputs()}:
+        output = next((o for o in self.session.get_outputs() if o.name == spec.output), None)
+        if output is None:
             raise ModelError(f"{name}: no output named {spec.output!r}")
+        columns = output.shape[-1] if len(output.shape) == 2 else None
+        if spec.output_column is not None and isinstance(columns, int) and not 0 <= spec.output_column < columns:
+            raise ModelError(
+                f"{name}: output {spec.output!r} has {columns} columns, the manifest reads column {spec.output_column}"
+            )
+        self.name = name
         self.spec = spec
 
     def run(self, matrix: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
@@ -98,20 +112,35 @@ class ModelSet:
         try:
             self.manifest = Manifest.read(directory)
         except FileNotFoundError:
-            raise ModelError(f"no {MANIFEST_FILE} in {directory}; run `fraudflow train`") from None
+            raise ModelError(f"no {MANIFEST_FILE} in the models directory; run `fraudflow train`") from None
+        except UnicodeDecodeError:
+            raise ModelError(f"{MANIFEST_FILE} is not UTF-8 text") from None
         except ValidationError as error:
             first = error.errors()[0]
             where = ".".join(str(p) for p in first["loc"])
-            raise ModelError(
-                f"{directory / MANIFEST_FILE} is invalid at {where or 'top level'}: {first['msg']}"
-            ) from None
+            raise ModelError(f"{MANIFEST_FILE} is invalid at {where or 'top level'}: {first['msg']}") from None
         self.classifier = _Model(directory, self.manifest.fraud_classifier, "fraud_classifier", threads)
         self.detector = _Model(directory, self.manifest.anomaly_detector, "anomaly_detector", threads)
         thresholds = self.manifest.thresholds
         self._cuts = np.array([thresholds.review, thresholds.decline], dtype=np.float32)
         scale = self.manifest.anomaly_scale
         self._low, self._span = np.float32(scale.low), np.float32(scale.high - scale.low)
-        self.score(np.zeros((1, N_FEATURES), dtype=np.float32))  # warm up: first runs allocate
+        self._check_on_sample()
+
+    def _check_on_sample(self) -> None:
+        """Run both models on a fixed sample (which also warms them up): a set that fails, or answers NaN or
+        probabilities outside [0, 1], is refused here rather than on live traffic."""
+        sample = np.random.default_rng(0).normal(size=(16, N_FEATURES)).astype(np.float32)
+        sample[0] = 0.0
+        for model in (self.classifier, self.detector):
+            try:
+                out = model.run(sample)
+            except Exception as error:  # onnxruntime's own types, or an index error from a bad output column
+                raise ModelError(f"{model.name}: fails on a sample batch: {type(error).__name__}: {error}") from None
+            if out.shape != (len(sample),) or not np.isfinite(out).all():
+                raise ModelError(f"{model.name}: answers NaN, infinite or misshapen scores on a sample batch")
+        if not ((proba := self.classifier.run(sample)) >= 0).all() or not (proba <= 1).all():
+            raise ModelError(f"{self.classifier.name}: probabilities outside [0, 1] on a sample batch")
 
     @property
     def version(self) -> str:

@@ -4,14 +4,19 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fraudflow.aws import kinesis_client
 from fraudflow.config import Settings
+from fraudflow.kpl import AggregationError, UserRecord, deaggregate
+
+if TYPE_CHECKING:
+    from types_aiobotocore_kinesis.type_defs import RecordTypeDef
 
 
 async def read_stream(settings: Settings) -> list[dict[str, Any]]:
-    """Every record currently in the stream, each with its ShardId, in shard order."""
+    """Every user record currently in the stream (KPL aggregates split, as the consumer does), each with its
+    ShardId and SubSequence, in shard order."""
     records: list[dict[str, Any]] = []
     async with kinesis_client(settings) as client:
         shards = (await client.list_shards(StreamName=settings.stream_name))["Shards"]
@@ -23,11 +28,22 @@ async def read_stream(settings: Settings) -> list[dict[str, Any]]:
             )["ShardIterator"]
             while iterator:
                 page = await client.get_records(ShardIterator=iterator, Limit=10_000)
-                records += [{**r, "ShardId": shard["ShardId"]} for r in page["Records"]]
+                records += [
+                    {**r, "Data": user.data, "SubSequence": user.sub_sequence, "ShardId": shard["ShardId"]}
+                    for r in page["Records"]
+                    for user in _users(r)
+                ]
                 if not page["Records"] or page.get("MillisBehindLatest", 0) == 0:
                     break
                 iterator = page.get("NextShardIterator")
     return records
+
+
+def _users(record: RecordTypeDef) -> list[UserRecord]:
+    try:
+        return deaggregate(record["Data"], record["PartitionKey"])
+    except AggregationError:  # a poison record, as written: the consumer dead-letters it whole
+        return [UserRecord(record["Data"], record["PartitionKey"], 0)]
 
 
 async def wait_for_records(settings: Settings, count: int, deadline_s: float = 20.0) -> list[dict[str, Any]]:

@@ -241,6 +241,22 @@ async def test_a_503_says_how_to_retry_without_a_second_event(
     assert {ScoredEvent.model_validate_json(r["Data"]).event_id for r in records} == {uuid.UUID(answer["event_id"])}
 
 
+async def test_the_answer_comes_within_the_publish_timeout_even_when_scoring_is_slow(settings: Settings) -> None:
+    # The micro-batcher waits 3 s for a batch to fill: far past the 0.3 s the client was promised.
+    slow = settings.model_copy(update={"publish_timeout_s": 0.3, "score_batch_wait_ms": 3_000.0})
+    async with running(slow) as (_, http):
+        started = asyncio.get_running_loop().time()
+        response = await http.post("/predict", json=body(transaction_id="slow-1"))
+        elapsed = asyncio.get_running_loop().time() - started
+        assert response.status_code == 503
+        assert elapsed < 1.5
+        answer = response.json()
+        assert answer["published"] == "no"
+        assert "scoring_timeout" in answer["detail"]
+        assert answer["event_id"] == str(event_id_for(LOOPBACK_CLIENT, "u_123", "slow-1"))
+    assert await read_stream(settings) == []  # scored after the answer, but never published
+
+
 async def test_async_mode_answers_at_once_and_flushes_on_shutdown(
     proxied_settings: Settings, fault_proxy: FaultProxy
 ) -> None:

@@ -16,6 +16,7 @@ import httpx
 import pytest
 
 from api.schemas import EXAMPLE_REQUEST
+from fraudflow.cli.up import API_PROTOCOL
 from fraudflow.config import Settings
 from fraudflow.net import free_port
 from tests.faultproxy import FaultProxy
@@ -42,7 +43,17 @@ def uvicorn(settings: Settings, log: Path, **extra: str) -> Iterator[tuple[subpr
     port = free_port()
     with log.open("w") as sink:
         process = subprocess.Popen(
-            [sys.executable, "-m", "uvicorn", "api.main:app", "--host", "127.0.0.1", "--port", str(port)],
+            [
+                sys.executable,
+                "-m",
+                "uvicorn",
+                "api.main:app",
+                *API_PROTOCOL,
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+            ],
             env=_env(settings, **extra),
             cwd=_project_root(),
             stdout=sink,

@@ -11,11 +11,11 @@ import pytest
 from consumers.coordinator.scheduler import Scheduler
 from consumers.leases.table import LeaseLost, LeaseTable, NewShard
 from consumers.processor.sink import PostgresSink, ShardBuffer
-from consumers.retrieval.deaggregation import aggregate
 from consumers.retrieval.fetcher import Record
 from fraudflow.aws import kinesis_client
 from fraudflow.config import Settings
 from fraudflow.events import encode_event
+from fraudflow.kpl import aggregate
 from fraudflow.local.kinesis import KinesisServer
 from fraudflow.streams import wait_until_active
 from tests.consumer_helpers import aggregated, event, pool_for, put, put_events, stored, wait_until, worker

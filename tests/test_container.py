@@ -48,7 +48,7 @@ def test_image_is_multi_stage_pinned_and_non_root() -> None:
 
 def test_roles_and_health_check() -> None:
     runtime = dict(runtime_stage())
-    assert runtime["CMD"].startswith('["uvicorn", "api.main:app", "--host", "0.0.0.0"')
+    assert runtime["CMD"].startswith('["uvicorn", "api.main:app", "--http", "api.protocol:BoundedHttpTools"')
     assert runtime["HEALTHCHECK"].endswith('CMD ["fraudflow", "healthcheck"]')
     # The header comment lists the other two roles; they must be commands the CLI accepts.
     roles = [line.split(":", 1)[1].strip() for line in DOCKERFILE.read_text().splitlines() if line.startswith("#  ")]
@@ -89,6 +89,7 @@ def test_the_api_outlives_a_load_balancers_idle_connections() -> None:
         keep_alive = option(argv, "--timeout-keep-alive")
         assert keep_alive is not None
         assert int(keep_alive) > ALB_DEFAULT_IDLE_TIMEOUT_S
+        assert option(argv, "--http") == "api.protocol:BoundedHttpTools", "pipelining and slow clients unbounded"
 
 
 def test_dockerignore_admits_exactly_what_the_build_copies() -> None:

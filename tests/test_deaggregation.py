@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from consumers.retrieval.deaggregation import MAGIC, AggregationError, aggregate, deaggregate, is_aggregated
+from fraudflow.kpl import MAGIC, AggregationError, aggregate, deaggregate, is_aggregated
 
 keys = st.text(
     alphabet=st.characters(codec="utf-8", categories=("L", "M", "N", "P", "S", "Z", "Cc", "Cf", "Co")),

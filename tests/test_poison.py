@@ -12,10 +12,10 @@ import pytest
 
 from consumers.leases.table import LeaseTable, NewShard
 from consumers.processor.sink import PostgresSink, ShardBuffer
-from consumers.retrieval.deaggregation import MAGIC, aggregate
 from consumers.retrieval.fetcher import Record
 from fraudflow.config import Settings
 from fraudflow.events import encode_event
+from fraudflow.kpl import MAGIC, aggregate
 from tests.consumer_helpers import event, pool_for, put, stored, wait_until, worker
 from tests.streams import read_stream
 from tests.test_api import body, running

@@ -29,9 +29,10 @@ async def _publish_all(settings: Settings, records: list[tuple[bytes, str]], **k
 
 
 def _order_by_key(stream: list[dict[str, object]]) -> dict[str, list[int]]:
-    by_key: dict[str, list[tuple[int, int]]] = defaultdict(list)
+    by_key: dict[str, list[tuple[tuple[int, int], int]]] = defaultdict(list)
     for record in stream:
-        by_key[str(record["PartitionKey"])].append((int(str(record["SequenceNumber"])), int(record["Data"])))  # type: ignore[call-overload]
+        position = (int(str(record["SequenceNumber"])), int(record["SubSequence"]))  # type: ignore[call-overload]
+        by_key[str(record["PartitionKey"])].append((position, int(record["Data"])))  # type: ignore[call-overload]
     return {key: [value for _, value in sorted(items)] for key, items in by_key.items()}
 
 
@@ -54,7 +55,8 @@ async def test_partial_failures_retry_only_failed_records_in_order(
     hooks = ProducerHooks(on_failure=lambda reason, n: failures.append((reason, n)))
     await _publish_all(proxied_settings, _records(600, users=5), hooks=hooks)
     assert fault_proxy.injected == 150
-    assert sum(n for reason, n in failures if reason == "ProvisionedThroughputExceededException") == 150
+    # Each failed Kinesis record may be an aggregate: the hook counts the user records it carried.
+    assert sum(n for reason, n in failures if reason == "ProvisionedThroughputExceededException") >= 150
     stream = await read_stream(proxied_settings)
     assert sorted(int(r["Data"]) for r in stream) == list(range(600))  # nothing lost, nothing doubled
     for key, values in _order_by_key(stream).items():

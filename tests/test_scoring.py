@@ -112,6 +112,68 @@ def test_wrong_feature_count_is_refused(models: Path) -> None:
         Scorer(models)
 
 
+def _replace_classifier(models: Path, nodes: list[onnx.NodeProto], input_type: int = TensorProto.FLOAT) -> None:
+    """A classifier graph of `nodes` from `features` to a (n, 2) `probabilities` output."""
+    graph = helper.make_graph(
+        nodes,
+        "replaced",
+        [helper.make_tensor_value_info("features", input_type, [None, 30])],
+        [helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, [None, 2])],
+    )
+    path = models / "fraud_classifier.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), path)
+    _edit_manifest(models, {"fraud_classifier.file": path.name, "fraud_classifier.sha256": file_sha256(path)})
+
+
+def _first_two_columns(source: str, output: str) -> list[onnx.NodeProto]:
+    starts = helper.make_tensor("starts", TensorProto.INT64, [1], [0])
+    ends = helper.make_tensor("ends", TensorProto.INT64, [1], [2])
+    axes = helper.make_tensor("axes", TensorProto.INT64, [1], [1])
+    return [
+        helper.make_node("Constant", [], ["s"], value=starts),
+        helper.make_node("Constant", [], ["e"], value=ends),
+        helper.make_node("Constant", [], ["a"], value=axes),
+        helper.make_node("Slice", [source, "s", "e", "a"], [output]),
+    ]
+
+
+def test_a_model_that_takes_float64_is_refused(models: Path) -> None:
+    nodes = [
+        helper.make_node("Cast", ["features"], ["f32"], to=TensorProto.FLOAT),
+        *_first_two_columns("f32", "probabilities"),
+    ]
+    _replace_classifier(models, nodes, input_type=TensorProto.DOUBLE)
+    with pytest.raises(ModelError, match=r"takes tensor\(double\), the scorer sends tensor\(float\)"):
+        Scorer(models)
+
+
+def test_a_classifier_answering_nan_is_refused(models: Path) -> None:
+    # x / 0 - x / 0 is NaN for every input, including 0.
+    zero = helper.make_tensor("zero", TensorProto.FLOAT, [], [0.0])
+    nodes = [
+        helper.make_node("Constant", [], ["z"], value=zero),
+        helper.make_node("Div", ["features", "z"], ["inf"]),
+        helper.make_node("Sub", ["inf", "inf"], ["nan"]),
+        *_first_two_columns("nan", "probabilities"),
+    ]
+    _replace_classifier(models, nodes)
+    with pytest.raises(ModelError, match="fraud_classifier: answers NaN"):
+        Scorer(models)
+
+
+def test_an_output_column_out_of_range_is_refused(models: Path) -> None:
+    _edit_manifest(models, {"fraud_classifier.output_column": 7})
+    with pytest.raises(ModelError, match="has 2 columns, the manifest reads column 7"):
+        Scorer(models)
+
+
+def test_a_manifest_that_is_not_utf8_is_refused_without_paths(models: Path) -> None:
+    (models / "manifest.json").write_bytes(b'{"version": "\xff\xfe"}')
+    with pytest.raises(ModelError, match="manifest.json is not UTF-8 text") as refused:
+        Scorer(models)
+    assert str(models) not in str(refused.value)
+
+
 def test_reload_under_concurrent_scoring(models: Path, tmp_path: Path) -> None:
     other = tmp_path / "other"
     shutil.copytree(models, other)

@@ -143,6 +143,7 @@ def test_api_keeps_connections_longer_than_the_load_balancer() -> None:
     keep_alive = option(LOCALS["api_command"], "--timeout-keep-alive")
     assert keep_alive is not None
     assert int(keep_alive) > int(LOCALS["alb_idle_timeout_s"])
+    assert option(LOCALS["api_command"], "--http") == "api.protocol:BoundedHttpTools"
 
 
 def test_internal_endpoints_are_not_public() -> None:

@@ -32,7 +32,9 @@ async def reload_models(services: Annotated[Services, Depends(services)]) -> Any
     try:
         models = await asyncio.to_thread(services.scorer.reload)
     except ModelError as error:
-        log.error("model reload refused", error=str(error), serving=previous)
+        log.error(
+            "model reload refused", error=str(error), serving=previous, directory=str(services.scorer.models.directory)
+        )
         return problem(409, f"reload refused, still serving {previous}: {error}")
     services.metrics.serving(models.version)
     log.info("models reloaded", previous=previous, version=models.version)

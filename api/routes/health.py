@@ -21,18 +21,17 @@ async def healthz() -> dict[str, str]:
 
 @router.get(
     "/readyz",
-    summary="Models loaded and the Kinesis stream ACTIVE",
+    summary="Models loaded, the Kinesis stream ACTIVE and the publish backlog draining",
     responses={503: {"description": "Not ready: `problems` says why"}},
 )
 async def readyz(services: Annotated[Services, Depends(services)]) -> Any:
-    problems = []
-    if (issue := await services.readiness.stream_problem()) is not None:
-        problems.append(issue)
+    problems = await services.readiness.problems()
     body = {
         "status": "ready" if not problems else "not ready",
         "model_version": services.scorer.models.version,
         "stream": services.settings.stream_name,
         "buffered_records": services.scoring.producer.depth,
+        "oldest_buffered_s": round(services.scoring.producer.oldest_age_s(), 3),
         "problems": problems,
     }
     return JSONResponse(body, status_code=200 if not problems else 503)

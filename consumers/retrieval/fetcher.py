@@ -13,9 +13,9 @@ from botocore.exceptions import BotoCoreError, ClientError
 from consumers.config import ConsumerConfig, InitialPosition
 from consumers.leases.shard_sync import ShardInfo
 from consumers.leases.table import SHARD_END
-from consumers.retrieval.deaggregation import AggregationError, UserRecord, deaggregate
 from consumers.retrieval.throttle import TokenBucket
 from fraudflow.aws import error_code
+from fraudflow.kpl import AggregationError, UserRecord, deaggregate
 from fraudflow.logging import get_logger
 from fraudflow.retry import Backoff
 

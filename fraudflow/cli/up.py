@@ -110,6 +110,9 @@ def up(
     run(main)
 
 
+API_PROTOCOL = ("--http", "api.protocol:BoundedHttpTools")  # bounds pipelining and slow clients, as shipped
+
+
 def _parts(
     env: dict[str, str], api_port: int, dashboard_port: int, rate: float, simulate: bool, logs: Path
 ) -> list[ChildServer]:
@@ -117,7 +120,7 @@ def _parts(
     parts = [
         ChildServer(
             "api",
-            [python, "-m", "uvicorn", "api.main:app", "--host", "127.0.0.1", "--port", str(api_port)],
+            [python, "-m", "uvicorn", "api.main:app", *API_PROTOCOL, "--host", "127.0.0.1", "--port", str(api_port)],
             env=env,
             log_path=logs / "api.log",
         ),

@@ -50,6 +50,11 @@ def export_classifier(model: lgb.LGBMClassifier, path: Path) -> ModelFile:
     proto = convert_lightgbm(
         model, initial_types=[(INPUT, MlFloatTensorType([None, N_FEATURES]))], zipmap=False, target_opset=15
     )
+    # The converter declares the label output as (1,): onnxruntime then warns on every batch that fetches it.
+    for output in proto.graph.output:
+        dims = output.type.tensor_type.shape.dim
+        if dims and dims[0].dim_value == 1:
+            dims[0].dim_param = "N"
     return _save(proto, path, "lightgbm", "probabilities", 1)
 
 

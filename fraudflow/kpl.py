@@ -1,4 +1,7 @@
-"""KPL aggregated records: split one Kinesis record into the user records it carries.
+"""KPL aggregated records: many user records of one partition key in one Kinesis record, and back.
+
+The producer aggregates a key's pending records so a hot key is not limited to one record per round trip;
+the consumer splits them again.
 
 Format: 4 magic bytes, a protobuf `AggregatedRecord` (partition_key_table = 1, explicit_hash_key_table = 2,
 records = 3, each Record with partition_key_index = 1, explicit_hash_key_index = 2, data = 3, tags = 4), and
@@ -100,24 +103,31 @@ def deaggregate(data: bytes, partition_key: str) -> list[UserRecord]:
         raise AggregationError("partition key index out of range") from None
 
 
+def _varint_bytes(value: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte = value & 0x7F
+        value >>= 7
+        out.append(byte | (0x80 if value else 0))
+        if not value:
+            return bytes(out)
+
+
+def _field(number: int, payload: bytes) -> bytes:
+    return _varint_bytes(number << 3 | 2) + _varint_bytes(len(payload)) + payload
+
+
+# Bytes an aggregated record adds around its user records: magic and digest, plus per record at most a tag,
+# a 5-byte length, the key index field and the data field's own tag and length.
+OVERHEAD_BYTES = len(MAGIC) + _DIGEST
+PER_RECORD_OVERHEAD_BYTES = 16
+
+
 def aggregate(records: list[tuple[str, bytes]]) -> bytes:
-    """The inverse, for tests and for producers that want KPL-compatible aggregation."""
+    """One KPL aggregated record carrying `records` (partition key, data) in order."""
     keys = list(dict.fromkeys(key for key, _ in records))
-
-    def varint(value: int) -> bytes:
-        out = bytearray()
-        while True:
-            byte = value & 0x7F
-            value >>= 7
-            out.append(byte | (0x80 if value else 0))
-            if not value:
-                return bytes(out)
-
-    def field(number: int, payload: bytes) -> bytes:
-        return varint(number << 3 | 2) + varint(len(payload)) + payload
-
-    body = b"".join(field(1, key.encode()) for key in keys)
-    for key, data in records:
-        inner = varint(1 << 3) + varint(keys.index(key)) + field(3, data)
-        body += field(3, inner)
+    index = {key: i for i, key in enumerate(keys)}
+    parts = [_field(1, key.encode()) for key in keys]
+    parts.extend(_field(3, b"\x08" + _varint_bytes(index[key]) + _field(3, data)) for key, data in records)
+    body = b"".join(parts)
     return MAGIC + body + hashlib.md5(body).digest()  # noqa: S324 - KPL's format
