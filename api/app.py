@@ -15,6 +15,7 @@ from fastapi.telemetry import TelemetryConfig
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from api.deps import Services
+from api.exposure import GuardOperatorPaths
 from api.metrics import ApiMetrics
 from api.middleware import RequestContext
 from api.protocol import STATE_KEY
@@ -147,6 +148,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return problem(error.status_code, error.detail, headers=dict(error.headers or {}))
 
     document(app)
+    app.add_middleware(GuardOperatorPaths, settings=settings)
     app.add_middleware(
         RequestContext, metrics=metrics, max_body=settings.max_body_bytes, max_batch_body=settings.max_batch_body_bytes
     )

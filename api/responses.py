@@ -6,11 +6,11 @@ from collections.abc import Sequence
 from typing import Any
 
 import orjson
-from fastapi.responses import Response
+from fastapi.responses import JSONResponse as FastAPIJSONResponse
 
 
-class JSONResponse(Response):
-    media_type = "application/json"
+class JSONResponse(FastAPIJSONResponse):
+    """orjson rendering; a JSONResponse subclass, so OpenAPI documents routes' response models as JSON."""
 
     def render(self, content: Any) -> bytes:
         return orjson.dumps(content, option=orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_UTC_Z)

@@ -159,3 +159,17 @@ class BatchItem(BaseModel):
 class BatchResponse(BaseModel):
     results: list[BatchItem]
     model_version: str
+
+
+class Readiness(BaseModel):
+    status: Literal["ready", "not ready"]
+    model_version: str
+    stream: str
+    buffered_records: int = Field(description="Records accepted and not yet acknowledged by Kinesis")
+    oldest_buffered_s: float = Field(description="How long the oldest of them has waited")
+    problems: list[str] = Field(description="Why the process is not ready; empty when it is")
+
+
+class ReloadResult(BaseModel):
+    previous_version: str
+    model_version: str

@@ -34,7 +34,7 @@ import psutil
 
 from bench.report import publish
 from fraudflow.aws import kinesis_client
-from fraudflow.cli.up import API_PROTOCOL
+from fraudflow.cli.up import API_SERVER_OPTIONS
 from fraudflow.config import Settings
 from fraudflow.data.synthetic import generate
 from fraudflow.local.kinesis import MotoKinesis
@@ -56,7 +56,7 @@ def server(app: str, env: dict[str, str], log: Path) -> Iterator[tuple[str, psut
                 "-m",
                 "uvicorn",
                 app,
-                *(API_PROTOCOL if app == "api.main:app" else ()),
+                *(API_SERVER_OPTIONS if app == "api.main:app" else ()),
                 "--host",
                 "127.0.0.1",
                 "--port",

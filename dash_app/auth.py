@@ -1,4 +1,4 @@
-"""Access control for the dashboard: HTTP basic auth from settings; without users, loopback clients only."""
+"""Access control for the dashboard: HTTP basic auth from settings; without users, direct loopback clients only."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from fraudflow.config import Settings
 from fraudflow.net import is_loopback
 
 HEALTH_PATH = "/healthz"
+PROXY_HEADERS = ("Forwarded", "X-Forwarded-For", "X-Real-IP", "X-Forwarded-Host")
 
 
 def _authorized(header: str | None, users: dict[str, str]) -> bool:
@@ -38,6 +39,7 @@ def protect(server: Flask, settings: Settings) -> None:
             if _authorized(request.headers.get("Authorization"), users):
                 return None
             return Response("authentication required", 401, {"WWW-Authenticate": 'Basic realm="fraudflow"'})
-        if not is_loopback(request.remote_addr):
-            return Response("no dashboard users configured: loopback clients only", 403)
+        # A reverse proxy on this host connects from loopback for every client: a forwarded request is not local.
+        if not is_loopback(request.remote_addr) or any(h in request.headers for h in PROXY_HEADERS):
+            return Response("no dashboard users configured: direct loopback clients only", 403)
         return None

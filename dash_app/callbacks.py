@@ -30,8 +30,13 @@ FILTER_INPUTS = [
 ]
 
 
-def _parse_local(value: str | None) -> datetime | None:
-    if not value:
+# Callback arguments come from the browser, so any JSON value may arrive: each is checked for its type and range
+# and replaced by its default when it does not fit, never passed on to fail later as an HTML 500.
+MAX_PAGE = 1_000_000
+
+
+def _parse_local(value: object) -> datetime | None:
+    if not isinstance(value, str) or not value:
         return None
     try:
         return datetime.fromisoformat(value).replace(tzinfo=UTC)  # the page's times are UTC
@@ -39,15 +44,44 @@ def _parse_local(value: str | None) -> datetime | None:
         return None
 
 
+def _strings(values: object) -> tuple[str, ...]:
+    return tuple(v for v in values if isinstance(v, str)) if isinstance(values, list) else ()
+
+
+def _page(value: object) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= MAX_PAGE else 0
+
+
+def _sort(sort_by: object) -> tuple[str, bool]:
+    """(column, descending) of the table's first sort, or the newest first."""
+    if isinstance(sort_by, list) and sort_by and isinstance(first := sort_by[0], dict):
+        column, direction = first.get("column_id"), first.get("direction")
+        if isinstance(column, str) and column in queries.SORTABLE and direction in {"asc", "desc"}:
+            return column, direction == "desc"
+    return "received_at", True
+
+
+def _row_event_id(cell: object, rows: object) -> uuid.UUID | None:
+    if not isinstance(cell, dict) or not isinstance(rows, list):
+        return None
+    row = cell.get("row")
+    if not isinstance(row, int) or isinstance(row, bool) or not 0 <= row < len(rows):
+        return None
+    try:
+        return uuid.UUID(str(rows[row]["event_id"]))
+    except (TypeError, KeyError, ValueError):
+        return None
+
+
 def make_filters(
-    range_: str | None,
-    start: str | None,
-    end: str | None,
-    countries: list[str] | None,
-    sources: list[str] | None,
-    devices: list[str] | None,
-    decisions: list[str] | None,
-    min_proba: float | None,
+    range_: object,
+    start: object,
+    end: object,
+    countries: object,
+    sources: object,
+    devices: object,
+    decisions: object,
+    min_proba: object,
     now: datetime | None = None,
 ) -> Filters:
     now = now or datetime.now(UTC)
@@ -55,17 +89,17 @@ def make_filters(
     if range_ == "custom" and custom_start and custom_end and custom_start < custom_end:
         window = (custom_start, custom_end)
     else:
-        window = (now - SPANS.get(range_ or "1h", SPANS["1h"]), now)
-    proba = float(min_proba) if isinstance(min_proba, int | float) and 0 <= min_proba <= 1 else 0.0
+        window = (now - SPANS.get(range_ if isinstance(range_, str) else "1h", SPANS["1h"]), now)
+    proba = 0.0
+    if isinstance(min_proba, int | float) and not isinstance(min_proba, bool) and 0 <= min_proba <= 1:
+        proba = float(min_proba)
     return Filters(
-        window[0],
-        window[1],
-        tuple(countries or ()),
-        tuple(sources or ()),
-        tuple(devices or ()),
-        tuple(decisions or ()),
-        proba,
+        window[0], window[1], _strings(countries), _strings(sources), _strings(devices), _strings(decisions), proba
     )
+
+
+def _paused(pause: object) -> bool:
+    return isinstance(pause, list) and "paused" in pause
 
 
 def _bucket_label(size: timedelta) -> str:
@@ -110,8 +144,8 @@ def register(app: Dash, db: Database) -> None:
         ],
         [Input("tick", "n_intervals"), Input("pause", "value"), *FILTER_INPUTS],
     )
-    def refresh(_tick: int | None, pause: list[str] | None, *controls: Any) -> list[Any]:
-        if ctx.triggered_id == "tick" and pause and "paused" in pause:
+    def refresh(_tick: object, pause: object, *controls: Any) -> list[Any]:
+        if ctx.triggered_id == "tick" and _paused(pause):
             raise PreventUpdate
         f = make_filters(*controls)
         try:
@@ -161,21 +195,14 @@ def register(app: Dash, db: Database) -> None:
         [Input("flagged", "page_current"), Input("flagged", "sort_by"), Input("tick", "n_intervals"), *FILTER_INPUTS],
         State("pause", "value"),
     )
-    def flagged(
-        page: int | None, sort_by: list[dict[str, str]] | None, _tick: int | None, *rest: Any
-    ) -> tuple[Any, Any]:
+    def flagged(page: object, sort_by: object, _tick: object, *rest: Any) -> tuple[Any, Any]:
         *controls, pause = rest
-        if ctx.triggered_id == "tick" and pause and "paused" in pause:
+        if ctx.triggered_id == "tick" and _paused(pause):
             raise PreventUpdate
-        sort = (sort_by or [{"column_id": "received_at", "direction": "desc"}])[0]
-        column = sort["column_id"] if sort["column_id"] in queries.SORTABLE else "received_at"
+        column, descending = _sort(sort_by)
         try:
             page_query = functools.partial(
-                queries.flagged,
-                page=page or 0,
-                page_size=PAGE_SIZE,
-                sort=column,
-                descending=sort["direction"] == "desc",
+                queries.flagged, page=_page(page), page_size=PAGE_SIZE, sort=column, descending=descending
             )
             total, rows = db.run(page_query, make_filters(*controls))
         except DatabaseUnavailable:
@@ -188,11 +215,11 @@ def register(app: Dash, db: Database) -> None:
         return rows, max(1, math.ceil(total / PAGE_SIZE))
 
     @app.callback(Output("detail", "children"), Input("flagged", "active_cell"), State("flagged", "data"))
-    def detail(cell: dict[str, Any] | None, rows: list[dict[str, Any]] | None) -> str:
-        if not cell or not rows or cell["row"] >= len(rows):
+    def detail(cell: object, rows: object) -> str:
+        if (event_id := _row_event_id(cell, rows)) is None:
             return "Click a row to see the whole event, its 30 features and its scores."
         try:
-            event = db.run(queries.event, uuid.UUID(rows[cell["row"]]["event_id"]))
+            event = db.run(queries.event, event_id)
         except DatabaseUnavailable as error:
             return f"Database unavailable: {error}"
         if event is None:

@@ -8,6 +8,7 @@ existing `.env` files keep working.
 from __future__ import annotations
 
 import enum
+import json
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -47,6 +48,9 @@ class DbSslMode(enum.StrEnum):
     REQUIRE = "require"
     VERIFY_CA = "verify-ca"
     VERIFY_FULL = "verify-full"
+
+
+OPEN_PATH_GROUPS = ("readyz", "metrics", "docs")
 
 
 class Settings(BaseSettings):
@@ -113,13 +117,17 @@ class Settings(BaseSettings):
     score_batch_wait_ms: float = Field(0.0, ge=0, validation_alias=_env("FRAUDFLOW_SCORE_BATCH_WAIT_MS"))
     scoring_threads: int = Field(1, ge=1, le=64, validation_alias=_env("FRAUDFLOW_SCORING_THREADS"))
     predict_batch_max: int = Field(500, ge=1, le=10_000, validation_alias=_env("FRAUDFLOW_PREDICT_BATCH_MAX"))
+    # Operator paths answering without a key (comma-separated, of OPEN_PATH_GROUPS); the others take a client or
+    # admin key. /healthz is always open.
+    api_open_paths: str = Field("readyz,metrics,docs", validation_alias=_env("FRAUDFLOW_API_OPEN_PATHS"))
     # Served with api.protocol:BoundedHttpTools: a connection must deliver a whole request within this time of
     # connecting, of its previous answer or of starting the request (slow and idle clients are closed).
     http_request_timeout_s: float = Field(15.0, gt=0, validation_alias=_env("FRAUDFLOW_HTTP_REQUEST_TIMEOUT_S"))
     max_body_bytes: int = Field(64 * 1024, ge=1024, validation_alias=_env("FRAUDFLOW_MAX_BODY_BYTES"))
     max_batch_body_bytes: int = Field(2 * 1024 * 1024, ge=1024, validation_alias=_env("FRAUDFLOW_MAX_BATCH_BODY_BYTES"))
 
-    # Dashboard: comma-separated user:password pairs for HTTP basic auth; without them it serves loopback only.
+    # Dashboard: user:password pairs for HTTP basic auth, comma-separated, or a JSON object {"user": "password"}
+    # (for passwords with commas); without them it serves loopback only.
     dashboard_users: SecretStr | None = Field(None, validation_alias=_env("FRAUDFLOW_DASHBOARD_USERS"))
     dashboard_refresh_s: float = Field(5.0, ge=1.0, validation_alias=_env("FRAUDFLOW_DASHBOARD_REFRESH_S"))
 
@@ -130,6 +138,21 @@ class Settings(BaseSettings):
         if level not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
             raise ValueError("must be one of DEBUG, INFO, WARNING, ERROR, CRITICAL")
         return level
+
+    @field_validator("api_open_paths")
+    @classmethod
+    def _known_paths(cls, value: str) -> str:
+        unknown = {g.strip() for g in value.split(",") if g.strip()} - set(OPEN_PATH_GROUPS)
+        if unknown:
+            raise ValueError(f"unknown {', '.join(sorted(unknown))}: choose among {', '.join(OPEN_PATH_GROUPS)}")
+        return value
+
+    @field_validator("dashboard_users")
+    @classmethod
+    def _users_parse(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            parse_users(value.get_secret_value())
+        return value
 
     @field_validator("database_url")
     @classmethod
@@ -144,10 +167,11 @@ class Settings(BaseSettings):
 
     @property
     def dashboard_credentials(self) -> dict[str, str]:
-        if self.dashboard_users is None:
-            return {}
-        pairs = (item.strip().partition(":") for item in self.dashboard_users.get_secret_value().split(","))
-        return {user: password for user, _, password in pairs if user and password}
+        return {} if self.dashboard_users is None else parse_users(self.dashboard_users.get_secret_value())
+
+    @property
+    def open_path_groups(self) -> frozenset[str]:
+        return frozenset(g.strip() for g in self.api_open_paths.split(",") if g.strip())
 
     @property
     def api_key_list(self) -> list[str]:
@@ -169,6 +193,30 @@ class Settings(BaseSettings):
             password = self.postgres_password.get_secret_value() if self.postgres_password else None
             return postgres_url(self.postgres_host, self.postgres_port, self.postgres_db, self.postgres_user, password)
         return None
+
+
+def parse_users(text: str) -> dict[str, str]:
+    """`user:password,...` or a JSON object; an entry that is not a whole pair is an error, never skipped (a
+    password cut at a comma would otherwise leave a shorter password silently in force). Messages never
+    quote a password."""
+    if text.lstrip().startswith("{"):
+        try:
+            users = json.loads(text)
+        except json.JSONDecodeError as error:
+            raise ValueError(f"is not valid JSON (line {error.lineno}, column {error.colno})") from None
+        if not all(isinstance(k, str) and isinstance(v, str) and k and v for k, v in users.items()):
+            raise ValueError("the JSON object must map user names to non-empty password strings")
+        pairs = list(users.items())
+    else:
+        pairs = [item.strip().partition(":")[::2] for item in text.split(",") if item.strip()]
+        if not all(user and password for user, password in pairs):
+            raise ValueError(
+                "every comma-separated entry must be user:password; for a password with a comma use the JSON "
+                'form {"user": "password"}'
+            )
+    if any(":" in user for user, _ in pairs):
+        raise ValueError("a user name cannot contain ':' (HTTP basic auth splits there)")
+    return dict(pairs)
 
 
 def _key_list(keys: SecretStr | None) -> list[str]:

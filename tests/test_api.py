@@ -15,10 +15,11 @@ from fastapi import FastAPI
 from pydantic import SecretStr
 
 from api.app import create_app
+from api.exposure import PATHS
 from api.middleware import mask_ip
 from api.schemas import EXAMPLE_REQUEST
 from api.security import LOOPBACK_CLIENT
-from fraudflow.config import DeliveryMode, Environment, Settings, SettingsError
+from fraudflow.config import OPEN_PATH_GROUPS, DeliveryMode, Environment, Settings, SettingsError, load_settings
 from fraudflow.events import ScoredEvent, event_id_for
 from tests.faultproxy import FaultProxy
 from tests.streams import read_stream, wait_for_records
@@ -309,6 +310,30 @@ async def test_batch_checks_the_key_before_reading_the_body(settings: Settings) 
     assert malformed.json()["detail"][0]["loc"][0] == "body"
 
 
+async def test_operator_paths_are_open_or_keyed_as_configured(settings: Settings) -> None:
+    keys = {"api_keys": SecretStr("client-key"), "admin_keys": SecretStr("admin-key")}
+    remote = ("203.0.113.9", 5555)
+    async with running(settings.model_copy(update=keys), client=remote) as (_, http):
+        for path in ("/healthz", "/readyz", "/metrics", "/docs", "/openapi.json"):
+            assert (await http.get(path)).status_code == 200, f"{path} is open by default"
+    private = settings.model_copy(update={**keys, "api_open_paths": "readyz"})
+    async with running(private, client=remote) as (_, http):
+        for path in ("/metrics", "/docs", "/redoc", "/openapi.json"):
+            refused = await http.get(path)
+            assert refused.status_code == 401, path
+            assert "FRAUDFLOW_API_OPEN_PATHS" in refused.json()["detail"]
+            for key in ("client-key", "admin-key"):
+                assert (await http.get(path, headers={"X-API-Key": key})).status_code == 200, (path, key)
+        assert (await http.get("/readyz")).status_code == 200
+        assert (await http.get("/healthz")).status_code == 200
+
+
+def test_open_paths_name_known_groups() -> None:
+    assert set(PATHS) == set(OPEN_PATH_GROUPS)
+    with pytest.raises(SettingsError, match="unknown admin: choose among readyz, metrics, docs"):
+        load_settings(_env_file=None, FRAUDFLOW_API_OPEN_PATHS="readyz,admin")
+
+
 async def test_without_keys_only_loopback_is_served(settings: Settings) -> None:
     async with running(settings, client=("203.0.113.9", 5555)) as (_, http):
         assert (await http.post("/predict", json=body())).status_code == 403
@@ -411,4 +436,8 @@ async def test_openapi_documents_the_contract(settings: Settings) -> None:
     assert {"200", "401", "413", "415", "422", "503"} <= set(predict["responses"])
     assert "/predict/batch" in schema["paths"]
     assert "/admin/reload-models" in schema["paths"]
+    for path, model in (("/predict", "PredictResponse"), ("/predict/batch", "BatchResponse"), ("/readyz", "Readiness")):
+        operation = next(iter(schema["paths"][path].values()))
+        documented = operation["responses"]["200"]["content"]["application/json"]["schema"]
+        assert documented == {"$ref": f"#/components/schemas/{model}"}, path
     assert schema["components"]["schemas"]["PredictRequest"]["examples"]

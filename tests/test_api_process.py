@@ -16,7 +16,7 @@ import httpx
 import pytest
 
 from api.schemas import EXAMPLE_REQUEST
-from fraudflow.cli.up import API_PROTOCOL
+from fraudflow.cli.up import API_SERVER_OPTIONS
 from fraudflow.config import Settings
 from fraudflow.net import free_port
 from tests.faultproxy import FaultProxy
@@ -48,7 +48,7 @@ def uvicorn(settings: Settings, log: Path, **extra: str) -> Iterator[tuple[subpr
                 "-m",
                 "uvicorn",
                 "api.main:app",
-                *API_PROTOCOL,
+                *API_SERVER_OPTIONS,
                 "--host",
                 "127.0.0.1",
                 "--port",

@@ -22,7 +22,7 @@ from pydantic import SecretStr
 from werkzeug.serving import make_server
 
 from dash_app.app import create_app
-from fraudflow.config import Environment, Settings, SettingsError
+from fraudflow.config import Environment, Settings, SettingsError, load_settings
 from fraudflow.net import free_port
 
 if TYPE_CHECKING:
@@ -131,6 +131,67 @@ def test_without_users_only_loopback_is_served(settings: Settings) -> None:
     client = create_app(settings, settings.static_database_url).server.test_client()
     assert client.get("/", environ_base={"REMOTE_ADDR": "127.0.0.1"}).status_code == 200
     assert client.get("/", environ_base={"REMOTE_ADDR": "203.0.113.5"}).status_code == 403
+
+
+def test_without_users_a_request_through_a_local_proxy_is_not_local(settings: Settings) -> None:
+    assert settings.static_database_url
+    client = create_app(settings, settings.static_database_url).server.test_client()
+    proxied = {"REMOTE_ADDR": "127.0.0.1"}
+    for header in ("X-Forwarded-For", "Forwarded", "X-Real-IP"):
+        response = client.get("/", environ_base=proxied, headers={header: "for=203.0.113.5"})
+        assert response.status_code == 403, header
+
+
+def test_a_password_with_a_comma_is_never_cut(settings: Settings) -> None:
+    with pytest.raises(SettingsError, match="for a password with a comma use the JSON form") as refused:
+        load_settings(_env_file=None, FRAUDFLOW_DASHBOARD_USERS="ana:pa,ss")
+    assert "pa,ss" not in str(refused.value)
+    assert settings.static_database_url
+    keyed = settings.model_copy(update={"dashboard_users": SecretStr('{"ana": "pa,ss:word"}')})
+    client = create_app(keyed, settings.static_database_url).server.test_client()
+    for password, status in ((b"pa,ss:word", 200), (b"pa", 401)):
+        header = {"Authorization": "Basic " + base64.b64encode(b"ana:" + password).decode()}
+        assert client.get("/", headers=header).status_code == status
+
+
+HOSTILE = [-5, 1e19, "abc", [{"column_id": ["x"], "direction": 3}], {"row": "0"}, None, True, [None, 7]]
+
+
+def test_callbacks_answer_hostile_values_without_a_server_error(settings: Settings, forty_rows: None) -> None:
+    """A browser can send any JSON as a callback's input: no value may turn into an HTML 500."""
+    assert settings.static_database_url
+    client = create_app(settings, settings.static_database_url).server.test_client()
+    loopback = {"REMOTE_ADDR": "127.0.0.1"}
+    dependencies = client.get("/_dash-dependencies", environ_base=loopback).get_json()
+    for callback in dependencies:
+        for target in callback["inputs"] + callback["state"]:
+            for value in HOSTILE:
+                inputs = [{**i, "value": value if i == target else None} for i in callback["inputs"]]
+                state = [{**i, "value": value if i == target else None} for i in callback["state"]]
+                payload = {
+                    "output": callback["output"],
+                    "outputs": _outputs(callback["output"]),
+                    "inputs": inputs,
+                    "state": state,
+                    "changedPropIds": [f"{target['id']}.{target['property']}"],
+                }
+                response = client.post("/_dash-update-component", json=payload, environ_base=loopback)
+                assert response.status_code in {200, 204}, (target, value, response.text[:300])
+    detail = next(c for c in dependencies if c["output"] == "detail.children")
+    payload = {
+        "output": "detail.children",
+        "outputs": {"id": "detail", "property": "children"},
+        "inputs": [{**detail["inputs"][0], "value": {"row": 0, "column": 0}}],
+        "state": [{**detail["state"][0], "value": [{"event_id": "not-an-id"}]}],
+        "changedPropIds": ["flagged.active_cell"],
+    }
+    assert client.post("/_dash-update-component", json=payload, environ_base=loopback).status_code == 200
+
+
+def _outputs(spec: str) -> list[dict[str, str]] | dict[str, str]:
+    parts = [p for p in spec.strip(".").split("...") if p]
+    outputs = [dict(zip(("id", "property"), p.rsplit(".", 1), strict=True)) for p in parts]
+    return outputs if spec.startswith("..") else outputs[0]
 
 
 def test_production_refuses_to_start_without_users(settings: Settings) -> None:

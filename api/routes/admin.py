@@ -10,6 +10,7 @@ from fastapi import APIRouter, Depends
 from api.deps import Services, admin_authorized, services
 from api.responses import problem
 from api.routes.predict import SECURED
+from api.schemas import ReloadResult
 from fraudflow.logging import get_logger
 from fraudflow.scoring import ModelError
 
@@ -21,6 +22,7 @@ log = get_logger(__name__)
     "/admin/reload-models",
     openapi_extra=SECURED,
     summary="Reload the model directory (verified before it is swapped in)",
+    response_model=ReloadResult,
     responses={
         401: {"description": "Missing or invalid admin key (FRAUDFLOW_ADMIN_KEYS; client keys are refused)"},
         403: {"description": "No admin keys configured and the client is not on loopback"},

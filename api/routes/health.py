@@ -10,6 +10,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from api.deps import Services, services
 from api.responses import JSONResponse
+from api.schemas import Readiness
 
 router = APIRouter()
 
@@ -22,7 +23,8 @@ async def healthz() -> dict[str, str]:
 @router.get(
     "/readyz",
     summary="Models loaded, the Kinesis stream ACTIVE and the publish backlog draining",
-    responses={503: {"description": "Not ready: `problems` says why"}},
+    response_model=Readiness,
+    responses={503: {"description": "Not ready: `problems` says why", "model": Readiness}},
 )
 async def readyz(services: Annotated[Services, Depends(services)]) -> Any:
     problems = await services.readiness.problems()

@@ -110,7 +110,9 @@ def up(
     run(main)
 
 
-API_PROTOCOL = ("--http", "api.protocol:BoundedHttpTools")  # bounds pipelining and slow clients, as shipped
+# As the image runs the API: a protocol that bounds pipelining and slow clients, and idle connections kept longer
+# than clients' pools keep them (httpx 5 s, aiohttp 15 s), or a request sent as the server closes is reset.
+API_SERVER_OPTIONS = ("--http", "api.protocol:BoundedHttpTools", "--timeout-keep-alive", "75")
 
 
 def _parts(
@@ -120,7 +122,17 @@ def _parts(
     parts = [
         ChildServer(
             "api",
-            [python, "-m", "uvicorn", "api.main:app", *API_PROTOCOL, "--host", "127.0.0.1", "--port", str(api_port)],
+            [
+                python,
+                "-m",
+                "uvicorn",
+                "api.main:app",
+                *API_SERVER_OPTIONS,
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(api_port),
+            ],
             env=env,
             log_path=logs / "api.log",
         ),
