@@ -22,7 +22,7 @@ from api.protocol import STATE_KEY
 from api.readiness import Readiness
 from api.responses import JSONResponse, error_items, problem
 from api.routes import admin, health, predict
-from api.routes.predict import INLINE_BODIES, REF_TEMPLATE
+from api.routes.predict import DOCUMENTED_MODELS, OPERATIONS, REF_TEMPLATE
 from api.service import ScoringService
 from fraudflow import __version__
 from fraudflow.aws import client_config, kinesis_client
@@ -50,8 +50,8 @@ def check_security(settings: Settings) -> None:
 
 
 def document(app: FastAPI) -> None:
-    """Complete the OpenAPI document: the API-key schemes (the routes check keys without a dependency) and
-    the models of bodies that routes validate themselves (/predict)."""
+    """Complete the OpenAPI document: the API-key schemes (the routes check keys without a dependency), the
+    scoring routes (plain Starlette routes, for speed) and the models they validate and answer with."""
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
@@ -62,7 +62,8 @@ def document(app: FastAPI) -> None:
                 "BearerKey": {"type": "http", "scheme": "bearer"},
             }
             schemas = components.setdefault("schemas", {})
-            for model in INLINE_BODIES:
+            schema["paths"] = {**OPERATIONS, **schema.get("paths", {})}
+            for model in DOCUMENTED_MODELS:
                 definition = model.model_json_schema(ref_template=REF_TEMPLATE)
                 for name, nested in definition.pop("$defs", {}).items():
                     schemas.setdefault(name, nested)
@@ -135,7 +136,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         default_response_class=JSONResponse,
         telemetry=NO_OPENTELEMETRY,
     )
-    app.include_router(predict.router)
+    app.router.routes.extend(predict.ROUTES)
     app.include_router(admin.router)
     app.include_router(health.router)
 

@@ -23,17 +23,20 @@ def _preview(token: str, limit: int = 20) -> str:
     return token if len(token) <= limit else token[:limit] + "..."
 
 
-_NUM = r"\s*[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?\s*"
-# ASCII: \d and \s would take other scripts' digits and spaces, which float() then accepts
-# (U+0661, ARABIC-INDIC DIGIT ONE, is 1.0).
-_WELL_FORMED = re.compile(_NUM + ("," + _NUM) * (N_FEATURES - 1), re.ASCII)
+# The characters of plain decimals: float() then refuses every malformed token ("1e", "--1", "1 2", ""), and
+# whatever it would take beyond plain decimals needs other characters: words (nan, inf), underscores, and
+# other scripts' digits and spaces (U+0661, ARABIC-INDIC DIGIT ONE, is 1.0 to float()).
+_DECIMAL_CHARACTERS = str.maketrans("", "", "0123456789+-.eE, \t")
 
 
 def parse_features(data: str) -> npt.NDArray[np.float32]:
-    if _WELL_FORMED.fullmatch(data):
-        # Fast path (one regex for the whole string); only the float32 range is left to check.
-        values = np.array([float(token) for token in data.split(",")])
-        if np.all(np.abs(values) <= _FLOAT32_MAX):
+    if data.isascii() and not data.translate(_DECIMAL_CHARACTERS):
+        # Fast path: the float32 range is left to check, and the slow path words any error.
+        try:
+            values = np.array([float(token) for token in data.split(",")])
+        except ValueError:
+            return _parse_slowly(data)
+        if len(values) == N_FEATURES and np.abs(values).max() <= _FLOAT32_MAX:
             return values.astype(np.float32)
     return _parse_slowly(data)
 

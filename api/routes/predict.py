@@ -4,15 +4,17 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Request
+from fastapi import Request
+from fastapi.responses import Response
 from pydantic import BaseModel, TypeAdapter, ValidationError
+from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
 
 from api.deps import Services
 from api.responses import JSONResponse, error_items, problem
 from api.schemas import BatchRequest, BatchResponse, PredictRequest, PredictResponse
 from api.security import authorize
 
-router = APIRouter()
 _item = TypeAdapter(PredictRequest)
 RETRY_AFTER = {"Retry-After": "1"}
 SECURED: dict[str, Any] = {"security": [{"ApiKeyHeader": []}, {"BearerKey": []}]}
@@ -25,44 +27,43 @@ _IDEMPOTENCY_HEADER = {
 }
 
 REF_TEMPLATE = "#/components/schemas/{model}"
-# Both routes read the idempotency header, check the key and validate their body inline, in that order: an
-# unauthenticated body is never parsed, each FastAPI dependency (the body is one) costs about as much CPU in
-# the dependency solver as validating the whole body, and pydantic parses the JSON bytes faster than
-# json.loads followed by validation. The app adds these bodies' schemas to the OpenAPI document.
-INLINE_BODIES = (PredictRequest, BatchRequest)
+# Both routes are plain Starlette routes, not FastAPI path operations: FastAPI's request handling (dependency
+# solving, response model handling) cost about a third of the API's CPU per transaction (measured under wrk:
+# 650-700 against 460-495 us). Each reads the idempotency header, checks the key and validates its body
+# inline, in that order: an unauthenticated body is never parsed, and pydantic parses the JSON bytes faster
+# than json.loads followed by validation. The app documents them from OPERATIONS and these models.
+DOCUMENTED_MODELS = (PredictRequest, BatchRequest, PredictResponse, BatchResponse)
+
+
+def _ref(model: type[BaseModel]) -> dict[str, Any]:
+    return {"$ref": REF_TEMPLATE.format(model=model.__name__)}
 
 
 def _request_body(model: type[BaseModel]) -> dict[str, Any]:
-    return {
-        "required": True,
-        "content": {"application/json": {"schema": {"$ref": REF_TEMPLATE.format(model=model.__name__)}}},
-    }
+    return {"required": True, "content": {"application/json": {"schema": _ref(model)}}}
 
 
-_UNAVAILABLE: dict[int | str, dict[str, Any]] = {
-    503: {
+def _ok(model: type[BaseModel]) -> dict[str, Any]:
+    return {"description": "Successful Response", "content": {"application/json": {"schema": _ref(model)}}}
+
+
+_UNAVAILABLE: dict[str, dict[str, Any]] = {
+    "503": {
         "description": "The event could not be published in time (`published: maybe`: it may still be) or "
         "not at all (`published: no`). Retry after Retry-After with the `idempotency_key` of the answer (also "
         "its Idempotency-Key header) as Idempotency-Key or metadata.transaction_id: the retry is the same "
         "event (`event_id`), so one payment never becomes two events."
     },
 }
-_ERRORS: dict[int | str, dict[str, Any]] = {
-    401: {"description": "Missing or invalid API key"},
-    413: {"description": "Body too large"},
-    415: {"description": "Body is not JSON"},
-    422: {"description": "Invalid request: `detail` lists each bad field (`loc`) and the problem (`msg`)"},
+_ERRORS: dict[str, dict[str, Any]] = {
+    "401": {"description": "Missing or invalid API key"},
+    "413": {"description": "Body too large"},
+    "415": {"description": "Body is not JSON"},
+    "422": {"description": "Invalid request: `detail` lists each bad field (`loc`) and the problem (`msg`)"},
 }
 
 
-@router.post(
-    "/predict",
-    response_model=PredictResponse,
-    responses={**_ERRORS, **_UNAVAILABLE},
-    summary="Score one transaction and publish the scored event",
-    openapi_extra={**SECURED, "parameters": [_IDEMPOTENCY_HEADER], "requestBody": _request_body(PredictRequest)},
-)
-async def predict(request: Request) -> Any:
+async def predict(request: Request) -> Response:
     services: Services = request.app.state.services
     client = authorize(request, services.settings)
     try:
@@ -83,14 +84,7 @@ async def predict(request: Request) -> Any:
     return JSONResponse(outcome.body)
 
 
-@router.post(
-    "/predict/batch",
-    response_model=BatchResponse,
-    responses=_ERRORS,
-    summary="Score up to FRAUDFLOW_PREDICT_BATCH_MAX transactions; errors are reported per item",
-    openapi_extra={**SECURED, "requestBody": _request_body(BatchRequest)},
-)
-async def predict_batch(request: Request) -> Any:
+async def predict_batch(request: Request) -> Response:
     services: Services = request.app.state.services
     client = authorize(request, services.settings)  # before the body is read: an unauthenticated body costs nothing
     try:
@@ -119,3 +113,39 @@ async def predict_batch(request: Request) -> Any:
                 results[index]["result"] = outcome.body
     version = service.batcher.scorer.models.version
     return JSONResponse({"results": results, "model_version": version})
+
+
+class _Route(Route):
+    """A Starlette route that names itself in the scope, as FastAPI's do, for the per-route metrics."""
+
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
+        scope["route"] = self
+        await super().handle(scope, receive, send)
+
+
+ROUTES = [
+    _Route("/predict", predict, methods=["POST"], include_in_schema=False),
+    _Route("/predict/batch", predict_batch, methods=["POST"], include_in_schema=False),
+]
+
+OPERATIONS: dict[str, dict[str, Any]] = {
+    "/predict": {
+        "post": {
+            "summary": "Score one transaction and publish the scored event",
+            "operationId": "predict",
+            **SECURED,
+            "parameters": [_IDEMPOTENCY_HEADER],
+            "requestBody": _request_body(PredictRequest),
+            "responses": {"200": _ok(PredictResponse), **_ERRORS, **_UNAVAILABLE},
+        }
+    },
+    "/predict/batch": {
+        "post": {
+            "summary": "Score up to FRAUDFLOW_PREDICT_BATCH_MAX transactions; errors are reported per item",
+            "operationId": "predict_batch",
+            **SECURED,
+            "requestBody": _request_body(BatchRequest),
+            "responses": {"200": _ok(BatchResponse), **_ERRORS},
+        }
+    },
+}
