@@ -5,9 +5,11 @@ unknown ones are refused. Time windows filter on `received_at` (when the API rec
 which is indexed.
 
 Long unfiltered ranges (chart buckets of a quarter hour or more: from about 8 hours up) read the quarter-hour
-aggregates the consumer maintains (migration 0003) instead of the rows, so their cost follows the number of
-quarter hours, not of transactions. Such a range starts at the quarter hour before its start, and its latency
-percentiles are estimated from a histogram (`LATENCY_EDGES`). Short ranges and filtered views read the rows.
+aggregates the consumer maintains (migrations 0003, 0008) instead of the rows, so their cost follows the number
+of quarter hours, not of transactions. The partial quarter hours at either end of such a range come from the
+rows, binned by the same SQL functions the consumer stores the aggregates with (`_rolled`), so every figure is
+exactly the range's. Its latency percentiles are estimated from a histogram (`LATENCY_EDGES`). Short ranges and
+filtered views read the rows.
 """
 
 from __future__ import annotations
@@ -68,11 +70,24 @@ class Filters:
         return " AND ".join(clauses), args
 
     def aggregate_window(self) -> tuple[datetime, datetime] | None:
-        """[quarter hour of start, end) when the aggregates can answer: no filters, quarter-hour buckets."""
+        """[start, end) when the aggregates can answer: no filters, quarter-hour buckets."""
         filtered = self.countries or self.sources or self.device_types or self.decisions or self.min_proba > 0
         if filtered or bucket_for(self.end - self.start) < AGGREGATE_BUCKET:
             return None
-        return _EPOCH + (self.start - _EPOCH) // AGGREGATE_BUCKET * AGGREGATE_BUCKET, self.end
+        return self.start, self.end
+
+
+def _rolled(table: str, first: int = 1) -> str:
+    """A FROM item with `table`'s rows for the window [$first, $first + 1): its whole quarter hours from the
+    stored aggregates, its partial ones at either end computed from the rows by the function the consumer
+    stores them with (fraudflow_<name>_of)."""
+    start, end = f"${first}::timestamptz", f"${first + 1}::timestamptz"
+    function = "fraudflow_" + table.removeprefix("fraud_").removesuffix("_15m") + "_of"
+    return f"""(SELECT * FROM {table}
+                 WHERE bucket >= fraudflow_quarter_ceil({start}) AND bucket < fraudflow_quarter({end})
+                UNION ALL
+                SELECT part.* FROM fraudflow_edges({start}, {end}) AS edge,
+                       LATERAL {function}('fraud_predictions', edge.lo, edge.hi) AS part) AS {table}"""
 
 
 def latency_quantile(counts: Mapping[int, int], q: float) -> float | None:
@@ -143,13 +158,13 @@ async def _kpis_from_aggregates(
     conn: asyncpg.Connection, f: Filters, window: tuple[datetime, datetime]
 ) -> dict[str, Any]:
     row = await conn.fetchrow(
-        """SELECT coalesce(sum(transactions), 0)::bigint AS transactions,
+        f"""SELECT coalesce(sum(transactions), 0)::bigint AS transactions,
                   coalesce(sum(frauds), 0)::bigint AS frauds,
                   coalesce(sum(transactions) FILTER (WHERE decision = 'review'), 0)::bigint AS reviews,
                   coalesce(sum(transactions) FILTER (WHERE decision = 'decline'), 0)::bigint AS declines,
                   sum(sum_proba) / nullif(sum(transactions), 0) AS mean_proba,
-                  coalesce(array_agg(DISTINCT model_version), '{}') AS model_versions
-             FROM fraud_stats_15m WHERE bucket >= $1 AND bucket < $2""",
+                  coalesce(array_agg(DISTINCT model_version), '{{}}') AS model_versions
+             FROM {_rolled("fraud_stats_15m")}""",
         *window,
     )
     assert row is not None
@@ -171,11 +186,11 @@ async def _latency_bins(
     """Latency histogram counts over the window, per chart bucket of `size` (or one bucket: None)."""
     return list(
         await conn.fetch(
-            """SELECT CASE WHEN $1::interval IS NULL THEN NULL ELSE date_bin($1, bucket, $2) END AS bucket,
-                      bin, sum(n)::bigint AS n
-                 FROM fraud_histograms_15m
-                WHERE metric = 'latency' AND bucket >= $3 AND bucket < $4
-                GROUP BY 1, 2""",
+            f"""SELECT CASE WHEN $1::interval IS NULL THEN NULL ELSE date_bin($1, bucket, $2) END AS bucket,
+                       bin, sum(n)::bigint AS n
+                  FROM {_rolled("fraud_histograms_15m", 3)}
+                 WHERE metric = 'latency'
+                 GROUP BY 1, 2""",
             size,
             _EPOCH,
             *window,
@@ -208,9 +223,9 @@ async def _volume_from_aggregates(
 ) -> list[dict[str, Any]]:
     size = bucket_for(f.end - f.start)
     rows = await conn.fetch(
-        """SELECT date_bin($1, bucket, $2) AS bucket, sum(transactions)::bigint AS transactions,
-                  sum(frauds)::bigint AS frauds
-             FROM fraud_stats_15m WHERE bucket >= $3 AND bucket < $4 GROUP BY 1 ORDER BY 1""",
+        f"""SELECT date_bin($1, bucket, $2) AS bucket, sum(transactions)::bigint AS transactions,
+                   sum(frauds)::bigint AS frauds
+              FROM {_rolled("fraud_stats_15m", 3)} GROUP BY 1 ORDER BY 1""",
         size,
         _EPOCH,
         *window,
@@ -236,9 +251,9 @@ async def distributions(conn: asyncpg.Connection, f: Filters) -> list[dict[str, 
     window = f.aggregate_window()
     if window is not None:
         rows = await conn.fetch(
-            """SELECT decision, metric, bin, sum(n)::bigint AS n FROM fraud_histograms_15m
-                WHERE metric IN ('fraud_proba', 'anomaly_score') AND bucket >= $1 AND bucket < $2
-                GROUP BY 1, 2, 3""",
+            f"""SELECT decision, metric, bin, sum(n)::bigint AS n FROM {_rolled("fraud_histograms_15m")}
+                 WHERE metric IN ('fraud_proba', 'anomaly_score')
+                 GROUP BY 1, 2, 3""",
             *window,
         )
         return [dict(r) for r in rows]
@@ -261,10 +276,10 @@ async def breakdown(conn: asyncpg.Connection, f: Filters, dimension: str, limit:
     window = f.aggregate_window()
     if window is not None:
         rows = await conn.fetch(
-            """SELECT value, sum(transactions)::bigint AS transactions, sum(frauds)::bigint AS frauds,
-                      sum(sum_proba) / sum(transactions) AS mean_proba
-                 FROM fraud_dimensions_15m WHERE dimension = $1 AND bucket >= $2 AND bucket < $3
-                GROUP BY 1 ORDER BY 2 DESC, 1 LIMIT $4""",
+            f"""SELECT value, sum(transactions)::bigint AS transactions, sum(frauds)::bigint AS frauds,
+                       sum(sum_proba) / sum(transactions) AS mean_proba
+                  FROM {_rolled("fraud_dimensions_15m", 2)} WHERE dimension = $1
+                 GROUP BY 1 ORDER BY 2 DESC, 1 LIMIT $4""",
             column,
             *window,
             limit,
@@ -286,10 +301,10 @@ async def places(conn: asyncpg.Connection, f: Filters, limit: int = 2000) -> lis
     window = f.aggregate_window()
     if window is not None:
         rows = await conn.fetch(
-            """SELECT latitude, longitude, sum(transactions)::bigint AS transactions,
-                      sum(sum_proba) / sum(transactions) AS mean_proba
-                 FROM fraud_places_15m WHERE bucket >= $1 AND bucket < $2
-                GROUP BY 1, 2 ORDER BY 3 DESC LIMIT $3""",
+            f"""SELECT latitude, longitude, sum(transactions)::bigint AS transactions,
+                       sum(sum_proba) / sum(transactions) AS mean_proba
+                  FROM {_rolled("fraud_places_15m")}
+                 GROUP BY 1, 2 ORDER BY 3 DESC LIMIT $3""",
             *window,
             limit,
         )
@@ -311,8 +326,8 @@ async def options(conn: asyncpg.Connection, f: Filters) -> dict[str, list[str]]:
     window = f.aggregate_window()
     if window is not None:
         rows = await conn.fetch(
-            """SELECT dimension, value FROM fraud_dimensions_15m
-                WHERE bucket >= $1 AND bucket < $2 AND value <> '(unknown)' GROUP BY 1, 2 ORDER BY 1, 2""",
+            f"""SELECT dimension, value FROM {_rolled("fraud_dimensions_15m")}
+                 WHERE value <> '(unknown)' GROUP BY 1, 2 ORDER BY 1, 2""",
             *window,
         )
         return {

@@ -27,6 +27,8 @@ ROWS = [
     (9, "US", "app", "mobile", "approve", 0.02, 1.8),
     (0.5, "FR", "web", "mobile", "approve", 0.01, 2.0),
     (120, "FR", "web", "mobile", "decline", 0.99, 0.1),  # outside a 15-minute window
+    (599.5, "DE", "app", "mobile", "review", 0.45, 0.3),  # before CUT's start, in the same quarter hour
+    (595, "US", "web", "desktop", "decline", 0.97, 0.5),  # inside CUT, in its first partial quarter hour
 ]
 
 
@@ -93,7 +95,7 @@ async def test_volume_buckets(db: asyncpg.Connection, loaded: list[uuid.UUID]) -
     assert all(b["bucket"].second % 10 == 0 for b in buckets)
     day = Filters(NOW - timedelta(hours=24), NOW)
     assert queries.bucket_for(day.end - day.start) == timedelta(minutes=15)
-    assert sum(b["transactions"] for b in await queries.volume(db, day)) == 11
+    assert sum(b["transactions"] for b in await queries.volume(db, day)) == 13
 
 
 async def test_breakdowns_and_places(db: asyncpg.Connection, loaded: list[uuid.UUID]) -> None:
@@ -142,8 +144,16 @@ async def test_event_and_empty_database(db: asyncpg.Connection, loaded: list[uui
 
 
 DAY = Filters(start=NOW - timedelta(hours=24), end=NOW)
-# Every decision selected: the same rows as DAY, but a filtered view, so it reads the rows themselves.
-DAY_FROM_ROWS = Filters(DAY.start, DAY.end, decisions=("approve", "review", "decline"))
+# A long range (so the aggregates answer) that starts and ends inside quarter hours: 02:01 to 11:56:30.
+CUT = Filters(start=NOW - timedelta(minutes=599), end=NOW - timedelta(minutes=3.5))
+
+
+def from_rows(f: Filters) -> Filters:
+    """The same rows, but a filtered view (every decision selected), so it reads the rows themselves."""
+    return Filters(f.start, f.end, decisions=("approve", "review", "decline"))
+
+
+DAY_FROM_ROWS = from_rows(DAY)
 
 
 def test_long_unfiltered_ranges_read_the_aggregates() -> None:
@@ -151,17 +161,26 @@ def test_long_unfiltered_ranges_read_the_aggregates() -> None:
     assert DAY_FROM_ROWS.aggregate_window() is None
     assert Filters(DAY.start, DAY.end, min_proba=0.2).aggregate_window() is None
     assert DAY.aggregate_window() == (DAY.start, DAY.end)
-    # A range that does not start on a quarter hour starts at the one before.
-    odd = Filters(NOW - timedelta(hours=24, minutes=7), NOW)
-    assert odd.aggregate_window() == (NOW - timedelta(hours=24, minutes=15), NOW)
+    assert CUT.aggregate_window() == (CUT.start, CUT.end)  # partial quarter hours are read from the rows
 
 
-async def test_aggregates_answer_like_the_rows(db: asyncpg.Connection, loaded: list[uuid.UUID]) -> None:
-    fast, exact = await queries.kpis(db, DAY), await queries.kpis(db, DAY_FROM_ROWS)
+@pytest.mark.parametrize("window", [DAY, CUT], ids=["aligned", "partial-quarters"])
+async def test_aggregates_answer_like_the_rows(
+    db: asyncpg.Connection, loaded: list[uuid.UUID], window: Filters
+) -> None:
+    latencies = [
+        latency for minutes, *_, latency in ROWS if window.start <= NOW - timedelta(minutes=minutes) < window.end
+    ]
+    exact_count = await db.fetchval(
+        "SELECT count(*) FROM fraud_predictions WHERE received_at >= $1 AND received_at < $2", window.start, window.end
+    )
+    assert exact_count == len(latencies)
+    rows = from_rows(window)
+    fast, exact = await queries.kpis(db, window), await queries.kpis(db, rows)
+    assert fast["transactions"] == exact_count
     for key in ("transactions", "frauds", "reviews", "declines", "model_versions", "events_per_s", "fraud_rate"):
         assert fast[key] == exact[key], key
     assert fast["mean_proba"] == pytest.approx(exact["mean_proba"])
-    latencies = [r[6] for r in ROWS]
     for key, q in (("latency_p50_s", 50), ("latency_p95_s", 95)):
         # Estimated from the histogram: within the bins of the two observations the exact value lies between.
         below, above = np.percentile(latencies, q, method="lower"), np.percentile(latencies, q, method="higher")
@@ -171,22 +190,22 @@ async def test_aggregates_answer_like_the_rows(db: asyncpg.Connection, loaded: l
     def counts(buckets: list[dict[str, object]]) -> list[tuple[object, ...]]:
         return [(b["bucket"], b["transactions"], b["frauds"]) for b in buckets]
 
-    assert counts(await queries.volume(db, DAY)) == counts(await queries.volume(db, DAY_FROM_ROWS))
-    assert sorted(map(_key, await queries.distributions(db, DAY))) == sorted(
-        map(_key, await queries.distributions(db, DAY_FROM_ROWS))
+    assert counts(await queries.volume(db, window)) == counts(await queries.volume(db, rows))
+    assert sorted(map(_key, await queries.distributions(db, window))) == sorted(
+        map(_key, await queries.distributions(db, rows))
     )
     for dimension in queries.DIMENSIONS:
-        fast_rows = await queries.breakdown(db, DAY, dimension)
-        exact_rows = await queries.breakdown(db, DAY_FROM_ROWS, dimension)
+        fast_rows = await queries.breakdown(db, window, dimension)
+        exact_rows = await queries.breakdown(db, rows, dimension)
         assert [(r["value"], r["transactions"], r["frauds"]) for r in fast_rows] == [
             (r["value"], r["transactions"], r["frauds"]) for r in exact_rows
         ]
         assert [r["mean_proba"] for r in fast_rows] == pytest.approx([r["mean_proba"] for r in exact_rows])
-    (fast_place,) = await queries.places(db, DAY)
-    (exact_place,) = await queries.places(db, DAY_FROM_ROWS)
-    assert (fast_place["latitude"], fast_place["longitude"], fast_place["transactions"]) == (48.9, 2.4, 11)
+    (fast_place,) = await queries.places(db, window)
+    (exact_place,) = await queries.places(db, rows)
+    assert (fast_place["latitude"], fast_place["longitude"], fast_place["transactions"]) == (48.9, 2.4, exact_count)
     assert fast_place["mean_proba"] == pytest.approx(exact_place["mean_proba"])
-    assert await queries.options(db, DAY) == await queries.options(db, DAY_FROM_ROWS)
+    assert await queries.options(db, window) == await queries.options(db, rows)
 
 
 def _bin_edges(seconds: float) -> tuple[float, float]:
