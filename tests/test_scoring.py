@@ -52,6 +52,14 @@ def test_shipped_models_score_a_batch() -> None:
     assert {Decision(int(code)).label for code in np.unique(scores.decision)} <= {"approve", "review", "decline"}
 
 
+def test_shipped_model_outputs_take_any_batch_size() -> None:
+    """A (1,) output makes onnxruntime warn on every batch larger than one that fetches it."""
+    scorer = Scorer()
+    for model in (scorer.models.classifier, scorer.models.detector):
+        for output in model.session.get_outputs():
+            assert output.shape[0] != 1, (model.name, output.name, output.shape)
+
+
 def test_single_row_equals_batched_row() -> None:
     scorer = Scorer()
     data = generate(64, seed=2).features
