@@ -43,4 +43,4 @@ EXPOSE 8000 8050 9100
 HEALTHCHECK --interval=30s --timeout=5s --start-period=30s --retries=3 CMD ["fraudflow", "healthcheck"]
 STOPSIGNAL SIGTERM
 # Keep-alive above a load balancer's idle timeout (60 s on an ALB): it must never reuse a connection we closed.
-CMD ["uvicorn", "api.main:app", "--http", "api.protocol:BoundedHttpTools", "--host", "0.0.0.0", "--port", "8000", "--no-server-header", "--timeout-graceful-shutdown", "20", "--timeout-keep-alive", "75"]
+CMD ["uvicorn", "api.main:app", "--http", "api.protocol:BoundedHttpTools", "--no-access-log", "--host", "0.0.0.0", "--port", "8000", "--no-server-header", "--timeout-graceful-shutdown", "20", "--timeout-keep-alive", "75"]

@@ -110,9 +110,10 @@ def up(
     run(main)
 
 
-# As the image runs the API: a protocol that bounds pipelining and slow clients, and idle connections kept longer
-# than clients' pools keep them (httpx 5 s, aiohttp 15 s), or a request sent as the server closes is reset.
-API_SERVER_OPTIONS = ("--http", "api.protocol:BoundedHttpTools", "--timeout-keep-alive", "75")
+# As the image runs the API: a protocol that bounds pipelining and slow clients; idle connections kept longer
+# than clients' pools keep them (httpx 5 s, aiohttp 15 s), or a request sent as the server closes is reset; and
+# no uvicorn access log (api/middleware.py writes a structured one: a second, plain one only costs CPU).
+API_SERVER_OPTIONS = ("--http", "api.protocol:BoundedHttpTools", "--timeout-keep-alive", "75", "--no-access-log")
 
 
 def _parts(

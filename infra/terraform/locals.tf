@@ -57,7 +57,7 @@ locals {
   alb_idle_timeout_s = 60
 
   # Container commands (tests/test_terraform.py parses them with the real CLI).
-  api_command       = ["uvicorn", "api.main:app", "--http", "api.protocol:BoundedHttpTools", "--host", "0.0.0.0", "--port", "8000", "--no-server-header", "--timeout-graceful-shutdown", "20", "--timeout-keep-alive", "75", "--forwarded-allow-ips", local.vpc_cidr_block]
+  api_command       = ["uvicorn", "api.main:app", "--http", "api.protocol:BoundedHttpTools", "--no-access-log", "--host", "0.0.0.0", "--port", "8000", "--no-server-header", "--timeout-graceful-shutdown", "20", "--timeout-keep-alive", "75", "--forwarded-allow-ips", local.vpc_cidr_block]
   consumer_command  = ["fraudflow", "consume", "--metrics-port", "9100", "--emf-interval", "60"]
   dashboard_command = ["fraudflow", "dashboard", "--host", "0.0.0.0", "--port", "8050"]
   migrate_command   = ["fraudflow", "db", "migrate"]
