@@ -19,7 +19,7 @@ def check_security(settings: Settings) -> None:
 
 def create_app(settings: Settings, database: DatabaseTarget | str) -> Dash:
     check_security(settings)
-    app = Dash(__name__, title="fraudflow", update_title="", serve_locally=True)
+    app = Dash(__name__, title="fraudflow", update_title="", serve_locally=True, compress=True)
     app.layout = layout(settings.dashboard_refresh_s)
     register(app, Database(database, max_size=settings.db_pool_max))
     protect(app.server, settings)

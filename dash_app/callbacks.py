@@ -61,16 +61,19 @@ def _sort(sort_by: object) -> tuple[str, bool]:
     return "received_at", True
 
 
-def _row_event_id(cell: object, rows: object) -> uuid.UUID | None:
-    if not isinstance(cell, dict) or not isinstance(rows, list):
-        return None
-    row = cell.get("row")
-    if not isinstance(row, int) or isinstance(row, bool) or not 0 <= row < len(rows):
-        return None
+def _event_id(value: object) -> uuid.UUID | None:
     try:
-        return uuid.UUID(str(rows[row]["event_id"]))
-    except (TypeError, KeyError, ValueError):
+        return uuid.UUID(value) if isinstance(value, str) else None
+    except ValueError:
         return None
+
+
+def _active_cell(rows: list[dict[str, Any]], selected: object) -> dict[str, Any] | None:
+    """The table's highlight on the selected event's row on this page, wherever the refresh moved it."""
+    for index, row in enumerate(rows):
+        if row["id"] == selected:
+            return {"row": index, "column": 0, "column_id": "received_at", "row_id": row["id"]}
+    return None
 
 
 def make_filters(
@@ -190,13 +193,21 @@ def register(app: Dash, db: Database) -> None:
             result["options"]["device_type"],
         ]
 
+    # The selection is an event id (a store), not a row position: a refresh that moves rows keeps both the
+    # highlight and the detail on the same transaction.
     @app.callback(
-        [Output("flagged", "data"), Output("flagged", "page_count")],
+        [
+            Output("flagged", "data"),
+            Output("flagged", "page_count"),
+            Output("flagged", "active_cell"),
+            Output("flagged", "selected_cells"),
+        ],
         [Input("flagged", "page_current"), Input("flagged", "sort_by"), Input("tick", "n_intervals"), *FILTER_INPUTS],
         State("pause", "value"),
+        State("selected-event", "data"),
     )
-    def flagged(page: object, sort_by: object, _tick: object, *rest: Any) -> tuple[Any, Any]:
-        *controls, pause = rest
+    def flagged(page: object, sort_by: object, _tick: object, *rest: Any) -> tuple[Any, ...]:
+        *controls, pause, selected = rest
         if ctx.triggered_id == "tick" and _paused(pause):
             raise PreventUpdate
         column, descending = _sort(sort_by)
@@ -206,17 +217,23 @@ def register(app: Dash, db: Database) -> None:
             )
             total, rows = db.run(page_query, make_filters(*controls))
         except DatabaseUnavailable:
-            return no_update, no_update
+            return no_update, no_update, no_update, no_update
         for row in rows:
-            row["event_id"] = str(row["event_id"])
+            row["event_id"] = row["id"] = str(row["event_id"])  # `id`: the row id DataTable reports on a click
             row["received_at"] = row["received_at"].strftime("%Y-%m-%d %H:%M:%S")
             for key in ("fraud_proba", "anomaly_score"):
                 row[key] = round(row[key], 4)
-        return rows, max(1, math.ceil(total / PAGE_SIZE))
+        cell = _active_cell(rows, selected)
+        return rows, max(1, math.ceil(total / PAGE_SIZE)), cell, [cell] if cell else []
 
-    @app.callback(Output("detail", "children"), Input("flagged", "active_cell"), State("flagged", "data"))
-    def detail(cell: object, rows: object) -> str:
-        if (event_id := _row_event_id(cell, rows)) is None:
+    @app.callback(Output("selected-event", "data"), Input("flagged", "active_cell"))
+    def select(cell: object) -> Any:
+        row_id = cell.get("row_id") if isinstance(cell, dict) else None
+        return str(event_id) if (event_id := _event_id(row_id)) is not None else no_update
+
+    @app.callback(Output("detail", "children"), Input("selected-event", "data"))
+    def detail(selected: object) -> str:
+        if (event_id := _event_id(selected)) is None:
             return "Click a row to see the whole event, its 30 features and its scores."
         try:
             event = db.run(queries.event, event_id)

@@ -193,6 +193,7 @@ def layout(refresh_s: float) -> html.Div:
             html.H4("Consumer shards"),
             leases,
             dcc.Interval(id="tick", interval=int(refresh_s * 1000)),
+            dcc.Store(id="selected-event"),
         ],
         style={"fontFamily": "system-ui, sans-serif", "padding": "12px 20px", "maxWidth": "1600px", "margin": "auto"},
     )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -39,26 +40,37 @@ def _row(i: int) -> tuple[str, float]:
     return "decline", 0.90 + (i - 38) * 0.05
 
 
+async def _insert_row(conn: asyncpg.Connection, user: str, decision: str, proba: float, received: datetime) -> None:
+    await conn.execute(
+        """INSERT INTO fraud_predictions ("timestamp", user_id, source, fraud_prediction, fraud_proba,
+               anomaly_score, device_type, country, latitude, longitude, event_id, decision, model_version,
+               amount, features, received_at, processed_at)
+           VALUES ($1, $2, 'web', $3, $4, 0.5, 'mobile', 'FR', 48.86, 2.35, $5, $6, 'v1', 42, $7, $1, $8)""",
+        received,
+        user,
+        int(decision == "decline"),
+        proba,
+        uuid.uuid4(),
+        decision,
+        [0.5] * 30,
+        received + timedelta(milliseconds=300),
+    )
+
+
 @pytest.fixture
 async def forty_rows(db: asyncpg.Connection) -> None:
     now = datetime.now(UTC)
     for i in range(40):
         decision, proba = _row(i)
-        received = now - timedelta(minutes=i, seconds=5)
-        await db.execute(
-            """INSERT INTO fraud_predictions ("timestamp", user_id, source, fraud_prediction, fraud_proba,
-                   anomaly_score, device_type, country, latitude, longitude, event_id, decision, model_version,
-                   amount, features, received_at, processed_at)
-               VALUES ($1, $2, 'web', $3, $4, 0.5, 'mobile', 'FR', 48.86, 2.35, $5, $6, 'v1', 42, $7, $1, $8)""",
-            received,
-            f"user-{i:02d}",
-            int(decision == "decline"),
-            proba,
-            uuid.uuid4(),
-            decision,
-            [0.5] * 30,
-            received + timedelta(milliseconds=300),
-        )
+        await _insert_row(db, f"user-{i:02d}", decision, proba, now - timedelta(minutes=i, seconds=5))
+
+
+async def _insert_flagged(database: str, user: str) -> None:
+    conn = await asyncpg.connect(database)
+    try:
+        await _insert_row(conn, user, "review", 0.45, datetime.now(UTC))
+    finally:
+        await conn.close()
 
 
 @pytest.fixture
@@ -74,7 +86,9 @@ def dashboard(settings: Settings, forty_rows: None) -> Iterator[str]:
     thread.join(10)
 
 
-def test_page_shows_data_filters_pages_and_details(dashboard: str, browser: WebDriver) -> None:
+def test_page_shows_data_filters_pages_and_details(dashboard: str, browser: WebDriver, settings: Settings) -> None:
+    database = settings.static_database_url
+    assert database
     from selenium.webdriver.common.by import By
     from selenium.webdriver.common.keys import Keys
     from selenium.webdriver.support import expected_conditions as ec
@@ -96,6 +110,15 @@ def test_page_shows_data_filters_pages_and_details(dashboard: str, browser: WebD
     wait.until(lambda _: first_user() == "user-15")  # server-side paging: the second page of 15
     driver.find_element(By.CSS_SELECTOR, "#flagged td[data-dash-column='user_id']").click()
     wait.until(ec.text_to_be_present_in_element((By.ID, "detail"), "features (Time, V1..V28, Amount)"))
+    assert "user_id: user-15" in driver.find_element(By.ID, "detail").text
+
+    # A newer flagged transaction arrives: at the next refresh every row moves down one place. The highlight
+    # and the detail stay on the transaction that was chosen, not on its old position.
+    asyncio.run(_insert_flagged(database, "user-new"))
+    wait.until(lambda _: first_user() == "user-14")
+    highlighted = driver.find_element(By.CSS_SELECTOR, "#flagged td.focused, #flagged td.cell--selected")
+    row = highlighted.find_element(By.XPATH, "..")
+    assert row.find_element(By.CSS_SELECTOR, "td[data-dash-column='user_id']").text == "user-15"
     assert "user_id: user-15" in driver.find_element(By.ID, "detail").text
 
     proba = driver.find_element(By.ID, "f-min-proba")
@@ -177,21 +200,38 @@ def test_callbacks_answer_hostile_values_without_a_server_error(settings: Settin
                 }
                 response = client.post("/_dash-update-component", json=payload, environ_base=loopback)
                 assert response.status_code in {200, 204}, (target, value, response.text[:300])
-    detail = next(c for c in dependencies if c["output"] == "detail.children")
-    payload = {
-        "output": "detail.children",
-        "outputs": {"id": "detail", "property": "children"},
-        "inputs": [{**detail["inputs"][0], "value": {"row": 0, "column": 0}}],
-        "state": [{**detail["state"][0], "value": [{"event_id": "not-an-id"}]}],
-        "changedPropIds": ["flagged.active_cell"],
-    }
-    assert client.post("/_dash-update-component", json=payload, environ_base=loopback).status_code == 200
+    for row_id in ("not-an-id", 7, None):
+        payload = {
+            "output": "selected-event.data",
+            "outputs": {"id": "selected-event", "property": "data"},
+            "inputs": [{"id": "flagged", "property": "active_cell", "value": {"row": 0, "row_id": row_id}}],
+            "changedPropIds": ["flagged.active_cell"],
+        }
+        response = client.post("/_dash-update-component", json=payload, environ_base=loopback)
+        assert response.status_code in {200, 204}, row_id
 
 
 def _outputs(spec: str) -> list[dict[str, str]] | dict[str, str]:
     parts = [p for p in spec.strip(".").split("...") if p]
     outputs = [dict(zip(("id", "property"), p.rsplit(".", 1), strict=True)) for p in parts]
     return outputs if spec.startswith("..") else outputs[0]
+
+
+def test_scripts_are_served_compressed(settings: Settings) -> None:
+    assert settings.static_database_url
+    app = create_app(settings, settings.static_database_url)
+    client = app.server.test_client()
+    loopback = {"REMOTE_ADDR": "127.0.0.1"}
+    page = client.get("/", environ_base=loopback).text
+    scripts = re.findall(r'src="(/_dash-component-suites/[^"]*)"', page)
+    # plotly.js itself (4.8 MB) is loaded when the first chart renders.
+    scripts += [f"/_dash-component-suites/plotly/{path}" for path in sorted(app.registered_paths["plotly"])]
+    for script in scripts:
+        plain = client.get(script, environ_base=loopback)
+        assert plain.status_code == 200, script
+        compressed = client.get(script, environ_base=loopback, headers={"Accept-Encoding": "gzip"})
+        assert compressed.headers["Content-Encoding"] == "gzip", script
+        assert len(compressed.data) < len(plain.data) / 2, script
 
 
 def test_production_refuses_to_start_without_users(settings: Settings) -> None:
