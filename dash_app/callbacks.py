@@ -101,6 +101,23 @@ def make_filters(
     )
 
 
+_ALERT = {"background": "#ffebe9", "border": "1px solid #d1242f", "padding": "8px", "marginBottom": "12px"}
+_WARNING = {"background": "#fff8c5", "border": "1px solid #d4a72c", "padding": "8px", "marginBottom": "12px"}
+_STALE = {"opacity": 0.45}
+
+
+def range_problem(range_: object, start: object, end: object) -> str | None:
+    """Why a custom range cannot be shown (the page then shows the last hour and says so)."""
+    if range_ != "custom":
+        return None
+    custom_start, custom_end = _parse_local(start), _parse_local(end)
+    if custom_start is None or custom_end is None:
+        return "Custom range: enter both a start and an end (YYYY-MM-DD HH:MM, UTC); showing the last hour."
+    if custom_end <= custom_start:
+        return "Custom range: the end is not after the start; showing the last hour."
+    return None
+
+
 def _paused(pause: object) -> bool:
     return isinstance(pause, list) and "paused" in pause
 
@@ -119,9 +136,9 @@ def _kpi_values(k: dict[str, Any], leases: list[dict[str, Any]]) -> list[str]:
     p50, p95 = k["latency_p50_s"], k["latency_p95_s"]
     return [
         f"{k['transactions']:,}",
-        f"{k['events_per_s']:.1f}",
-        f"{k['frauds']:,}",
-        f"{k['fraud_rate']:.2%}",
+        f"{k['events_per_s']:.3g}",
+        f"{k['flagged']:,}",
+        f"{k['flag_rate']:.2%}",
         f"{k['reviews']:,} / {k['declines']:,}",
         "-" if k["mean_proba"] is None else f"{k['mean_proba']:.3f}",
         "-" if p50 is None else f"{p50:.2f} s / {p95:.2f} s",
@@ -144,19 +161,24 @@ def register(app: Dash, db: Database) -> None:
             Output("f-country", "options"),
             Output("f-source", "options"),
             Output("f-device", "options"),
+            Output("figures", "style"),
         ],
         [Input("tick", "n_intervals"), Input("pause", "value"), *FILTER_INPUTS],
+        State("last-refresh", "data"),
     )
-    def refresh(_tick: object, pause: object, *controls: Any) -> list[Any]:
+    def refresh(_tick: object, pause: object, *rest: Any) -> list[Any]:
+        *controls, last = rest
         if ctx.triggered_id == "tick" and _paused(pause):
             raise PreventUpdate
         f = make_filters(*controls)
         try:
             result = db.gather(queries.refresh(f))
         except DatabaseUnavailable as error:
-            banner = f"Database unavailable ({error}); showing the last data, retrying every refresh."
-            style = {"background": "#ffebe9", "border": "1px solid #d1242f", "padding": "8px", "marginBottom": "12px"}
-            return [no_update] * (len(KPIS) + len(graph_ids) + 1) + [banner, style] + [no_update] * 4
+            since = f" from {last}" if isinstance(last, str) else ""
+            banner = f"Database unavailable: {error}. The figures below are stale{since}; retrying every refresh."
+            unchanged = [no_update] * (len(KPIS) + len(graph_ids) + 1)
+            stale = f"STALE: last updated {last}" if isinstance(last, str) else "no data yet"
+            return [*unchanged, banner, _ALERT, stale, *[no_update] * 3, _STALE]
         bucket = _bucket_label(queries.bucket_for(f.end - f.start))
         figs = [
             figures.volume(result["volume"], bucket),
@@ -180,18 +202,27 @@ def register(app: Dash, db: Database) -> None:
             }
             for lease in result["leases"]
         ]
-        refreshed = f"updated {datetime.now(UTC):%H:%M:%S} UTC"
+        refreshed = f"{datetime.now(UTC):%H:%M:%S} UTC"
+        problem = range_problem(*controls[:3])
         return [
             *_kpi_values(result["kpis"], result["leases"]),
             *figs,
             lease_rows,
-            "",
-            {"display": "none"},
-            refreshed,
+            problem or "",
+            _WARNING if problem else {"display": "none"},
+            f"updated {refreshed}",
             result["options"]["country"],
             result["options"]["source"],
             result["options"]["device_type"],
+            {},
         ]
+
+    @app.callback(Output("last-refresh", "data"), Input("refreshed", "children"))
+    def remember(text: object) -> Any:
+        """When the figures were last fetched, for the stale banner."""
+        if isinstance(text, str) and text.startswith("updated "):
+            return text.removeprefix("updated ")
+        return no_update
 
     # The selection is an event id (a store), not a row position: a refresh that moves rows keeps both the
     # highlight and the detail on the same transaction.

@@ -10,7 +10,9 @@ from typing import Any, TypeVar
 import asyncpg
 
 from fraudflow.db.target import DatabaseTarget
+from fraudflow.logging import get_logger
 
+log = get_logger(__name__)
 T = TypeVar("T")
 Query = tuple[Callable[..., Awaitable[Any]], tuple[Any, ...]]
 _UNAVAILABLE = (
@@ -24,7 +26,18 @@ _UNAVAILABLE = (
 
 
 class DatabaseUnavailable(RuntimeError):
-    """PostgreSQL could not answer; the page shows a banner and retries on the next refresh."""
+    """PostgreSQL could not answer; the page shows a banner and retries on the next refresh. The message is for
+    an analyst (the error itself goes to the log)."""
+
+
+def _reason(error: BaseException) -> str:
+    if isinstance(error, ConnectionRefusedError):
+        return "PostgreSQL refuses connections (is it running?)"
+    if isinstance(error, TimeoutError):
+        return "PostgreSQL did not answer in time"
+    if isinstance(error, asyncpg.CannotConnectNowError | asyncpg.AdminShutdownError):
+        return "PostgreSQL is starting or shutting down"
+    return "the connection to PostgreSQL failed"
 
 
 class Database:
@@ -55,7 +68,8 @@ class Database:
             return future.result(self.timeout_s + 5)
         except _UNAVAILABLE as error:
             future.cancel()
-            raise DatabaseUnavailable(f"{type(error).__name__}: {error}") from None
+            log.warning("dashboard query failed", error=f"{type(error).__name__}: {error}")
+            raise DatabaseUnavailable(_reason(error)) from None
 
     def run(self, query: Callable[..., Awaitable[T]], *args: Any) -> T:
         """`query(conn, *args)` on a pooled connection; connection problems become DatabaseUnavailable."""

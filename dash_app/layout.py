@@ -16,9 +16,9 @@ RANGES = {
 }
 KPIS = [
     ("kpi-transactions", "Transactions"),
-    ("kpi-rate", "Events/s now"),
-    ("kpi-frauds", "Frauds flagged"),
-    ("kpi-fraud-rate", "Fraud rate"),
+    ("kpi-rate", "Events/s (range average)"),
+    ("kpi-flagged", "Flagged (review or decline)"),
+    ("kpi-flag-rate", "Flagged share"),
     ("kpi-review-decline", "Review / decline"),
     ("kpi-mean-proba", "Mean p(fraud)"),
     ("kpi-latency", "Latency p50 / p95"),
@@ -182,8 +182,7 @@ def layout(refresh_s: float) -> html.Div:
             controls,
             filters,
             html.Div(id="banner", style={"display": "none"}),
-            html.Div([_card(i, label) for i, label in KPIS], style=_ROW),
-            graphs,
+            html.Div([html.Div([_card(i, label) for i, label in KPIS], style=_ROW), graphs], id="figures"),
             html.H4(f"Latest flagged transactions (review or decline; pages reach the first {FLAGGED_COUNT_LIMIT:,})"),
             flagged,
             html.Pre(
@@ -194,6 +193,7 @@ def layout(refresh_s: float) -> html.Div:
             leases,
             dcc.Interval(id="tick", interval=int(refresh_s * 1000)),
             dcc.Store(id="selected-event"),
+            dcc.Store(id="last-refresh"),
         ],
         style={"fontFamily": "system-ui, sans-serif", "padding": "12px 20px", "maxWidth": "1600px", "margin": "auto"},
     )

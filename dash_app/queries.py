@@ -138,19 +138,19 @@ async def kpis(conn: asyncpg.Connection, f: Filters) -> dict[str, Any]:
                        AS latency_p50_s,
                    percentile_cont(0.95) WITHIN GROUP (ORDER BY extract(epoch FROM processed_at - received_at))
                        AS latency_p95_s,
-                   count(*) FILTER (WHERE received_at >= $2::timestamptz - interval '60 seconds') / 60.0
-                       AS events_per_s,
                    coalesce(array_agg(DISTINCT model_version), '{{}}') AS model_versions
               FROM fraud_predictions WHERE {where}""",
         *args,
     )
     assert row is not None
-    return _with_rate(dict(row))
+    return _with_rates(dict(row), f)
 
 
-def _with_rate(out: dict[str, Any]) -> dict[str, Any]:
-    out["fraud_rate"] = out["frauds"] / out["transactions"] if out["transactions"] else 0.0
-    out["events_per_s"] = float(out["events_per_s"])
+def _with_rates(out: dict[str, Any], f: Filters) -> dict[str, Any]:
+    """Flagged is what the flagged table lists (review or decline); rates are over the whole range."""
+    out["flagged"] = out["reviews"] + out["declines"]
+    out["flag_rate"] = out["flagged"] / out["transactions"] if out["transactions"] else 0.0
+    out["events_per_s"] = out["transactions"] / (f.end - f.start).total_seconds()
     return out
 
 
@@ -172,12 +172,7 @@ async def _kpis_from_aggregates(
     latency = {r["bin"]: r["n"] for r in await _latency_bins(conn, window, None)}
     out["latency_p50_s"] = latency_quantile(latency, 0.5)
     out["latency_p95_s"] = latency_quantile(latency, 0.95)
-    out["events_per_s"] = await conn.fetchval(
-        """SELECT count(*) / 60.0 FROM fraud_predictions
-            WHERE received_at >= $1::timestamptz - interval '60 seconds' AND received_at < $1""",
-        f.end,
-    )
-    return _with_rate(out)
+    return _with_rates(out, f)
 
 
 async def _latency_bins(

@@ -98,7 +98,7 @@ def test_page_shows_data_filters_pages_and_details(dashboard: str, browser: WebD
     wait = WebDriverWait(driver, 30)
     driver.get(dashboard)
     wait.until(ec.text_to_be_present_in_element((By.ID, "kpi-transactions"), "40"))
-    assert driver.find_element(By.ID, "kpi-frauds").text == "2"
+    assert driver.find_element(By.ID, "kpi-flagged").text == "32"  # as many as the flagged table lists
     assert driver.find_element(By.ID, "kpi-review-decline").text == "30 / 2"
     assert driver.find_element(By.ID, "kpi-models").text == "v1"
 
@@ -126,11 +126,43 @@ def test_page_shows_data_filters_pages_and_details(dashboard: str, browser: WebD
     proba.send_keys("0.5", Keys.ENTER)
     wait.until(ec.text_to_be_present_in_element((By.ID, "kpi-transactions"), "12"))
     assert driver.find_element(By.ID, "banner").is_displayed() is False
+
+    # A custom range that ends before it starts is said, not silently replaced by the last hour.
+    driver.find_element(By.ID, "range").click()
+    wait.until(ec.element_to_be_clickable((By.XPATH, "//*[normalize-space(text())='Custom range']"))).click()
+    driver.find_element(By.ID, "custom-start").send_keys("2026-12-02 10:00", Keys.ENTER)
+    driver.find_element(By.ID, "custom-end").send_keys("2026-12-02 09:00", Keys.ENTER)
+    wait.until(ec.text_to_be_present_in_element((By.ID, "banner"), "the end is not after the start"))
     ARTIFACTS.mkdir(exist_ok=True)
     driver.save_screenshot(str(ARTIFACTS / "dashboard.png"))
     log: list[dict[str, Any]] = driver.get_log("browser")  # type: ignore[no-untyped-call]
     errors = [entry for entry in log if entry["level"] == "SEVERE"]
     assert errors == []
+
+
+def test_a_database_outage_is_said_in_words_and_nothing_pretends_to_be_current(browser: WebDriver) -> None:
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as ec
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    down = f"postgresql://fraudflow@127.0.0.1:{free_port()}/fraudflow"  # nothing listens there
+    app = create_app(Settings(_env_file=None, FRAUDFLOW_DASHBOARD_REFRESH_S=1.0), down)
+    port = free_port()
+    server = make_server("127.0.0.1", port, app.server, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        browser.get(f"http://127.0.0.1:{port}/")
+        wait = WebDriverWait(browser, 30)
+        wait.until(ec.text_to_be_present_in_element((By.ID, "banner"), "PostgreSQL refuses connections"))
+        page = browser.find_element(By.TAG_NAME, "body").text
+        assert "Errno" not in page  # no Python exception shown to the analyst
+        assert "Error" not in page
+        assert browser.find_element(By.ID, "refreshed").text == "no data yet"
+        assert "opacity: 0.45" in (browser.find_element(By.ID, "figures").get_attribute("style") or "")
+    finally:
+        server.shutdown()
+        thread.join(10)
 
 
 def test_basic_auth(settings: Settings) -> None:

@@ -69,12 +69,13 @@ async def test_kpis(db: asyncpg.Connection, loaded: list[uuid.UUID]) -> None:
     assert k["frauds"] == 3
     assert k["reviews"] == 2
     assert k["declines"] == 3
-    assert k["fraud_rate"] == pytest.approx(0.3)
+    assert k["flagged"] == 5  # what the flagged table lists: reviews and declines
+    assert k["flag_rate"] == pytest.approx(0.5)
     assert k["mean_proba"] == pytest.approx(np.mean([np.float32(r[5]) for r in inside]), abs=1e-6)
     latencies = [r[6] for r in inside]
     assert k["latency_p50_s"] == pytest.approx(np.percentile(latencies, 50))
     assert k["latency_p95_s"] == pytest.approx(np.percentile(latencies, 95))
-    assert k["events_per_s"] == pytest.approx(2 / 60)  # two rows in the last minute (one exactly 60 s old)
+    assert k["events_per_s"] == pytest.approx(10 / 900)  # over the whole 15 minutes
     assert k["model_versions"] == ["v1"]
 
 
@@ -138,7 +139,7 @@ async def test_event_and_empty_database(db: asyncpg.Connection, loaded: list[uui
     assert await queries.event(db, uuid.uuid4()) is None
     await db.execute("TRUNCATE fraud_predictions")
     empty = await queries.kpis(db, WINDOW)
-    assert (empty["transactions"], empty["fraud_rate"], empty["model_versions"]) == (0, 0.0, [])
+    assert (empty["transactions"], empty["flag_rate"], empty["model_versions"]) == (0, 0.0, [])
     assert await queries.volume(db, WINDOW) == []
     assert await queries.leases(db) == []
 
@@ -178,7 +179,16 @@ async def test_aggregates_answer_like_the_rows(
     rows = from_rows(window)
     fast, exact = await queries.kpis(db, window), await queries.kpis(db, rows)
     assert fast["transactions"] == exact_count
-    for key in ("transactions", "frauds", "reviews", "declines", "model_versions", "events_per_s", "fraud_rate"):
+    for key in (
+        "transactions",
+        "frauds",
+        "reviews",
+        "declines",
+        "model_versions",
+        "events_per_s",
+        "flagged",
+        "flag_rate",
+    ):
         assert fast[key] == exact[key], key
     assert fast["mean_proba"] == pytest.approx(exact["mean_proba"])
     for key, q in (("latency_p50_s", 50), ("latency_p95_s", 95)):
