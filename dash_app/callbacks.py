@@ -181,8 +181,8 @@ def register(app: Dash, db: Database) -> None:
             return [*unchanged, banner, _ALERT, stale, *[no_update] * 3, _STALE]
         bucket = _bucket_label(queries.bucket_for(f.end - f.start))
         figs = [
-            figures.volume(result["volume"], bucket),
-            figures.latency(result["volume"]),
+            figures.volume(result["volume"], bucket, (f.start, f.end)),
+            figures.latency(result["volume"], (f.start, f.end)),
             figures.distribution(result["distributions"], "fraud_proba", "Fraud probability by decision"),
             figures.distribution(result["distributions"], "anomaly_score", "Anomaly score by decision"),
             figures.places(result["places"]),
@@ -254,6 +254,7 @@ def register(app: Dash, db: Database) -> None:
             row["received_at"] = row["received_at"].strftime("%Y-%m-%d %H:%M:%S")
             for key in ("fraud_proba", "anomaly_score"):
                 row[key] = round(row[key], 4)
+            row["amount"] = None if row["amount"] is None else round(row["amount"], 2)  # stored as float32
         cell = _active_cell(rows, selected)
         return rows, max(1, math.ceil(total / PAGE_SIZE)), cell, [cell] if cell else []
 
@@ -273,6 +274,8 @@ def register(app: Dash, db: Database) -> None:
         if event is None:
             return "This event is no longer in the table."
         features = event.pop("features") or []
+        if event.get("amount") is not None:
+            event["amount"] = f"{event['amount']:,.2f}"  # stored as float32: 48.96, not 48.959999084472656
         lines = [f"{key}: {value}" for key, value in event.items()]
         lines.append("features (Time, V1..V28, Amount): " + ", ".join(f"{v:.4g}" for v in features))
         return "\n".join(lines)

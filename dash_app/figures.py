@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 import plotly.graph_objects as go
@@ -10,33 +11,50 @@ import plotly.graph_objects as go
 RISK_SCALE = [[0.0, "#2c7bb6"], [0.5, "#fdae61"], [1.0, "#d7191c"]]
 DECISION_COLOURS = {"approve": "#2c7bb6", "review": "#fdae61", "decline": "#d7191c"}
 _LAYOUT: dict[str, Any] = {
-    "margin": {"l": 50, "r": 20, "t": 40, "b": 40},
+    # Room under the x axis title for the legend, so neither covers the other.
+    "margin": {"l": 50, "r": 20, "t": 40, "b": 80},
     "template": "plotly_white",
     "font": {"size": 12},
-    "legend": {"orientation": "h", "y": -0.2},
+    "legend": {"orientation": "h", "y": -0.35, "yanchor": "top"},
+    "title": {"x": 0.01, "xanchor": "left"},
 }
+_COUNT_AXIS = {"rangemode": "tozero", "tickformat": ",d"}  # counts: from zero, whole numbers
+NO_DATA = "No transactions in this range"
 
 
 def _figure(title: str, **layout: Any) -> go.Figure:
     figure = go.Figure()
-    figure.update_layout(title=title, **_LAYOUT, **layout)
+    figure.update_layout(**_LAYOUT)
+    figure.update_layout(title_text=title, **layout)
     return figure
 
 
-def volume(rows: list[dict[str, Any]], bucket_label: str) -> go.Figure:
+def _empty(figure: go.Figure) -> go.Figure:
+    """Say there is nothing to draw instead of drawing empty axes."""
+    figure.update_layout(
+        xaxis={"visible": False},
+        yaxis={"visible": False},
+        annotations=[{"text": NO_DATA, "showarrow": False, "font": {"size": 14, "color": "#57606a"}}],
+    )
+    return figure
+
+
+def volume(rows: list[dict[str, Any]], bucket_label: str, window: tuple[datetime, datetime]) -> go.Figure:
     figure = _figure(
         f"Transactions per {bucket_label}",
-        yaxis_title="transactions / bucket",
-        xaxis_title="time (UTC)",
-        yaxis2={"title": "frauds / bucket", "overlaying": "y", "side": "right"},
+        yaxis={"title": "transactions / bucket", **_COUNT_AXIS},
+        xaxis={"title": "time (UTC)", "range": list(window)},
+        yaxis2={"title": "declined / bucket", "overlaying": "y", "side": "right", **_COUNT_AXIS},
     )
+    if not rows:
+        return _empty(figure)
     figure.add_bar(
         x=[r["bucket"] for r in rows], y=[r["transactions"] for r in rows], name="transactions", marker_color="#9ecae1"
     )
     figure.add_scatter(
         x=[r["bucket"] for r in rows],
         y=[r["frauds"] for r in rows],
-        name="frauds (declined)",
+        name="declined (right axis)",
         yaxis="y2",
         mode="lines+markers",
         line_color="#d7191c",
@@ -44,15 +62,27 @@ def volume(rows: list[dict[str, Any]], bucket_label: str) -> go.Figure:
     return figure
 
 
-def latency(rows: list[dict[str, Any]]) -> go.Figure:
-    figure = _figure("End-to-end latency (API receive -> row stored)", yaxis_title="seconds", xaxis_title="time (UTC)")
+def latency(rows: list[dict[str, Any]], window: tuple[datetime, datetime]) -> go.Figure:
+    figure = _figure(
+        "End-to-end latency (API receive -> row stored)",
+        yaxis={"title": "seconds", "rangemode": "tozero"},
+        xaxis={"title": "time (UTC)", "range": list(window)},
+    )
+    if not rows:
+        return _empty(figure)
     for key, name in (("latency_p50_s", "p50"), ("latency_p95_s", "p95")):
         figure.add_scatter(x=[r["bucket"] for r in rows], y=[r[key] for r in rows], name=name, mode="lines")
     return figure
 
 
 def distribution(rows: list[dict[str, Any]], metric: str, title: str, bins: int = 20) -> go.Figure:
-    figure = _figure(title, barmode="stack", xaxis_title="score (0-1)", yaxis_title="transactions")
+    # A log count axis: approvals outnumber the flagged by orders of magnitude, which would leave one tall bar.
+    figure = _figure(
+        title, barmode="stack", xaxis={"title": "score (0-1)", "range": [0, 1]}, yaxis_title="transactions (log)"
+    )
+    figure.update_yaxes(type="log")
+    if not any(r["metric"] == metric for r in rows):
+        return _empty(figure)
     for decision, colour in DECISION_COLOURS.items():
         counts = [0] * bins
         for r in rows:
@@ -72,6 +102,8 @@ def places(rows: list[dict[str, Any]]) -> go.Figure:
         xaxis={"title": "longitude (°)", "range": [-180, 180]},
         yaxis={"title": "latitude (°)", "range": [-90, 90]},
     )
+    if not rows:
+        return _empty(figure)
     figure.add_scatter(
         x=[r["longitude"] for r in rows],
         y=[r["latitude"] for r in rows],
@@ -96,7 +128,9 @@ def breakdown(rows: list[dict[str, Any]], dimension: str) -> go.Figure:
         barmode="stack",
         yaxis={"autorange": "reversed"},
     )
-    labels = [r["value"] for r in rows]
+    if not rows:
+        return _empty(figure)
+    labels = [f"{r['value']} ({r['frauds'] / r['transactions']:.1%} declined)" for r in rows]
     figure.add_bar(
         y=labels,
         x=[r["transactions"] - r["frauds"] for r in rows],

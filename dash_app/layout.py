@@ -46,7 +46,7 @@ _CARD = {
     "background": "#fbfcfd",
 }
 _ROW = {"display": "flex", "gap": "10px", "flexWrap": "wrap", "marginBottom": "12px"}
-_GRAPH = {"flex": "1 1 480px", "minWidth": "380px", "height": "320px"}
+_GRAPH = {"flex": "1 1 480px", "minWidth": "min(380px, 100%)", "height": "340px"}
 
 
 def _dropdown(id_: str, placeholder: str) -> dcc.Dropdown:
@@ -158,6 +158,7 @@ def layout(refresh_s: float) -> html.Div:
         sort_mode="single",
         sort_by=[{"column_id": "received_at", "direction": "desc"}],
         row_selectable=False,
+        style_table={"overflowX": "auto"},  # scrolls inside itself on a phone; the page does not
         style_cell={"fontSize": "13px", "padding": "4px 8px"},
         style_header={"fontWeight": "600"},
         style_data_conditional=[{"if": {"filter_query": '{decision} = "decline"'}, "color": "#b10f14"}],
@@ -174,6 +175,7 @@ def layout(refresh_s: float) -> html.Div:
                 ("renewed_s_ago", "Renewed (s ago)"),
             )
         ],
+        style_table={"overflowX": "auto"},
         style_cell={"fontSize": "13px", "padding": "4px 8px"},
     )
     return html.Div(

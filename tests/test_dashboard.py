@@ -23,6 +23,7 @@ from pydantic import SecretStr
 from werkzeug.serving import make_server
 
 from dash_app.app import create_app
+from dash_app.figures import NO_DATA
 from fraudflow.config import Environment, Settings, SettingsError, load_settings
 from fraudflow.net import free_port
 
@@ -138,6 +139,29 @@ def test_page_shows_data_filters_pages_and_details(dashboard: str, browser: WebD
     log: list[dict[str, Any]] = driver.get_log("browser")  # type: ignore[no-untyped-call]
     errors = [entry for entry in log if entry["level"] == "SEVERE"]
     assert errors == []
+
+
+def test_phone_width_has_no_horizontal_page_scroll_and_empty_charts_say_so(dashboard: str, browser: WebDriver) -> None:
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as ec
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    browser.set_window_size(390, 900)
+    try:
+        browser.get(dashboard)
+        wait = WebDriverWait(browser, 30)
+        wait.until(ec.text_to_be_present_in_element((By.ID, "kpi-transactions"), "40"))
+        wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#flagged td"))
+        widths = browser.execute_script("return [document.documentElement.scrollWidth, window.innerWidth]")
+        assert widths[0] <= widths[1], f"page {widths[0]} px wide in a {widths[1]} px window"
+        ARTIFACTS.mkdir(exist_ok=True)
+        browser.save_screenshot(str(ARTIFACTS / "dashboard-phone.png"))
+        # A filter nothing matches: every chart says there is no data rather than drawing empty axes.
+        browser.find_element(By.ID, "f-min-proba").send_keys("\b\b\b\b1\n")
+        wait.until(ec.text_to_be_present_in_element((By.ID, "kpi-transactions"), "0"))
+        wait.until(lambda d: len(d.find_elements(By.XPATH, f"//*[text()='{NO_DATA}']")) >= 7)
+    finally:
+        browser.set_window_size(1400, 2200)
 
 
 def test_a_database_outage_is_said_in_words_and_nothing_pretends_to_be_current(browser: WebDriver) -> None:
