@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from datetime import datetime
 from typing import Any
 
@@ -18,7 +19,13 @@ _LAYOUT: dict[str, Any] = {
     "legend": {"orientation": "h", "y": -0.35, "yanchor": "top"},
     "title": {"x": 0.01, "xanchor": "left"},
 }
-_COUNT_AXIS = {"rangemode": "tozero", "tickformat": ",d"}  # counts: from zero, whole numbers
+
+
+def _count_axis(title: str, largest: float) -> dict[str, Any]:
+    """Counts: from zero, whole numbers (a tick per unit when there are few, or they would repeat)."""
+    return {"title": title, "rangemode": "tozero", "tickformat": ",d", **({"dtick": 1} if largest <= 5 else {})}
+
+
 NO_DATA = "No transactions in this range"
 
 
@@ -42,9 +49,13 @@ def _empty(figure: go.Figure) -> go.Figure:
 def volume(rows: list[dict[str, Any]], bucket_label: str, window: tuple[datetime, datetime]) -> go.Figure:
     figure = _figure(
         f"Transactions per {bucket_label}",
-        yaxis={"title": "transactions / bucket", **_COUNT_AXIS},
+        yaxis=_count_axis("transactions / bucket", max((r["transactions"] for r in rows), default=0)),
         xaxis={"title": "time (UTC)", "range": list(window)},
-        yaxis2={"title": "declined / bucket", "overlaying": "y", "side": "right", **_COUNT_AXIS},
+        yaxis2={
+            **_count_axis("declined / bucket", max((r["frauds"] for r in rows), default=0)),
+            "overlaying": "y",
+            "side": "right",
+        },
     )
     if not rows:
         return _empty(figure)
@@ -80,17 +91,20 @@ def distribution(rows: list[dict[str, Any]], metric: str, title: str, bins: int 
     figure = _figure(
         title, barmode="stack", xaxis={"title": "score (0-1)", "range": [0, 1]}, yaxis_title="transactions (log)"
     )
-    figure.update_yaxes(type="log")
     if not any(r["metric"] == metric for r in rows):
         return _empty(figure)
+    totals = [0] * bins
     for decision, colour in DECISION_COLOURS.items():
         counts = [0] * bins
         for r in rows:
             if r["decision"] == decision and r["metric"] == metric and r["bin"] is not None:
                 counts[max(0, min(bins, r["bin"]) - 1)] += r["n"]
+        totals = [t + c for t, c in zip(totals, counts, strict=True)]
         figure.add_bar(
             x=[(i + 0.5) / bins for i in range(bins)], y=counts, name=decision, marker_color=colour, width=1 / bins
         )
+    # From below 1, so a bin of one transaction still shows, to a little above the tallest stack.
+    figure.update_yaxes(type="log", range=[-0.3, math.log10(max(max(totals), 2)) + 0.1])
     return figure
 
 
