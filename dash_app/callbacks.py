@@ -17,7 +17,10 @@ from dash_app.layout import KPIS, PAGE_SIZE
 from dash_app.queries import Filters
 
 SPANS = {"15m": timedelta(minutes=15), "1h": timedelta(hours=1), "24h": timedelta(hours=24), "7d": timedelta(days=7)}
-STALE_LEASE_S = 30
+# A lease not renewed for the consumer's failover time belongs to a worker that is dead or frozen: its shard
+# is not being stored, whatever its last reported lag says.
+STALE_LEASE_S = 10
+QUIET_S = 60  # no new row for this long with healthy leases: traffic stopped, or the API cannot publish
 FILTER_INPUTS = [
     Input("range", "value"),
     Input("custom-start", "value"),
@@ -127,12 +130,40 @@ def _bucket_label(size: timedelta) -> str:
     return f"{seconds} s" if seconds < 60 else f"{seconds // 60} min" if seconds < 3600 else f"{seconds // 3600} h"
 
 
-def _kpi_values(k: dict[str, Any], leases: list[dict[str, Any]]) -> list[str]:
-    lag = max((lease["millis_behind_latest"] or 0 for lease in leases), default=None)
-    stale = [lease for lease in leases if lease["owner"] and (lease["renewed_s_ago"] or 0) > STALE_LEASE_S]
-    lag_text = "-" if lag is None else f"{lag / 1000:.1f} s"
-    if stale:
-        lag_text += f" ⚠ {len(stale)} stale lease(s)"
+def health(leases: list[dict[str, Any]], newest_s: float | None) -> tuple[str, str]:
+    """The pipeline's state in words, and its level: ok, warning or failure."""
+    stale = [lease for lease in leases if (lease["renewed_s_ago"] or 0) > STALE_LEASE_S and lease["owner"]]
+    unowned = [lease for lease in leases if not lease["owner"]]
+    newest = "no rows yet" if newest_s is None else f"newest row {_age(newest_s)} ago"
+    if stale or (leases and len(unowned) == len(leases)):
+        shards = len(stale) or len(unowned)
+        return f"FAILING: {shards} shard(s) not consumed (no live worker); {newest}", "failure"
+    if not leases:
+        return f"no consumer has started; {newest}", "failure"
+    lag = max(lease["millis_behind_latest"] or 0 for lease in leases) / 1000
+    if newest_s is None or newest_s > QUIET_S:
+        return f"quiet: {newest}; consumer lag {lag:.1f} s", "warning"
+    return f"OK: {newest}; consumer lag {lag:.1f} s", "ok"
+
+
+def _age(seconds: float) -> str:
+    return (
+        f"{seconds:.0f} s"
+        if seconds < 120
+        else f"{seconds / 60:.0f} min"
+        if seconds < 7200
+        else f"{seconds / 3600:.0f} h"
+    )
+
+
+_HEALTH_STYLE = {
+    "ok": {"fontSize": "15px", "fontWeight": "600", "color": "#1a7f37"},
+    "warning": {"fontSize": "15px", "fontWeight": "600", "color": "#9a6700"},
+    "failure": {"fontSize": "15px", "fontWeight": "600", "color": "#d1242f"},
+}
+
+
+def _kpi_values(k: dict[str, Any], health_text: str) -> list[str]:
     p50, p95 = k["latency_p50_s"], k["latency_p95_s"]
     return [
         f"{k['transactions']:,}",
@@ -142,7 +173,7 @@ def _kpi_values(k: dict[str, Any], leases: list[dict[str, Any]]) -> list[str]:
         f"{k['reviews']:,} / {k['declines']:,}",
         "-" if k["mean_proba"] is None else f"{k['mean_proba']:.3f}",
         "-" if p50 is None else f"{p50:.2f} s / {p95:.2f} s",
-        lag_text,
+        health_text,
         ", ".join(k["model_versions"]) or "-",
     ]
 
@@ -162,6 +193,7 @@ def register(app: Dash, db: Database) -> None:
             Output("f-source", "options"),
             Output("f-device", "options"),
             Output("figures", "style"),
+            Output("kpi-health", "style"),
         ],
         [Input("tick", "n_intervals"), Input("pause", "value"), *FILTER_INPUTS],
         State("last-refresh", "data"),
@@ -178,7 +210,7 @@ def register(app: Dash, db: Database) -> None:
             banner = f"Database unavailable: {error}. The figures below are stale{since}; retrying every refresh."
             unchanged = [no_update] * (len(KPIS) + len(graph_ids) + 1)
             stale = f"STALE: last updated {last}" if isinstance(last, str) else "no data yet"
-            return [*unchanged, banner, _ALERT, stale, *[no_update] * 3, _STALE]
+            return [*unchanged, banner, _ALERT, stale, *[no_update] * 3, _STALE, no_update]
         bucket = _bucket_label(queries.bucket_for(f.end - f.start))
         figs = [
             figures.volume(result["volume"], bucket, (f.start, f.end)),
@@ -204,8 +236,9 @@ def register(app: Dash, db: Database) -> None:
         ]
         refreshed = f"{datetime.now(UTC):%H:%M:%S} UTC"
         problem = range_problem(*controls[:3])
+        health_text, level = health(result["leases"], result["newest_row_age_s"])
         return [
-            *_kpi_values(result["kpis"], result["leases"]),
+            *_kpi_values(result["kpis"], health_text),
             *figs,
             lease_rows,
             problem or "",
@@ -215,6 +248,7 @@ def register(app: Dash, db: Database) -> None:
             result["options"]["source"],
             result["options"]["device_type"],
             {},
+            _HEALTH_STYLE[level],
         ]
 
     @app.callback(Output("last-refresh", "data"), Input("refreshed", "children"))

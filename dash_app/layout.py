@@ -22,7 +22,7 @@ KPIS = [
     ("kpi-review-decline", "Review / decline"),
     ("kpi-mean-proba", "Mean p(fraud)"),
     ("kpi-latency", "Latency p50 / p95"),
-    ("kpi-lag", "Consumer lag"),
+    ("kpi-health", "Pipeline health"),
     ("kpi-models", "Model version(s)"),
 ]
 FLAGGED_COLUMNS = [

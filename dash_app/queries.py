@@ -351,6 +351,7 @@ def refresh(f: Filters) -> dict[str, tuple[Callable[..., Awaitable[Any]], tuple[
         "by_source": (breakdown, (f, "source")),
         "by_device": (breakdown, (f, "device_type")),
         "leases": (leases, ()),
+        "newest_row_age_s": (newest_row_age_s, ()),
         "options": (options, (f,)),
     }
 
@@ -393,6 +394,12 @@ async def flagged(
 async def event(conn: asyncpg.Connection, event_id: uuid.UUID) -> dict[str, Any] | None:
     row = await conn.fetchrow("SELECT * FROM fraud_predictions WHERE event_id = $1", event_id)
     return dict(row) if row else None
+
+
+async def newest_row_age_s(conn: asyncpg.Connection) -> float | None:
+    """Seconds since the newest stored transaction was received (whatever range is shown): freshness now."""
+    age = await conn.fetchval("SELECT extract(epoch FROM now() - max(received_at)) FROM fraud_predictions")
+    return None if age is None else float(age)
 
 
 async def leases(conn: asyncpg.Connection) -> list[dict[str, Any]]:

@@ -23,6 +23,7 @@ from pydantic import SecretStr
 from werkzeug.serving import make_server
 
 from dash_app.app import create_app
+from dash_app.callbacks import health
 from dash_app.figures import NO_DATA
 from fraudflow.config import Environment, Settings, SettingsError, load_settings
 from fraudflow.net import free_port
@@ -162,6 +163,55 @@ def test_phone_width_has_no_horizontal_page_scroll_and_empty_charts_say_so(dashb
         wait.until(lambda d: len(d.find_elements(By.XPATH, f"//*[text()='{NO_DATA}']")) >= 7)
     finally:
         browser.set_window_size(1400, 2200)
+
+
+def _lease(owner: str | None, renewed_s_ago: float, lag_ms: int = 0) -> dict[str, Any]:
+    return {"owner": owner, "renewed_s_ago": renewed_s_ago, "millis_behind_latest": lag_ms}
+
+
+@pytest.mark.parametrize(
+    ("leases", "newest_s", "level", "words"),
+    [
+        ([_lease("w1", 2), _lease("w2", 3, 1500)], 1.0, "ok", "OK: newest row 1 s ago; consumer lag 1.5 s"),
+        # A frozen worker still shows its last lag (0): its leases are what say it is gone.
+        ([_lease("w1", 2), _lease("w2", 77)], 70.0, "failure", "FAILING: 1 shard(s) not consumed"),
+        ([_lease(None, 300), _lease(None, 300)], 400.0, "failure", "FAILING: 2 shard(s) not consumed"),
+        ([], None, "failure", "no consumer has started"),
+        ([_lease("w1", 2)], 600.0, "warning", "quiet: newest row 10 min ago"),
+    ],
+)
+def test_pipeline_health_is_judged_from_leases_and_the_newest_row(
+    leases: list[dict[str, Any]], newest_s: float | None, level: str, words: str
+) -> None:
+    text, judged = health(leases, newest_s)
+    assert judged == level
+    assert text.startswith(words) or words in text
+
+
+async def _freeze_a_consumer(database: str) -> None:
+    """A lease whose worker stopped renewing 77 s ago, as a frozen consumer leaves it."""
+    conn = await asyncpg.connect(database)
+    try:
+        await conn.execute(
+            """INSERT INTO kinesis_leases (application, stream, shard_id, owner, millis_behind_latest, updated_at)
+               VALUES ('fraudflow', 's', 'shardId-000000000000', 'frozen-worker', 0, now() - interval '77 seconds')"""
+        )
+    finally:
+        await conn.close()
+
+
+def test_a_frozen_consumer_is_shown_as_failing(dashboard: str, browser: WebDriver, settings: Settings) -> None:
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as ec
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    assert settings.static_database_url
+    asyncio.run(_freeze_a_consumer(settings.static_database_url))
+    browser.get(dashboard)
+    wait = WebDriverWait(browser, 30)
+    wait.until(ec.text_to_be_present_in_element((By.ID, "kpi-health"), "FAILING: 1 shard(s) not consumed"))
+    colour = browser.find_element(By.ID, "kpi-health").value_of_css_property("color")
+    assert colour == "rgba(209, 36, 47, 1)"  # #d1242f
 
 
 def test_a_database_outage_is_said_in_words_and_nothing_pretends_to_be_current(browser: WebDriver) -> None:
