@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import csv
 import functools
+import io
 import math
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -13,8 +15,8 @@ from dash.exceptions import PreventUpdate
 
 from dash_app import figures, queries
 from dash_app.database import Database, DatabaseUnavailable
-from dash_app.layout import KPIS, PAGE_SIZE
-from dash_app.queries import Filters
+from dash_app.layout import FLAGGED_COLUMNS, KPIS, PAGE_SIZE
+from dash_app.queries import FLAGGED_COUNT_LIMIT, Filters
 
 SPANS = {"15m": timedelta(minutes=15), "1h": timedelta(hours=1), "24h": timedelta(hours=24), "7d": timedelta(days=7)}
 # A lease not renewed for the consumer's failover time belongs to a worker that is dead or frozen: its shard
@@ -291,6 +293,32 @@ def register(app: Dash, db: Database) -> None:
             row["amount"] = None if row["amount"] is None else round(row["amount"], 2)  # stored as float32
         cell = _active_cell(rows, selected)
         return rows, max(1, math.ceil(total / PAGE_SIZE)), cell, [cell] if cell else []
+
+    @app.callback(
+        Output("download", "data"),
+        Input("export", "n_clicks"),
+        [State("flagged", "sort_by"), *(State(i.component_id, i.component_property) for i in FILTER_INPUTS)],
+        prevent_initial_call=True,
+    )
+    def export(_clicks: object, sort_by: object, *controls: Any) -> Any:
+        """The flagged table as CSV: every row of the current range, filters and order (up to the table's cap)."""
+        column, descending = _sort(sort_by)
+        f = make_filters(*controls)
+        page_query = functools.partial(
+            queries.flagged, page=0, page_size=FLAGGED_COUNT_LIMIT, sort=column, descending=descending
+        )
+        try:
+            _total, rows = db.run(page_query, f)
+        except DatabaseUnavailable:
+            return no_update
+        out = io.StringIO()
+        writer = csv.DictWriter(
+            out, fieldnames=[key for key, _ in FLAGGED_COLUMNS] + ["event_id"], extrasaction="ignore"
+        )
+        writer.writeheader()
+        writer.writerows(rows)
+        name = f"flagged-{f.start:%Y%m%dT%H%M}-{f.end:%Y%m%dT%H%M}.csv"
+        return {"content": out.getvalue(), "filename": name, "type": "text/csv"}
 
     @app.callback(Output("selected-event", "data"), Input("flagged", "active_cell"))
     def select(cell: object) -> Any:

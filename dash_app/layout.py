@@ -186,6 +186,15 @@ def layout(refresh_s: float) -> html.Div:
             html.Div(id="banner", style={"display": "none"}),
             html.Div([html.Div([_card(i, label) for i, label in KPIS], style=_ROW), graphs], id="figures"),
             html.H4(f"Latest flagged transactions (review or decline; pages reach the first {FLAGGED_COUNT_LIMIT:,})"),
+            html.Div(
+                [
+                    html.Button(
+                        "Download CSV", id="export", title="Every flagged row of this range, filters and order"
+                    ),
+                    dcc.Download(id="download"),
+                ],
+                style={"margin": "6px 0"},
+            ),
             flagged,
             html.Pre(
                 id="detail",

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import csv
+import io
 import os
 import re
 import signal
@@ -163,6 +165,33 @@ def test_phone_width_has_no_horizontal_page_scroll_and_empty_charts_say_so(dashb
         wait.until(lambda d: len(d.find_elements(By.XPATH, f"//*[text()='{NO_DATA}']")) >= 7)
     finally:
         browser.set_window_size(1400, 2200)
+
+
+def test_the_flagged_table_downloads_as_csv(settings: Settings, forty_rows: None) -> None:
+    assert settings.static_database_url
+    client = create_app(settings, settings.static_database_url).server.test_client()
+    loopback = {"REMOTE_ADDR": "127.0.0.1"}
+    callback = next(
+        c for c in client.get("/_dash-dependencies", environ_base=loopback).get_json() if c["output"] == "download.data"
+    )
+    values = {"range": "1h", "f-min-proba": 0.5, "flagged": [{"column_id": "fraud_proba", "direction": "desc"}]}
+    payload = {
+        "output": "download.data",
+        "outputs": {"id": "download", "property": "data"},
+        "inputs": [{**callback["inputs"][0], "value": 1}],
+        "state": [{**state, "value": values.get(state["id"])} for state in callback["state"]],
+        "changedPropIds": ["export.n_clicks"],
+    }
+    response = client.post("/_dash-update-component", json=payload, environ_base=loopback)
+    assert response.status_code == 200, response.text[:300]
+    download = response.get_json()["response"]["download"]["data"]
+    rows = list(csv.DictReader(io.StringIO(download["content"])))
+    assert download["filename"].startswith("flagged-")
+    assert download["filename"].endswith(".csv")
+    assert len(rows) == 12  # the filter's rows, not one page of 15
+    probas = [float(r["fraud_proba"]) for r in rows]
+    assert probas == sorted(probas, reverse=True)
+    assert {"received_at", "user_id", "amount", "decision", "event_id"} <= set(rows[0])
 
 
 def _lease(owner: str | None, renewed_s_ago: float, lag_ms: int = 0) -> dict[str, Any]:
