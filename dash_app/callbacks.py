@@ -10,10 +10,10 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from dash import Dash, Input, Output, State, ctx, no_update
+from dash import Dash, Input, Output, State, ctx, dcc, html, no_update
 from dash.exceptions import PreventUpdate
 
-from dash_app import figures, queries
+from dash_app import figures, pages, queries
 from dash_app.database import Database, DatabaseUnavailable
 from dash_app.layout import FLAGGED_COLUMNS, KPIS, PAGE_SIZE
 from dash_app.queries import FLAGGED_COUNT_LIMIT, Filters
@@ -320,13 +320,40 @@ def register(app: Dash, db: Database) -> None:
         name = f"flagged-{f.start:%Y%m%dT%H%M}-{f.end:%Y%m%dT%H%M}.csv"
         return {"content": out.getvalue(), "filename": name, "type": "text/csv"}
 
+    @app.callback(
+        [Output("subject", "children"), Output("monitor", "style"), Output("tick", "disabled")],
+        Input("url", "pathname"),
+    )
+    def show(path: object) -> tuple[Any, Any, bool]:
+        """A subject's page at its own URL; the monitor (and its refresh) otherwise."""
+        subject = pages.route(path)
+        if subject is None:
+            return [], {}, False
+        kind, value = subject
+        try:
+            if kind == "tx":
+                event_id = _event_id(value)
+                event = None if event_id is None else db.run(queries.event, event_id)
+                page = pages.transaction(value, event)
+            else:
+                page = pages.entity(
+                    kind, value, db.run(queries.history, kind, value), db.run(queries.shared_with, kind, value)
+                )
+        except DatabaseUnavailable as error:
+            page = html.Div(f"Database unavailable: {error}. Reload the page to retry.", style=_ALERT)
+        return page, {"display": "none"}, True
+
+    @app.callback(Output("url", "pathname"), Input("search", "value"), prevent_initial_call=True)
+    def search(query: object) -> Any:
+        return pages.target(query) or no_update
+
     @app.callback(Output("selected-event", "data"), Input("flagged", "active_cell"))
     def select(cell: object) -> Any:
         row_id = cell.get("row_id") if isinstance(cell, dict) else None
         return str(event_id) if (event_id := _event_id(row_id)) is not None else no_update
 
     @app.callback(Output("detail", "children"), Input("selected-event", "data"))
-    def detail(selected: object) -> str:
+    def detail(selected: object) -> Any:
         if (event_id := _event_id(selected)) is None:
             return "Click a row to see the whole event, its 30 features and its scores."
         try:
@@ -340,4 +367,4 @@ def register(app: Dash, db: Database) -> None:
             event["amount"] = f"{event['amount']:,.2f}"  # stored as float32: 48.96, not 48.959999084472656
         lines = [f"{key}: {value}" for key, value in event.items()]
         lines.append("features (Time, V1..V28, Amount): " + ", ".join(f"{v:.4g}" for v in features))
-        return "\n".join(lines)
+        return [dcc.Link("Open this transaction's page", href=pages.href("tx", event_id)), "\n", "\n".join(lines)]

@@ -46,6 +46,7 @@ _CARD = {
     "background": "#fbfcfd",
 }
 _ROW = {"display": "flex", "gap": "10px", "flexWrap": "wrap", "marginBottom": "12px"}
+_PLAIN = {"color": "inherit", "textDecoration": "none"}
 _GRAPH = {"flex": "1 1 480px", "minWidth": "min(380px, 100%)", "height": "340px"}
 
 
@@ -178,9 +179,8 @@ def layout(refresh_s: float) -> html.Div:
         style_table={"overflowX": "auto"},
         style_cell={"fontSize": "13px", "padding": "4px 8px"},
     )
-    return html.Div(
+    monitor = html.Div(
         [
-            html.H2("fraudflow · live fraud monitor", style={"margin": "4px 0 12px"}),
             controls,
             filters,
             html.Div(id="banner", style={"display": "none"}),
@@ -202,6 +202,28 @@ def layout(refresh_s: float) -> html.Div:
             ),
             html.H4("Consumer shards"),
             leases,
+        ],
+        id="monitor",
+    )
+    header = html.Div(
+        [
+            html.H2(dcc.Link("fraudflow · live fraud monitor", href="/", style=_PLAIN), style={"margin": "4px 0"}),
+            dcc.Input(
+                id="search",
+                type="search",
+                placeholder="event id, user or IP, then Enter",
+                debounce=True,
+                style={"minWidth": "min(320px, 100%)"},
+            ),
+        ],
+        style={**_ROW, "alignItems": "center", "justifyContent": "space-between"},
+    )
+    return html.Div(
+        [
+            dcc.Location(id="url", refresh=False),
+            header,
+            html.Div(id="subject"),  # a transaction's, a user's or an IP's page, at its own URL
+            monitor,
             dcc.Interval(id="tick", interval=int(refresh_s * 1000)),
             dcc.Store(id="selected-event"),
             dcc.Store(id="last-refresh"),

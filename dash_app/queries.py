@@ -396,6 +396,37 @@ async def event(conn: asyncpg.Connection, event_id: uuid.UUID) -> dict[str, Any]
     return dict(row) if row else None
 
 
+ENTITIES = {"user": "user_id", "ip": "ip_address"}  # entity pages, by the column that names them
+_HISTORY_COLUMNS = """event_id, received_at, user_id, ip_address, country, city, source, device_type, amount,
+                      fraud_proba, anomaly_score, decision"""
+
+
+async def history(conn: asyncpg.Connection, entity: str, value: str, limit: int = 50) -> list[dict[str, Any]]:
+    """An entity's most recent transactions, newest first."""
+    column = ENTITIES[entity]  # KeyError for anything not whitelisted
+    rows = await conn.fetch(
+        f"SELECT {_HISTORY_COLUMNS} FROM fraud_predictions WHERE {column} = $1 ORDER BY received_at DESC LIMIT $2",
+        value,
+        limit,
+    )
+    return [dict(r) for r in rows]
+
+
+async def shared_with(conn: asyncpg.Connection, entity: str, value: str, limit: int = 20) -> list[dict[str, Any]]:
+    """Other users seen on the IPs this user used (entity "user"), or the users of an IP (entity "ip"), with how
+    many transactions each: one IP shared by many users is a mule or a proxy."""
+    if entity == "ip":
+        sql = """SELECT user_id, ip_address, count(*) AS transactions FROM fraud_predictions
+                  WHERE ip_address = $1 GROUP BY 1, 2 ORDER BY 3 DESC, 1 LIMIT $2"""
+    else:
+        sql = """SELECT other.user_id, other.ip_address, count(*) AS transactions
+                   FROM (SELECT DISTINCT ip_address FROM fraud_predictions
+                          WHERE user_id = $1 AND ip_address IS NOT NULL) AS mine
+                   JOIN fraud_predictions AS other ON other.ip_address = mine.ip_address AND other.user_id <> $1
+                  GROUP BY 1, 2 ORDER BY 3 DESC, 1 LIMIT $2"""
+    return [dict(r) for r in await conn.fetch(sql, value, limit)]
+
+
 async def newest_row_age_s(conn: asyncpg.Connection) -> float | None:
     """Seconds since the newest stored transaction was received (whatever range is shown): freshness now."""
     age = await conn.fetchval("SELECT extract(epoch FROM now() - max(received_at)) FROM fraud_predictions")

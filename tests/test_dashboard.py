@@ -167,6 +167,40 @@ def test_phone_width_has_no_horizontal_page_scroll_and_empty_charts_say_so(dashb
         browser.set_window_size(1400, 2200)
 
 
+async def _event_of(database: str, user: str) -> str:
+    conn = await asyncpg.connect(database)
+    try:
+        return str(await conn.fetchval("SELECT event_id FROM fraud_predictions WHERE user_id = $1", user))
+    finally:
+        await conn.close()
+
+
+def test_transaction_and_user_pages_have_their_own_urls(dashboard: str, browser: WebDriver, settings: Settings) -> None:
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+    from selenium.webdriver.support import expected_conditions as ec
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    assert settings.static_database_url
+    event_id = asyncio.run(_event_of(settings.static_database_url, "user-15"))
+    wait = WebDriverWait(browser, 30)
+    browser.get(dashboard + f"tx/{event_id}")  # a shared link, opened cold
+    wait.until(ec.text_to_be_present_in_element((By.ID, "subject"), f"Transaction {event_id}"))
+    page = browser.find_element(By.ID, "subject").text
+    assert "42.00" in page  # the amount, to the cent
+    assert browser.find_element(By.ID, "monitor").is_displayed() is False
+    browser.find_element(By.LINK_TEXT, "user-15").click()
+    wait.until(ec.text_to_be_present_in_element((By.ID, "subject"), "User user-15"))
+    assert browser.current_url.endswith("/user/user-15")
+    assert "Flagged among them 1" in browser.find_element(By.ID, "subject").text
+    # Search by event id from any page.
+    browser.find_element(By.ID, "search").send_keys(event_id, Keys.ENTER)
+    wait.until(lambda d: d.current_url.endswith(f"/tx/{event_id}"))
+    wait.until(ec.text_to_be_present_in_element((By.ID, "subject"), f"Transaction {event_id}"))
+    browser.get(dashboard + "tx/not-an-id")
+    wait.until(ec.text_to_be_present_in_element((By.ID, "subject"), "No stored transaction has the event id"))
+
+
 def test_the_flagged_table_downloads_as_csv(settings: Settings, forty_rows: None) -> None:
     assert settings.static_database_url
     client = create_app(settings, settings.static_database_url).server.test_client()

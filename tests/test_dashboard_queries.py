@@ -10,7 +10,7 @@ import asyncpg
 import numpy as np
 import pytest
 
-from dash_app import queries
+from dash_app import pages, queries
 from dash_app.queries import LATENCY_EDGES, Filters, latency_quantile
 
 NOW = datetime(2026, 11, 29, 12, 0, tzinfo=UTC)
@@ -239,3 +239,42 @@ def test_latency_quantile_interpolates_within_a_bin() -> None:
     assert latency_quantile({0: 4}, 0.5) == pytest.approx(0.005)
     assert latency_quantile({len(LATENCY_EDGES): 1}, 0.5) == LATENCY_EDGES[-1]  # 300 s and more
     assert latency_quantile({}, 0.5) is None
+
+
+async def test_entity_history_and_who_shares_an_ip(db: asyncpg.Connection) -> None:
+    for minutes, user, ip in (
+        (1, "a", "198.51.100.1"),
+        (2, "b", "198.51.100.1"),
+        (3, "b", "198.51.100.1"),
+        (4, "c", "198.51.100.2"),
+        (5, "a", None),
+    ):
+        received = NOW - timedelta(minutes=minutes)
+        await db.execute(
+            """INSERT INTO fraud_predictions ("timestamp", user_id, source, fraud_prediction, fraud_proba,
+                   anomaly_score, event_id, decision, model_version, received_at, ip_address)
+               VALUES ($1, $2, 'web', 0, 0.1, 0.1, $3, 'approve', 'v1', $1, $4)""",
+            received,
+            user,
+            uuid.uuid4(),
+            ip,
+        )
+    history = await queries.history(db, "user", "a")
+    assert [r["ip_address"] for r in history] == ["198.51.100.1", None]  # newest first
+    assert [(r["user_id"], r["transactions"]) for r in await queries.shared_with(db, "user", "a")] == [("b", 2)]
+    users_of_ip = await queries.shared_with(db, "ip", "198.51.100.1")
+    assert [(r["user_id"], r["transactions"]) for r in users_of_ip] == [("b", 2), ("a", 1)]
+    with pytest.raises(KeyError):
+        await queries.history(db, "device_type; DROP TABLE x", "a")
+
+
+def test_search_goes_to_the_page_of_what_was_typed() -> None:
+    event_id = "6f1c1f2e-7f1d-4a55-9d38-0d8d1f6c1a11"
+    assert pages.target(f" {event_id} ") == f"/tx/{event_id}"
+    assert pages.target("198.51.100.7") == "/ip/198.51.100.7"
+    assert pages.target("2001:db8::1") == "/ip/2001%3Adb8%3A%3A1"
+    assert pages.target("user/42 x") == "/user/user%2F42%20x"
+    assert pages.target("  ") is None
+    assert pages.route("/user/user%2F42%20x") == ("user", "user/42 x")
+    assert pages.route("/") is None
+    assert pages.route("/elsewhere/1") is None

@@ -1,0 +1,178 @@
+"""Pages of one subject, each at its own shareable URL: a transaction (/tx/<event id>), a user
+(/user/<id>) and an IP address (/ip/<address>)."""
+
+from __future__ import annotations
+
+import ipaddress
+import uuid
+from typing import Any
+from urllib.parse import quote, unquote
+
+from dash import dcc, html
+from dash.dash_table.DataTable import DataTable
+
+from fraudflow.data.columns import FEATURES
+
+KINDS = ("tx", "user", "ip")
+_SECTION = {"background": "#f6f8fa", "padding": "10px 14px", "borderRadius": "8px", "marginBottom": "12px"}
+_TABLE_STYLE: dict[str, Any] = {"style_table": {"overflowX": "auto"}, "style_cell": {"fontSize": "13px"}}
+
+
+def route(path: object) -> tuple[str, str] | None:
+    """(kind, value) of a subject page's path, or None for the monitor."""
+    if not isinstance(path, str):
+        return None
+    kind, _, value = path.strip("/").partition("/")
+    return (kind, unquote(value)) if kind in KINDS and value else None
+
+
+def href(kind: str, value: object) -> str:
+    return f"/{kind}/{quote(str(value), safe='')}"
+
+
+def target(query: object) -> str | None:
+    """Where a search goes: an event id to its transaction, an IP address to its page, anything else to a user."""
+    if not isinstance(query, str) or not query.strip():
+        return None
+    text = query.strip()
+    try:
+        return href("tx", uuid.UUID(text))
+    except ValueError:
+        pass
+    try:
+        return href("ip", ipaddress.ip_address(text))
+    except ValueError:
+        return href("user", text)
+
+
+def _fields(pairs: list[tuple[str, Any]]) -> html.Table:
+    return html.Table(
+        [
+            html.Tr([html.Th(name, style={"textAlign": "left", "paddingRight": "16px"}), html.Td(value)])
+            for name, value in pairs
+        ],
+        style={"fontSize": "14px"},
+    )
+
+
+def _amount(value: float | None) -> str:
+    return "-" if value is None else f"{value:,.2f}"
+
+
+def _entity_link(kind: str, value: object) -> Any:
+    return "-" if value is None else dcc.Link(str(value), href=href(kind, value))
+
+
+def transaction(event_id: str, event: dict[str, Any] | None) -> html.Div:
+    if event is None:
+        return html.Div([html.H3("Transaction"), html.P(f"No stored transaction has the event id {event_id}.")])
+    place = ", ".join(str(event[k]) for k in ("city", "region", "country") if event.get(k)) or "-"
+    where = "" if event.get("latitude") is None else f" ({event['latitude']:.3f}, {event['longitude']:.3f})"
+    features = event.get("features") or []
+    return html.Div(
+        [
+            html.H3(f"Transaction {event['event_id']}"),
+            html.Div(
+                _fields(
+                    [
+                        ("Decision", html.B(event["decision"])),
+                        ("Amount", _amount(event.get("amount"))),
+                        ("Fraud probability", f"{event['fraud_proba']:.4f}"),
+                        ("Anomaly score", f"{event['anomaly_score']:.4f}"),
+                        ("Model version", event["model_version"]),
+                        ("Transaction time (UTC)", f"{event['timestamp']:%Y-%m-%d %H:%M:%S}"),
+                        ("Received by the API (UTC)", f"{event['received_at']:%Y-%m-%d %H:%M:%S.%f}"[:-3]),
+                        ("User", _entity_link("user", event["user_id"])),
+                        ("IP address", _entity_link("ip", event.get("ip_address"))),
+                        ("Place", place + where),
+                        ("Source", event["source"]),
+                        (
+                            "Device",
+                            " / ".join(
+                                str(event[k]) for k in ("device_type", "os_version", "app_version") if event.get(k)
+                            )
+                            or "-",
+                        ),
+                    ]
+                ),
+                style=_SECTION,
+            ),
+            html.Details(
+                [
+                    html.Summary("The 30 model inputs as sent (Time, V1..V28, Amount)"),
+                    _fields([(name, f"{value:.6g}") for name, value in zip(FEATURES, features, strict=False)]),
+                ]
+            ),
+        ]
+    )
+
+
+def _history_table(rows: list[dict[str, Any]]) -> DataTable:
+    shown = [
+        {
+            **row,
+            "event_id": str(row["event_id"]),
+            "received_at": f"{row['received_at']:%Y-%m-%d %H:%M:%S}",
+            "amount": None if row["amount"] is None else round(row["amount"], 2),
+            "fraud_proba": round(row["fraud_proba"], 4),
+            "link": f"[open]({href('tx', row['event_id'])})",
+        }
+        for row in rows
+    ]
+    columns = [
+        ("received_at", "Received (UTC)"),
+        ("user_id", "User"),
+        ("ip_address", "IP"),
+        ("country", "Country"),
+        ("amount", "Amount"),
+        ("fraud_proba", "p(fraud)"),
+        ("decision", "Decision"),
+    ]
+    return _table(
+        shown,
+        [{"name": label, "id": key} for key, label in columns]
+        + [{"name": "Transaction", "id": "link", "presentation": "markdown"}],
+    )
+
+
+def _table(data: list[dict[str, Any]], columns: list[dict[str, str]]) -> DataTable:
+    # Rows hold None for missing values, which DataTable shows as blanks but its type hints do not admit.
+    options: dict[str, Any] = {"data": data, "columns": columns, "page_size": 25, **_TABLE_STYLE}
+    return DataTable(**options)
+
+
+def entity(kind: str, value: str, rows: list[dict[str, Any]], shared: list[dict[str, Any]]) -> html.Div:
+    noun = "User" if kind == "user" else "IP address"
+    if not rows:
+        return html.Div([html.H3(f"{noun} {value}"), html.P("No stored transaction.")])
+    flagged = sum(row["decision"] != "approve" for row in rows)
+    amounts = [row["amount"] for row in rows if row["amount"] is not None]
+    others = "Other users on this user's IP addresses" if kind == "user" else "Users of this IP address"
+    return html.Div(
+        [
+            html.H3(f"{noun} {value}"),
+            html.Div(
+                _fields(
+                    [
+                        ("Recent transactions", f"{len(rows)} (newest first below)"),
+                        ("Flagged among them", f"{flagged}"),
+                        ("Total amount", _amount(sum(amounts)) if amounts else "-"),
+                        ("Countries", ", ".join(sorted({r["country"] for r in rows if r["country"]})) or "-"),
+                    ]
+                ),
+                style=_SECTION,
+            ),
+            _history_table(rows),
+            html.H4(others),
+            _table(
+                [{**r, "user": f"[{r['user_id']}]({href('user', r['user_id'])})"} for r in shared],
+                [
+                    {"name": "User", "id": "user", "presentation": "markdown"},
+                    {"name": "IP", "id": "ip_address"},
+                    {"name": "Transactions", "id": "transactions"},
+                ],
+            )
+            if shared
+            else html.P("None."),
+        ]
+    )
