@@ -9,6 +9,7 @@ import math
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from urllib.parse import parse_qs, urlencode
 
 from dash import Dash, Input, Output, State, ctx, dcc, html, no_update
 from dash.exceptions import PreventUpdate
@@ -121,6 +122,47 @@ def range_problem(range_: object, start: object, end: object) -> str | None:
     if custom_end <= custom_start:
         return "Custom range: the end is not after the start; showing the last hour."
     return None
+
+
+# The view in the URL's query, so a link shows what its sender saw: (query key, several values or one).
+URL_VIEW = (
+    ("range", False),
+    ("from", False),
+    ("to", False),
+    ("country", True),
+    ("source", True),
+    ("device", True),
+    ("decision", True),
+    ("min_proba", False),
+)
+
+
+def view_to_query(values: list[Any]) -> str:
+    pairs: list[tuple[str, str]] = []
+    for (key, several), value in zip(URL_VIEW, values, strict=True):
+        if several:
+            pairs += [(key, v) for v in _strings(value)]
+        elif isinstance(value, str | int | float) and not isinstance(value, bool) and value != "":
+            pairs.append((key, str(value)))
+    return "?" + urlencode(pairs) if pairs else ""
+
+
+def view_from_query(search: object) -> list[Any] | None:
+    """The filter values a query names (None: it names none, so the page keeps its own)."""
+    query = parse_qs(search.removeprefix("?")) if isinstance(search, str) else {}
+    if not any(key in query for key, _ in URL_VIEW):
+        return None
+    values: list[Any] = []
+    for key, several in URL_VIEW:
+        given = query.get(key, [])
+        values.append(given if several else (given[0] if given else None))
+    if values[0] not in SPANS and values[0] != "custom":
+        values[0] = "1h"
+    try:
+        values[-1] = float(values[-1]) if values[-1] is not None else 0
+    except ValueError:
+        values[-1] = 0
+    return values
 
 
 def _paused(pause: object) -> bool:
@@ -293,6 +335,25 @@ def register(app: Dash, db: Database) -> None:
             row["amount"] = None if row["amount"] is None else round(row["amount"], 2)  # stored as float32
         cell = _active_cell(rows, selected)
         return rows, max(1, math.ceil(total / PAGE_SIZE)), cell, [cell] if cell else []
+
+    @app.callback(
+        [Output("url", "search"), *(Output(i.component_id, i.component_property) for i in FILTER_INPUTS)],
+        [Input("url", "search"), *FILTER_INPUTS],
+        State("url", "pathname"),
+    )
+    def view_in_url(search: object, *rest: Any) -> list[Any]:
+        """The URL and the filters follow each other: a link opens on its view, a change updates the link. A
+        subject's page keeps a clean URL."""
+        *values, path = rest
+        unchanged = [no_update] * len(FILTER_INPUTS)
+        if pages.route(path) is not None:
+            return [no_update, *unchanged]
+        if ctx.triggered_id in (None, "url"):  # the page opened, or the browser went back or forward
+            named = view_from_query(search)
+            if named is not None:
+                return [no_update, *named]
+        query = view_to_query(values)
+        return [no_update if query == search else query, *unchanged]
 
     @app.callback(
         Output("download", "data"),

@@ -16,7 +16,7 @@ import httpx
 import pytest
 
 from api.schemas import EXAMPLE_REQUEST
-from fraudflow.cli.up import API_SERVER_OPTIONS
+from fraudflow.cli.up import api_command
 from fraudflow.config import Settings
 from fraudflow.net import free_port
 from tests.faultproxy import FaultProxy
@@ -43,17 +43,7 @@ def uvicorn(settings: Settings, log: Path, **extra: str) -> Iterator[tuple[subpr
     port = free_port()
     with log.open("w") as sink:
         process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "uvicorn",
-                "api.main:app",
-                *API_SERVER_OPTIONS,
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(port),
-            ],
+            api_command(port),
             env=_env(settings, **extra),
             cwd=_project_root(),
             stdout=sink,

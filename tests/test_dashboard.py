@@ -167,6 +167,25 @@ def test_phone_width_has_no_horizontal_page_scroll_and_empty_charts_say_so(dashb
         browser.set_window_size(1400, 2200)
 
 
+def test_the_view_is_kept_in_the_url(dashboard: str, browser: WebDriver) -> None:
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+    from selenium.webdriver.support import expected_conditions as ec
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    wait = WebDriverWait(browser, 30)
+    browser.get(dashboard + "?range=24h&min_proba=0.5&decision=review")  # a link someone shared
+    wait.until(ec.text_to_be_present_in_element((By.ID, "kpi-transactions"), "10"))
+    assert browser.find_element(By.ID, "f-min-proba").get_attribute("value") == "0.5"
+    assert "Last 24 hours" in browser.find_element(By.ID, "range").text
+    proba = browser.find_element(By.ID, "f-min-proba")
+    proba.send_keys(Keys.CONTROL, "a")
+    proba.send_keys("0.55", Keys.ENTER)
+    wait.until(lambda d: "min_proba=0.55" in d.current_url)
+    assert "decision=review" in browser.current_url
+    assert "range=24h" in browser.current_url
+
+
 async def _event_of(database: str, user: str) -> str:
     conn = await asyncpg.connect(database)
     try:

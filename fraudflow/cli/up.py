@@ -116,6 +116,12 @@ def up(
 API_SERVER_OPTIONS = ("--http", "api.protocol:BoundedHttpTools", "--timeout-keep-alive", "75", "--no-access-log")
 
 
+def api_command(port: int) -> list[str]:
+    """The API on a loopback port, as `fraudflow up` runs it."""
+    loopback = ("--host", "127.0.0.1", "--port", str(port))
+    return [sys.executable, "-m", "uvicorn", "api.main:app", *API_SERVER_OPTIONS, *loopback]
+
+
 def _parts(
     env: dict[str, str], api_port: int, dashboard_port: int, rate: float, simulate: bool, logs: Path
 ) -> list[ChildServer]:
@@ -123,17 +129,7 @@ def _parts(
     parts = [
         ChildServer(
             "api",
-            [
-                python,
-                "-m",
-                "uvicorn",
-                "api.main:app",
-                *API_SERVER_OPTIONS,
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(api_port),
-            ],
+            api_command(api_port),
             env=env,
             log_path=logs / "api.log",
         ),
