@@ -222,7 +222,7 @@ def _kpi_values(k: dict[str, Any], health_text: str) -> list[str]:
     ]
 
 
-def register(app: Dash, db: Database) -> None:
+def register(app: Dash, db: Database, cuts: dict[str, float] | None = None) -> None:
     graph_ids = ["g-volume", "g-latency", "g-proba", "g-anomaly", "g-map", "g-country", "g-source", "g-device"]
 
     @app.callback(
@@ -259,7 +259,7 @@ def register(app: Dash, db: Database) -> None:
         figs = [
             figures.volume(result["volume"], bucket, (f.start, f.end)),
             figures.latency(result["volume"], (f.start, f.end)),
-            figures.distribution(result["distributions"], "fraud_proba", "Fraud probability by decision"),
+            figures.distribution(result["distributions"], "fraud_proba", "Fraud probability by decision", cuts),
             figures.distribution(result["distributions"], "anomaly_score", "Anomaly score by decision"),
             figures.places(result["places"]),
             figures.breakdown(result["by_country"], "country"),

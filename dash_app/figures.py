@@ -86,7 +86,9 @@ def latency(rows: list[dict[str, Any]], window: tuple[datetime, datetime]) -> go
     return figure
 
 
-def distribution(rows: list[dict[str, Any]], metric: str, title: str, bins: int = 20) -> go.Figure:
+def distribution(
+    rows: list[dict[str, Any]], metric: str, title: str, cuts: dict[str, float] | None = None, bins: int = 20
+) -> go.Figure:
     # A log count axis: approvals outnumber the flagged by orders of magnitude, which would leave one tall bar.
     figure = _figure(
         title, barmode="stack", xaxis={"title": "score (0-1)", "range": [0, 1]}, yaxis_title="transactions (log)"
@@ -105,6 +107,12 @@ def distribution(rows: list[dict[str, Any]], metric: str, title: str, bins: int 
         )
     # From below 1, so a bin of one transaction still shows, to a little above the tallest stack.
     figure.update_yaxes(type="log", range=[-0.3, math.log10(max(max(totals), 2)) + 0.1])
+    for decision, cut in (cuts or {}).items():  # where the served model's decisions change
+        figure.add_vline(
+            x=cut,
+            line={"color": DECISION_COLOURS[decision], "dash": "dash"},
+            annotation={"text": f"{decision} ≥ {cut:.3g}", "font": {"size": 11}},
+        )
     return figure
 
 

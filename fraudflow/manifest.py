@@ -9,6 +9,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+import fraudflow
 from fraudflow.data.columns import FEATURES
 
 MANIFEST_FILE = "manifest.json"
@@ -94,6 +95,13 @@ class Manifest(BaseModel):
 
     def write(self, directory: Path) -> None:
         (directory / MANIFEST_FILE).write_text(self.model_dump_json(indent=2) + "\n")
+
+
+def default_models_dir() -> Path:
+    """`models/` of a source checkout, else the copy shipped inside the wheel."""
+    package = Path(fraudflow.__file__).resolve().parent
+    checkout = package.parent / "models"
+    return checkout if (checkout / MANIFEST_FILE).exists() else package / "bundled_models"
 
 
 def file_sha256(path: Path) -> str:

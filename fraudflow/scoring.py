@@ -11,9 +11,8 @@ import numpy.typing as npt
 import onnxruntime as ort
 from pydantic import ValidationError
 
-import fraudflow
 from fraudflow.data.columns import N_FEATURES
-from fraudflow.manifest import MANIFEST_FILE, Manifest, ModelFile, file_sha256
+from fraudflow.manifest import MANIFEST_FILE, Manifest, ModelFile, default_models_dir, file_sha256
 
 
 class ModelError(RuntimeError):
@@ -28,13 +27,6 @@ class Decision(enum.IntEnum):
     @property
     def label(self) -> str:
         return self.name.lower()
-
-
-def default_models_dir() -> Path:
-    """`models/` of a source checkout, else the copy shipped inside the wheel."""
-    package = Path(fraudflow.__file__).resolve().parent
-    checkout = package.parent / "models"
-    return checkout if (checkout / MANIFEST_FILE).exists() else package / "bundled_models"
 
 
 @dataclass(frozen=True)

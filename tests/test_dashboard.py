@@ -28,6 +28,7 @@ from dash_app.app import create_app
 from dash_app.callbacks import health
 from dash_app.figures import NO_DATA
 from fraudflow.config import Environment, Settings, SettingsError, load_settings
+from fraudflow.manifest import Manifest, default_models_dir
 from fraudflow.net import free_port
 
 if TYPE_CHECKING:
@@ -105,6 +106,10 @@ def test_page_shows_data_filters_pages_and_details(dashboard: str, browser: WebD
     assert driver.find_element(By.ID, "kpi-flagged").text == "32"  # as many as the flagged table lists
     assert driver.find_element(By.ID, "kpi-review-decline").text == "30 / 2"
     assert driver.find_element(By.ID, "kpi-models").text == "v1"
+    # The served model's decision thresholds are drawn on the probability histogram.
+    thresholds = Manifest.read(default_models_dir()).thresholds
+    wait.until(ec.text_to_be_present_in_element((By.ID, "g-proba"), f"decline ≥ {thresholds.decline:.3g}"))
+    assert f"review ≥ {thresholds.review:.3g}" in driver.find_element(By.ID, "g-proba").text
 
     def first_user() -> str:
         return str(driver.find_element(By.CSS_SELECTOR, "#flagged td[data-dash-column='user_id']").text)

@@ -13,8 +13,8 @@ import pytest
 from onnx import TensorProto, helper
 
 from fraudflow.data.synthetic import generate
-from fraudflow.manifest import Manifest, file_sha256
-from fraudflow.scoring import Decision, ModelError, Scorer, default_models_dir
+from fraudflow.manifest import Manifest, default_models_dir, file_sha256
+from fraudflow.scoring import Decision, ModelError, Scorer
 
 
 @pytest.fixture

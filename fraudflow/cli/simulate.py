@@ -11,8 +11,7 @@ from rich.console import Console
 from rich.live import Live
 
 from fraudflow.cli.runner import fail, run, settings_or_exit
-from fraudflow.manifest import Manifest
-from fraudflow.scoring import default_models_dir
+from fraudflow.manifest import Manifest, default_models_dir
 from fraudflow.simulation.population import users
 from fraudflow.simulation.replay import Plan, Replayer, load_rows
 
