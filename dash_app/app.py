@@ -7,6 +7,7 @@ from dash import Dash
 from dash_app.auth import HEALTH_PATH, protect
 from dash_app.callbacks import register
 from dash_app.database import Database
+from dash_app.figures import ServedModel
 from dash_app.layout import layout
 from fraudflow.config import Settings, SettingsError
 from fraudflow.db.target import DatabaseTarget
@@ -18,21 +19,32 @@ def check_security(settings: Settings) -> None:
         raise SettingsError("missing setting FRAUDFLOW_DASHBOARD_USERS: required when FRAUDFLOW_ENV=production")
 
 
-def decision_cuts(settings: Settings) -> dict[str, float] | None:
-    """The served model set's decision thresholds on p(fraud), for the histogram; None without a readable
-    manifest (the dashboard does not need the models to run)."""
+def served_model(settings: Settings) -> ServedModel | None:
+    """What the model card of the served set says, for the charts; None without a readable manifest (the
+    dashboard does not need the models to run)."""
     try:
-        thresholds = Manifest.read(settings.models_dir or default_models_dir()).thresholds
+        manifest = Manifest.read(settings.models_dir or default_models_dir())
     except (OSError, ValueError):
         return None
-    return {"review": thresholds.review, "decline": thresholds.decline}
+    metrics = manifest.metrics
+    rows = metrics.get("test_rows") or 0
+    expected = {
+        # The card counts transactions at or above each cut on its test split: flagged, then declined.
+        "flagged": metrics.get("at_review", {}).get("flagged", 0) / rows if rows else None,
+        "declined": metrics.get("at_decline", {}).get("flagged", 0) / rows if rows else None,
+    }
+    return ServedModel(
+        manifest.version,
+        {"review": manifest.thresholds.review, "decline": manifest.thresholds.decline},
+        {name: share for name, share in expected.items() if share is not None},
+    )
 
 
 def create_app(settings: Settings, database: DatabaseTarget | str) -> Dash:
     check_security(settings)
     app = Dash(__name__, title="fraudflow", update_title="", serve_locally=True, compress=True)
     app.layout = layout(settings.dashboard_refresh_s)
-    register(app, Database(database, max_size=settings.db_pool_max), decision_cuts(settings))
+    register(app, Database(database, max_size=settings.db_pool_max), served_model(settings))
     protect(app.server, settings)
     # Liveness only: it says nothing about the database, so a PostgreSQL failover does not restart every task.
     app.server.add_url_rule(HEALTH_PATH, "healthz", lambda: "ok")

@@ -165,6 +165,17 @@ def view_from_query(search: object) -> list[Any] | None:
     return values
 
 
+def _model_row(row: dict[str, Any]) -> dict[str, Any]:
+    n = row["transactions"]
+    return {
+        "model_version": row["model_version"],
+        "transactions": n,
+        "flagged": f"{(row['reviews'] + row['declines']) / n:.2%}",
+        "declined": f"{row['declines'] / n:.2%}",
+        "mean_proba": round(row["mean_proba"], 4),
+    }
+
+
 def _paused(pause: object) -> bool:
     return isinstance(pause, list) and "paused" in pause
 
@@ -222,14 +233,26 @@ def _kpi_values(k: dict[str, Any], health_text: str) -> list[str]:
     ]
 
 
-def register(app: Dash, db: Database, cuts: dict[str, float] | None = None) -> None:
-    graph_ids = ["g-volume", "g-latency", "g-proba", "g-anomaly", "g-map", "g-country", "g-source", "g-device"]
+def register(app: Dash, db: Database, model: figures.ServedModel | None = None) -> None:
+    graph_ids = [
+        "g-volume",
+        "g-latency",
+        "g-proba",
+        "g-anomaly",
+        "g-rates",
+        "g-map",
+        "g-country",
+        "g-source",
+        "g-device",
+    ]
+    cuts = model.cuts if model else None
 
     @app.callback(
         [Output(i, "children") for i, _ in KPIS]
         + [Output(g, "figure") for g in graph_ids]
         + [
             Output("leases", "data"),
+            Output("models", "data"),
             Output("banner", "children"),
             Output("banner", "style"),
             Output("refreshed", "children"),
@@ -252,7 +275,7 @@ def register(app: Dash, db: Database, cuts: dict[str, float] | None = None) -> N
         except DatabaseUnavailable as error:
             since = f" from {last}" if isinstance(last, str) else ""
             banner = f"Database unavailable: {error}. The figures below are stale{since}; retrying every refresh."
-            unchanged = [no_update] * (len(KPIS) + len(graph_ids) + 1)
+            unchanged = [no_update] * (len(KPIS) + len(graph_ids) + 2)
             stale = f"STALE: last updated {last}" if isinstance(last, str) else "no data yet"
             return [*unchanged, banner, _ALERT, stale, *[no_update] * 3, _STALE, no_update]
         bucket = _bucket_label(queries.bucket_for(f.end - f.start))
@@ -261,6 +284,7 @@ def register(app: Dash, db: Database, cuts: dict[str, float] | None = None) -> N
             figures.latency(result["volume"], (f.start, f.end)),
             figures.distribution(result["distributions"], "fraud_proba", "Fraud probability by decision", cuts),
             figures.distribution(result["distributions"], "anomaly_score", "Anomaly score by decision"),
+            figures.decision_rates(result["volume"], (f.start, f.end), model),
             figures.places(result["places"]),
             figures.breakdown(result["by_country"], "country"),
             figures.breakdown(result["by_source"], "source"),
@@ -285,6 +309,7 @@ def register(app: Dash, db: Database, cuts: dict[str, float] | None = None) -> N
             *_kpi_values(result["kpis"], health_text),
             *figs,
             lease_rows,
+            [_model_row(r) for r in result["models"]],
             problem or "",
             _WARNING if problem else {"display": "none"},
             f"updated {refreshed}",

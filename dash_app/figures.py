@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -19,6 +20,16 @@ _LAYOUT: dict[str, Any] = {
     "legend": {"orientation": "h", "y": -0.35, "yanchor": "top"},
     "title": {"x": 0.01, "xanchor": "left"},
 }
+
+
+@dataclass(frozen=True)
+class ServedModel:
+    """The model card of the set the API serves: its version, decision cuts on p(fraud), and the shares of
+    transactions its test split flagged (review or decline) and declined."""
+
+    version: str
+    cuts: dict[str, float]
+    expected: dict[str, float]
 
 
 def _count_axis(title: str, largest: float) -> dict[str, Any]:
@@ -86,6 +97,33 @@ def latency(rows: list[dict[str, Any]], window: tuple[datetime, datetime]) -> go
     return figure
 
 
+def decision_rates(
+    rows: list[dict[str, Any]], window: tuple[datetime, datetime], model: ServedModel | None
+) -> go.Figure:
+    """Shares flagged and declined per bucket, against what the served model's card expects."""
+    figure = _figure(
+        "Decision rates against the model card",
+        yaxis={"title": "share of transactions", "rangemode": "tozero", "tickformat": ".2%"},
+        xaxis={"title": "time (UTC)", "range": list(window)},
+    )
+    if not rows:
+        return _empty(figure)
+    buckets = [r["bucket"] for r in rows]
+    flagged = [(r["reviews"] + r["frauds"]) / r["transactions"] for r in rows]
+    declined = [r["frauds"] / r["transactions"] for r in rows]
+    figure.add_scatter(x=buckets, y=flagged, name="flagged", mode="lines", line_color=DECISION_COLOURS["review"])
+    figure.add_scatter(x=buckets, y=declined, name="declined", mode="lines", line_color=DECISION_COLOURS["decline"])
+    for name, share in (model.expected if model else {}).items():
+        colour = DECISION_COLOURS["review" if name == "flagged" else "decline"]
+        figure.add_hline(
+            y=share,
+            line={"color": colour, "dash": "dash"},
+            annotation_position="top left" if name == "flagged" else "bottom right",
+            annotation={"text": f"card: {share:.2%} {name} ({model.version if model else ''})", "font": {"size": 11}},
+        )
+    return figure
+
+
 def distribution(
     rows: list[dict[str, Any]], metric: str, title: str, cuts: dict[str, float] | None = None, bins: int = 20
 ) -> go.Figure:
@@ -106,7 +144,7 @@ def distribution(
             x=[(i + 0.5) / bins for i in range(bins)], y=counts, name=decision, marker_color=colour, width=1 / bins
         )
     # From below 1, so a bin of one transaction still shows, to a little above the tallest stack.
-    figure.update_yaxes(type="log", range=[-0.3, math.log10(max(max(totals), 2)) + 0.1])
+    figure.update_yaxes(type="log", range=[-0.3, math.log10(max(max(totals), 2)) + 0.1], dtick=1, tickformat=",d")
     for decision, cut in (cuts or {}).items():  # where the served model's decisions change
         figure.add_vline(
             x=cut,

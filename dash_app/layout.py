@@ -145,7 +145,17 @@ def layout(refresh_s: float) -> html.Div:
     graphs = html.Div(
         [
             dcc.Graph(id=g, style=_GRAPH, config={"displaylogo": False})
-            for g in ("g-volume", "g-latency", "g-proba", "g-anomaly", "g-map", "g-country", "g-source", "g-device")
+            for g in (
+                "g-volume",
+                "g-latency",
+                "g-proba",
+                "g-anomaly",
+                "g-rates",
+                "g-map",
+                "g-country",
+                "g-source",
+                "g-device",
+            )
         ],
         style=_ROW,
     )
@@ -199,6 +209,22 @@ def layout(refresh_s: float) -> html.Div:
             html.Pre(
                 id="detail",
                 style={"whiteSpace": "pre-wrap", "background": "#f6f8fa", "padding": "8px", "fontSize": "12px"},
+            ),
+            html.H4("Model versions scoring in this range"),
+            DataTable(
+                id="models",
+                columns=[
+                    {"name": n, "id": i}
+                    for i, n in (
+                        ("model_version", "Version"),
+                        ("transactions", "Transactions"),
+                        ("flagged", "Flagged"),
+                        ("declined", "Declined"),
+                        ("mean_proba", "Mean p(fraud)"),
+                    )
+                ],
+                style_table={"overflowX": "auto"},
+                style_cell={"fontSize": "13px", "padding": "4px 8px"},
             ),
             html.H4("Consumer shards"),
             leases,

@@ -201,6 +201,7 @@ async def volume(conn: asyncpg.Connection, f: Filters) -> list[dict[str, Any]]:
     rows = await conn.fetch(
         f"""SELECT date_bin($1, received_at, $2) AS bucket, count(*) AS transactions,
                    count(*) FILTER (WHERE fraud_prediction = 1) AS frauds,
+                   count(*) FILTER (WHERE decision = 'review') AS reviews,
                    percentile_cont(0.5) WITHIN GROUP (ORDER BY extract(epoch FROM processed_at - received_at))
                        AS latency_p50_s,
                    percentile_cont(0.95) WITHIN GROUP (ORDER BY extract(epoch FROM processed_at - received_at))
@@ -219,7 +220,8 @@ async def _volume_from_aggregates(
     size = bucket_for(f.end - f.start)
     rows = await conn.fetch(
         f"""SELECT date_bin($1, bucket, $2) AS bucket, sum(transactions)::bigint AS transactions,
-                   sum(frauds)::bigint AS frauds
+                   sum(frauds)::bigint AS frauds,
+                   coalesce(sum(transactions) FILTER (WHERE decision = 'review'), 0)::bigint AS reviews
               FROM {_rolled("fraud_stats_15m", 3)} GROUP BY 1 ORDER BY 1""",
         size,
         _EPOCH,
@@ -239,6 +241,29 @@ async def _volume_from_aggregates(
             }
         )
     return out
+
+
+async def by_model(conn: asyncpg.Connection, f: Filters) -> list[dict[str, Any]]:
+    """Each model version scoring in the range: transactions, review and decline counts, mean p(fraud)."""
+    window = f.aggregate_window()
+    if window is not None:
+        rows = await conn.fetch(
+            f"""SELECT model_version, sum(transactions)::bigint AS transactions,
+                       coalesce(sum(transactions) FILTER (WHERE decision = 'review'), 0)::bigint AS reviews,
+                       coalesce(sum(transactions) FILTER (WHERE decision = 'decline'), 0)::bigint AS declines,
+                       sum(sum_proba) / sum(transactions) AS mean_proba
+                  FROM {_rolled("fraud_stats_15m")} GROUP BY 1 ORDER BY 2 DESC, 1""",
+            *window,
+        )
+        return [dict(r) for r in rows]
+    where, args = f.where()
+    rows = await conn.fetch(
+        f"""SELECT model_version, count(*) AS transactions, count(*) FILTER (WHERE decision = 'review') AS reviews,
+                   count(*) FILTER (WHERE decision = 'decline') AS declines, avg(fraud_proba) AS mean_proba
+              FROM fraud_predictions WHERE {where} GROUP BY 1 ORDER BY 2 DESC, 1""",
+        *args,
+    )
+    return [dict(r) for r in rows]
 
 
 async def distributions(conn: asyncpg.Connection, f: Filters) -> list[dict[str, Any]]:
@@ -346,6 +371,7 @@ def refresh(f: Filters) -> dict[str, tuple[Callable[..., Awaitable[Any]], tuple[
         "kpis": (kpis, (f,)),
         "volume": (volume, (f,)),
         "distributions": (distributions, (f,)),
+        "models": (by_model, (f,)),
         "places": (places, (f,)),
         "by_country": (breakdown, (f, "country")),
         "by_source": (breakdown, (f, "source")),

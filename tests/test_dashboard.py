@@ -110,6 +110,10 @@ def test_page_shows_data_filters_pages_and_details(dashboard: str, browser: WebD
     thresholds = Manifest.read(default_models_dir()).thresholds
     wait.until(ec.text_to_be_present_in_element((By.ID, "g-proba"), f"decline ≥ {thresholds.decline:.3g}"))
     assert f"review ≥ {thresholds.review:.3g}" in driver.find_element(By.ID, "g-proba").text
+    # Decision rates against the card's, and each model version's figures.
+    wait.until(ec.text_to_be_present_in_element((By.ID, "g-rates"), "card: "))
+    wait.until(ec.text_to_be_present_in_element((By.ID, "models"), "v1"))
+    assert "80.00%" in driver.find_element(By.ID, "models").text  # 32 of 40 flagged
 
     def first_user() -> str:
         return str(driver.find_element(By.CSS_SELECTOR, "#flagged td[data-dash-column='user_id']").text)

@@ -198,9 +198,15 @@ async def test_aggregates_answer_like_the_rows(
         assert _bin_edges(below)[0] <= fast[key] <= _bin_edges(above)[1]
 
     def counts(buckets: list[dict[str, object]]) -> list[tuple[object, ...]]:
-        return [(b["bucket"], b["transactions"], b["frauds"]) for b in buckets]
+        return [(b["bucket"], b["transactions"], b["frauds"], b["reviews"]) for b in buckets]
 
     assert counts(await queries.volume(db, window)) == counts(await queries.volume(db, rows))
+    (fast_model,) = await queries.by_model(db, window)
+    (exact_model,) = await queries.by_model(db, rows)
+    assert fast_model["transactions"] == exact_count
+    for key in ("model_version", "transactions", "reviews", "declines"):
+        assert fast_model[key] == exact_model[key], key
+    assert fast_model["mean_proba"] == pytest.approx(exact_model["mean_proba"])
     assert sorted(map(_key, await queries.distributions(db, window))) == sorted(
         map(_key, await queries.distributions(db, rows))
     )
