@@ -104,7 +104,7 @@ def layout(refresh_s: float) -> html.Div:
                 persistence=True,
                 persistence_type="local",
             ),
-            html.Span(id="refreshed", style={"color": "#57606a", "fontSize": "12px"}),
+            html.Span("loading the figures…", id="refreshed", style={"color": "#57606a", "fontSize": "12px"}),
         ],
         style={**_ROW, "alignItems": "center"},
     )
@@ -194,7 +194,11 @@ def layout(refresh_s: float) -> html.Div:
             controls,
             filters,
             html.Div(id="banner", style={"display": "none"}),
-            html.Div([html.Div([_card(i, label) for i, label in KPIS], style=_ROW), graphs], id="figures"),
+            # A spinner while a refresh takes longer than a moment (the first one, a long range), none otherwise.
+            dcc.Loading(
+                html.Div([html.Div([_card(i, label) for i, label in KPIS], style=_ROW), graphs], id="figures"),
+                delay_show=400,
+            ),
             html.H4(f"Latest flagged transactions (review or decline; pages reach the first {FLAGGED_COUNT_LIMIT:,})"),
             html.Div(
                 [
