@@ -16,7 +16,7 @@ from dash.exceptions import PreventUpdate
 
 from dash_app import figures, pages, queries
 from dash_app.database import Database, DatabaseUnavailable
-from dash_app.layout import FLAGGED_COLUMNS, KPIS, PAGE_SIZE
+from dash_app.layout import FLAGGED_COLUMNS, GRAPHS, KPIS, PAGE_SIZE
 from dash_app.queries import FLAGGED_COUNT_LIMIT, Filters
 
 SPANS = {"15m": timedelta(minutes=15), "1h": timedelta(hours=1), "24h": timedelta(hours=24), "7d": timedelta(days=7)}
@@ -234,17 +234,7 @@ def _kpi_values(k: dict[str, Any], health_text: str) -> list[str]:
 
 
 def register(app: Dash, db: Database, model: figures.ServedModel | None = None) -> None:
-    graph_ids = [
-        "g-volume",
-        "g-latency",
-        "g-proba",
-        "g-anomaly",
-        "g-rates",
-        "g-map",
-        "g-country",
-        "g-source",
-        "g-device",
-    ]
+    graph_ids = GRAPHS
     cuts = model.cuts if model else None
 
     @app.callback(

@@ -25,6 +25,8 @@ KPIS = [
     ("kpi-health", "Pipeline health"),
     ("kpi-models", "Model version(s)"),
 ]
+# The charts, in page order; callbacks.refresh fills them in this order.
+GRAPHS = ("g-volume", "g-latency", "g-proba", "g-anomaly", "g-rates", "g-map", "g-country", "g-source", "g-device")
 FLAGGED_COLUMNS = [
     ("received_at", "Received (UTC)"),
     ("user_id", "User"),
@@ -77,7 +79,7 @@ def _card(id_: str, label: str) -> html.Div:
     return html.Div(
         [
             html.Div(label, style={"fontSize": "12px", "color": "#57606a"}),
-            html.Div("-", id=id_, style={"fontSize": "22px", "fontWeight": "600"}),
+            html.Div("…", id=id_, style={"fontSize": "22px", "fontWeight": "600"}),  # until the first refresh
         ],
         style=_CARD,
     )
@@ -143,20 +145,7 @@ def layout(refresh_s: float) -> html.Div:
         style={**_ROW, "alignItems": "center"},
     )
     graphs = html.Div(
-        [
-            dcc.Graph(id=g, style=_GRAPH, config={"displaylogo": False})
-            for g in (
-                "g-volume",
-                "g-latency",
-                "g-proba",
-                "g-anomaly",
-                "g-rates",
-                "g-map",
-                "g-country",
-                "g-source",
-                "g-device",
-            )
-        ],
+        [dcc.Graph(id=g, style=_GRAPH, config={"displaylogo": False}) for g in GRAPHS],
         style=_ROW,
     )
     flagged = DataTable(
@@ -194,11 +183,7 @@ def layout(refresh_s: float) -> html.Div:
             controls,
             filters,
             html.Div(id="banner", style={"display": "none"}),
-            # A spinner while a refresh takes longer than a moment (the first one, a long range), none otherwise.
-            dcc.Loading(
-                html.Div([html.Div([_card(i, label) for i, label in KPIS], style=_ROW), graphs], id="figures"),
-                delay_show=400,
-            ),
+            html.Div([html.Div([_card(i, label) for i, label in KPIS], style=_ROW), graphs], id="figures"),
             html.H4(f"Latest flagged transactions (review or decline; pages reach the first {FLAGGED_COUNT_LIMIT:,})"),
             html.Div(
                 [
