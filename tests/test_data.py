@@ -75,6 +75,17 @@ def test_reads_the_real_files_quoted_class(tmp_path: Path) -> None:
     assert load_creditcard(path).frauds == 1
 
 
+def test_reads_a_bom_blank_lines_and_any_header_case(tmp_path: Path) -> None:
+    """What a spreadsheet export of the real file looks like: a byte-order mark, `class` in lower case, a
+    blank line in the middle and one at the end."""
+    path = tmp_path / "exported.csv"
+    header = ",".join((*FEATURES[:-1], "amount", "class"))
+    rows = [",".join(["1"] * 30) + ",0", ",".join(["2"] * 30) + ",1"]
+    path.write_bytes(("\ufeff" + header + "\n" + rows[0] + "\n\n" + rows[1] + "\n\n").encode())
+    loaded = load_creditcard(path)
+    assert (loaded.rows, loaded.frauds) == (2, 1)
+
+
 @pytest.mark.parametrize(
     ("content", "message"),
     [

@@ -3,10 +3,21 @@
 from __future__ import annotations
 
 import ipaddress
+import json
+import os
 import random
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
 
 from api.schemas import Metadata
 from fraudflow.cli.simulate import predict_url
+from fraudflow.data.dataset import DatasetError, write_creditcard
+from fraudflow.data.synthetic import generate
+from fraudflow.manifest import default_models_dir
 from fraudflow.simulation.population import metadata, users
 from fraudflow.simulation.replay import load_rows
 
@@ -45,6 +56,32 @@ def test_replayed_rows_come_from_the_test_period_only() -> None:
     assert source == "synthetic"
     assert rows[:, 0].min() >= 100_000.0
     assert len(rows) == len(labels) > 0
+
+
+def test_nothing_past_the_served_models_test_boundary_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "early.csv"
+    write_creditcard(generate(500, seed=5), path)  # Time within the first two days
+    with pytest.raises(DatasetError, match="none of the 500 rows .* test boundary"):
+        load_rows(path, 10_000_000.0, seed=3)
+
+
+def test_simulate_reads_the_boundary_of_the_served_models(tmp_path: Path) -> None:
+    served = tmp_path / "served"
+    shutil.copytree(default_models_dir(), served)
+    manifest = json.loads((served / "manifest.json").read_text())
+    manifest["training_data"]["test_from_time"] = 10_000_000.0  # no replayable row is that late
+    (served / "manifest.json").write_text(json.dumps(manifest))
+    env = {**os.environ, "FRAUDFLOW_MODELS_DIR": str(served)}
+    result = subprocess.run(
+        [sys.executable, "-m", "fraudflow.cli", "simulate", "--max-requests", "1"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+    )
+    assert result.returncode == 2
+    assert "test boundary" in result.stderr
+    assert "Traceback" not in result.stderr
 
 
 def test_predict_url_joins_the_reference_base_url() -> None:

@@ -11,6 +11,7 @@ from rich.console import Console
 from rich.live import Live
 
 from fraudflow.cli.runner import fail, run, settings_or_exit
+from fraudflow.data.dataset import DatasetError
 from fraudflow.manifest import Manifest, default_models_dir
 from fraudflow.simulation.population import users
 from fraudflow.simulation.replay import Plan, Replayer, load_rows
@@ -38,14 +39,18 @@ def simulate(
     max_error_rate: Annotated[float, typer.Option(min=0, max=1, help="Exit 1 above this share of failures.")] = 0.01,
 ) -> None:
     """Send realistic transactions to /predict at a controlled rate; print progress and a summary."""
-    settings_or_exit()
+    settings = settings_or_exit()
     if max_requests is None and duration is None:
         fail("give --max-requests or --duration (or both)", code=2)
     try:
-        test_from = Manifest.read(default_models_dir()).training_data.test_from_time
+        # The boundary of the models the API serves (FRAUDFLOW_MODELS_DIR), not of the shipped ones.
+        test_from = Manifest.read(settings.models_dir or default_models_dir()).training_data.test_from_time
     except (OSError, ValueError):
         test_from = None
-    rows, labels, source = load_rows(data, test_from, seed)
+    try:
+        rows, labels, source = load_rows(data, test_from, seed)
+    except DatasetError as error:
+        fail(str(error), code=2)
     plan = Plan(rate=rate, poisson=poisson, concurrency=concurrency, max_requests=max_requests, duration_s=duration)
     console = Console(stderr=True)
     console.print(

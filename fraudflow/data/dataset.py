@@ -57,10 +57,12 @@ def load_creditcard(path: Path = DEFAULT_PATH) -> Dataset:
     """Read creditcard.csv (the real one or `fraudflow synth` output), checking its columns first."""
     if not path.exists():
         raise DatasetError(f"{path} does not exist; generate a synthetic set with `fraudflow synth --out {path}`")
-    with path.open(newline="") as handle:
+    # utf-8-sig: a byte-order mark (spreadsheet exports write one) is not part of the first column's name.
+    with path.open(newline="", encoding="utf-8-sig") as handle:
         reader = csv.reader(handle)
-        header = [_strip(name) for name in next(reader, [])]
         expected = [*FEATURES, LABEL]
+        canonical = {name.lower(): name for name in expected}  # `class` or `CLASS` is Class
+        header = [canonical.get(_strip(name).lower(), _strip(name)) for name in next(reader, [])]
         if header != expected:
             missing = [c for c in expected if c not in header]
             extra = [c for c in header if c not in expected]
@@ -71,6 +73,8 @@ def load_creditcard(path: Path = DEFAULT_PATH) -> Dataset:
             )
         rows: list[list[float]] = []
         for line_number, row in enumerate(reader, start=2):
+            if not any(value.strip() for value in row):  # blank lines, a trailing one included
+                continue
             if len(row) != len(expected):
                 raise DatasetError(f"{path}:{line_number}: expected {len(expected)} values, got {len(row)}")
             try:

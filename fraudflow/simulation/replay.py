@@ -152,7 +152,7 @@ def load_rows(
 
     Only transactions at or after the models' test boundary are used, so training rows are never replayed.
     """
-    from fraudflow.data.dataset import DEFAULT_PATH, load_creditcard
+    from fraudflow.data.dataset import DEFAULT_PATH, DatasetError, load_creditcard
     from fraudflow.data.synthetic import generate
 
     path = data or DEFAULT_PATH
@@ -163,6 +163,11 @@ def load_rows(
     features, labels = dataset.features, dataset.labels
     if models_test_from is not None:
         keep = features[:, 0] >= models_test_from
-        if keep.any():
-            features, labels = features[keep], labels[keep]
+        if not keep.any():
+            raise DatasetError(
+                f"none of the {len(features):,} rows of {source} is at or after the served models' test boundary "
+                f"(Time >= {models_test_from:g}): replaying them would replay training data; give --data with "
+                "later transactions, or serve models trained on earlier ones"
+            )
+        features, labels = features[keep], labels[keep]
     return features, labels, source
