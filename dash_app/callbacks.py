@@ -246,6 +246,7 @@ def register(app: Dash, db: Database, model: figures.ServedModel | None = None) 
             Output("banner", "children"),
             Output("banner", "style"),
             Output("refreshed", "children"),
+            Output("last-refresh", "data"),
             Output("f-country", "options"),
             Output("f-source", "options"),
             Output("f-device", "options"),
@@ -267,7 +268,7 @@ def register(app: Dash, db: Database, model: figures.ServedModel | None = None) 
             banner = f"Database unavailable: {error}. The figures below are stale{since}; retrying every refresh."
             unchanged = [no_update] * (len(KPIS) + len(graph_ids) + 2)
             stale = f"STALE: last updated {last}" if isinstance(last, str) else "no data yet"
-            return [*unchanged, banner, _ALERT, stale, *[no_update] * 3, _STALE, no_update]
+            return [*unchanged, banner, _ALERT, stale, *[no_update] * 4, _STALE, no_update]
         bucket = _bucket_label(queries.bucket_for(f.end - f.start))
         figs = [
             figures.volume(result["volume"], bucket, (f.start, f.end)),
@@ -303,6 +304,7 @@ def register(app: Dash, db: Database, model: figures.ServedModel | None = None) 
             problem or "",
             _WARNING if problem else {"display": "none"},
             f"updated {refreshed}",
+            refreshed,  # when the figures were fetched, for the stale banner
             result["options"]["country"],
             result["options"]["source"],
             result["options"]["device_type"],
@@ -310,15 +312,6 @@ def register(app: Dash, db: Database, model: figures.ServedModel | None = None) 
             _HEALTH_STYLE[level],
         ]
 
-    @app.callback(Output("last-refresh", "data"), Input("refreshed", "children"))
-    def remember(text: object) -> Any:
-        """When the figures were last fetched, for the stale banner."""
-        if isinstance(text, str) and text.startswith("updated "):
-            return text.removeprefix("updated ")
-        return no_update
-
-    # The selection is an event id (a store), not a row position: a refresh that moves rows keeps both the
-    # highlight and the detail on the same transaction.
     @app.callback(
         [
             Output("flagged", "data"),
@@ -412,9 +405,10 @@ def register(app: Dash, db: Database, model: figures.ServedModel | None = None) 
                 event = None if event_id is None else db.run(queries.event, event_id)
                 page = pages.transaction(value, event)
             else:
-                page = pages.entity(
-                    kind, value, db.run(queries.history, kind, value), db.run(queries.shared_with, kind, value)
+                found = db.gather(
+                    {"history": (queries.history, (kind, value)), "shared": (queries.shared_with, (kind, value))}
                 )
+                page = pages.entity(kind, value, found["history"], found["shared"])
         except DatabaseUnavailable as error:
             page = html.Div(f"Database unavailable: {error}. Reload the page to retry.", style=_ALERT)
         return page, {"display": "none"}, True

@@ -75,6 +75,16 @@ def _time_input(id_: str, bound: str) -> dcc.Input:
     )
 
 
+def _small_table(id_: str, columns: tuple[tuple[str, str], ...]) -> DataTable:
+    """A table a callback fills; it scrolls inside itself on a phone."""
+    return DataTable(
+        id=id_,
+        columns=[{"name": name, "id": key} for key, name in columns],
+        style_table={"overflowX": "auto"},
+        style_cell={"fontSize": "13px", "padding": "4px 8px"},
+    )
+
+
 def _card(id_: str, label: str) -> html.Div:
     return html.Div(
         [
@@ -163,20 +173,15 @@ def layout(refresh_s: float) -> html.Div:
         style_header={"fontWeight": "600"},
         style_data_conditional=[{"if": {"filter_query": '{decision} = "decline"'}, "color": "#b10f14"}],
     )
-    leases = DataTable(
-        id="leases",
-        columns=[
-            {"name": n, "id": i}
-            for i, n in (
-                ("shard_id", "Shard"),
-                ("owner", "Owner"),
-                ("lag_ms", "Lag (ms)"),
-                ("checkpoint_age_s", "Checkpoint age (s)"),
-                ("renewed_s_ago", "Renewed (s ago)"),
-            )
-        ],
-        style_table={"overflowX": "auto"},
-        style_cell={"fontSize": "13px", "padding": "4px 8px"},
+    leases = _small_table(
+        "leases",
+        (
+            ("shard_id", "Shard"),
+            ("owner", "Owner"),
+            ("lag_ms", "Lag (ms)"),
+            ("checkpoint_age_s", "Checkpoint age (s)"),
+            ("renewed_s_ago", "Renewed (s ago)"),
+        ),
     )
     monitor = html.Div(
         [
@@ -200,20 +205,15 @@ def layout(refresh_s: float) -> html.Div:
                 style={"whiteSpace": "pre-wrap", "background": "#f6f8fa", "padding": "8px", "fontSize": "12px"},
             ),
             html.H4("Model versions scoring in this range"),
-            DataTable(
-                id="models",
-                columns=[
-                    {"name": n, "id": i}
-                    for i, n in (
-                        ("model_version", "Version"),
-                        ("transactions", "Transactions"),
-                        ("flagged", "Flagged"),
-                        ("declined", "Declined"),
-                        ("mean_proba", "Mean p(fraud)"),
-                    )
-                ],
-                style_table={"overflowX": "auto"},
-                style_cell={"fontSize": "13px", "padding": "4px 8px"},
+            _small_table(
+                "models",
+                (
+                    ("model_version", "Version"),
+                    ("transactions", "Transactions"),
+                    ("flagged", "Flagged"),
+                    ("declined", "Declined"),
+                    ("mean_proba", "Mean p(fraud)"),
+                ),
             ),
             html.H4("Consumer shards"),
             leases,
