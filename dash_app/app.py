@@ -7,7 +7,7 @@ from dash import Dash
 from dash_app.auth import HEALTH_PATH, protect
 from dash_app.callbacks import register
 from dash_app.database import Database
-from dash_app.figures import ServedModel
+from dash_app.figures import TOPOJSON, ServedModel
 from dash_app.layout import layout
 from fraudflow.config import Settings, SettingsError
 from fraudflow.db.target import DatabaseTarget
@@ -43,7 +43,7 @@ def served_model(settings: Settings) -> ServedModel | None:
 def create_app(settings: Settings, database: DatabaseTarget | str) -> Dash:
     check_security(settings)
     app = Dash(__name__, title="fraudflow", update_title="", serve_locally=True, compress=True)
-    app.layout = layout(settings.dashboard_refresh_s)
+    app.layout = layout(settings.dashboard_refresh_s, app.get_asset_url(TOPOJSON))
     register(app, Database(database, max_size=settings.db_pool_max), served_model(settings))
     protect(app.server, settings)
     # Liveness only: it says nothing about the database, so a PostgreSQL failover does not restart every task.

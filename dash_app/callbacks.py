@@ -236,6 +236,7 @@ def _kpi_values(k: dict[str, Any], health_text: str) -> list[str]:
 def register(app: Dash, db: Database, model: figures.ServedModel | None = None) -> None:
     graph_ids = GRAPHS
     cuts = model.cuts if model else None
+    graph = figures.graph_config(app.get_asset_url(figures.TOPOJSON))
 
     @app.callback(
         [Output(i, "children") for i, _ in KPIS]
@@ -278,6 +279,7 @@ def register(app: Dash, db: Database, model: figures.ServedModel | None = None) 
             figures.decision_rates(result["volume"], (f.start, f.end), model),
             figures.places(result["places"]),
             figures.breakdown(result["by_country"], "country"),
+            figures.breakdown(result["by_city"], "city"),
             figures.breakdown(result["by_source"], "source"),
             figures.breakdown(result["by_device"], "device_type"),
         ]
@@ -408,7 +410,7 @@ def register(app: Dash, db: Database, model: figures.ServedModel | None = None) 
                 found = db.gather(
                     {"history": (queries.history, (kind, value)), "shared": (queries.shared_with, (kind, value))}
                 )
-                page = pages.entity(kind, value, found["history"], found["shared"])
+                page = pages.entity(kind, value, found["history"], found["shared"], graph)
         except DatabaseUnavailable as error:
             page = html.Div(f"Database unavailable: {error}. Reload the page to retry.", style=_ALERT)
         return page, {"display": "none"}, True

@@ -8,6 +8,7 @@ from datetime import datetime
 from typing import Any
 
 import plotly.graph_objects as go
+from dash.dcc.Graph import Graph
 
 # A risk scale readable on light and dark backgrounds and by colour-blind readers (blue -> amber -> red).
 RISK_SCALE = [[0.0, "#2c7bb6"], [0.5, "#fdae61"], [1.0, "#d7191c"]]
@@ -154,21 +155,44 @@ def distribution(
     return figure
 
 
+# The map's outlines are world_110m.json in dash_app/assets/topojson, shipped with the package: graphs pass its
+# folder as plotly.js's topojsonURL, so nothing is fetched from a CDN at run time.
+# The whole inhabited world, always: left to itself plotly.js zooms a single place to a blank square.
+_GEO: dict[str, Any] = {
+    "projection": {"type": "natural earth", "scale": 1},
+    "fitbounds": False,
+    "lonaxis": {"range": [-180, 180]},
+    "lataxis": {"range": [-60, 85]},
+    "showcountries": True,
+    "countrycolor": "#afb8c1",
+    "showland": True,
+    "landcolor": "#f6f8fa",
+    "showocean": True,
+    "oceancolor": "#eef4fa",
+    "showframe": False,
+}
+
+
+TOPOJSON = "topojson/"  # the assets folder of the map outlines
+
+
+def graph_config(topojson_url: str) -> Graph.Config:
+    """dcc.Graph's config: no plotly logo, and map outlines from the dashboard's own assets."""
+    return {"displaylogo": False, "topojsonURL": topojson_url}
+
+
 def places(rows: list[dict[str, Any]]) -> go.Figure:
-    """Transactions by place on longitude/latitude axes. No basemap: map tiles and outlines would be fetched
-    from the network at run time, which this project never does."""
-    figure = _figure(
-        "Where transactions come from",
-        xaxis={"title": "longitude (°)", "range": [-180, 180]},
-        yaxis={"title": "latitude (°)", "range": [-90, 90]},
-    )
+    """Transactions by city on a world map, sized by count and coloured by mean fraud probability."""
+    figure = _figure("Where transactions come from", geo=_GEO, margin={"l": 0, "r": 0, "t": 40, "b": 10})
     if not rows:
-        return _empty(figure)
-    figure.add_scatter(
-        x=[r["longitude"] for r in rows],
-        y=[r["latitude"] for r in rows],
+        figure.add_annotation(text=NO_DATA, showarrow=False, font={"size": 14, "color": "#57606a"})
+        return figure
+    figure.add_scattergeo(
+        lat=[r["latitude"] for r in rows],
+        lon=[r["longitude"] for r in rows],
         mode="markers",
-        text=[f"{r['transactions']} tx, mean p(fraud) {r['mean_proba']:.2f}" for r in rows],
+        text=[f"{r['city']}: {r['transactions']:,} tx, mean p(fraud) {r['mean_proba']:.2f}" for r in rows],
+        hoverinfo="text",
         marker={
             "size": [min(30, 4 + r["transactions"] ** 0.5) for r in rows],
             "color": [r["mean_proba"] for r in rows],
@@ -176,8 +200,47 @@ def places(rows: list[dict[str, Any]]) -> go.Figure:
             "cmin": 0,
             "cmax": 1,
             "colorbar": {"title": "mean<br>p(fraud)"},
+            "line": {"width": 0.5, "color": "#57606a"},
         },
     )
+    return figure
+
+
+def trail(rows: list[dict[str, Any]]) -> go.Figure:
+    """An entity's located transactions, oldest to newest, joined in time order: a jump across the map between
+    two close payments is what impossible travel looks like."""
+    located = [r for r in reversed(rows) if r.get("latitude") is not None and r.get("longitude") is not None]
+    figure = _figure("Where its transactions were made", geo=_GEO, margin={"l": 0, "r": 0, "t": 40, "b": 10})
+    if not located:
+        figure.add_annotation(text="No located transaction", showarrow=False, font={"size": 14, "color": "#57606a"})
+        return figure
+    figure.add_scattergeo(
+        lat=[r["latitude"] for r in located],
+        lon=[r["longitude"] for r in located],
+        mode="lines+markers",
+        text=[f"{r['received_at']:%Y-%m-%d %H:%M} UTC, {r.get('city') or '?'}: {r['decision']}" for r in located],
+        hoverinfo="text",
+        line={"width": 1, "color": "#8c959f"},
+        marker={"size": 8, "color": [DECISION_COLOURS[r["decision"]] for r in located]},
+    )
+    return figure
+
+
+def timeline(rows: list[dict[str, Any]]) -> go.Figure:
+    """An entity's transactions over time: amount by decision (a burst of small payments is card testing)."""
+    figure = _figure("Its transactions over time", xaxis_title="received (UTC)", yaxis_title="amount")
+    if not rows:
+        return _empty(figure)
+    for decision, colour in DECISION_COLOURS.items():
+        chosen = [r for r in rows if r["decision"] == decision]
+        if chosen:
+            figure.add_scatter(
+                x=[r["received_at"] for r in chosen],
+                y=[r["amount"] for r in chosen],
+                mode="markers",
+                name=decision,
+                marker={"color": colour, "size": 8},
+            )
     return figure
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dash import dcc, html
 from dash.dash_table.DataTable import DataTable
 
+from dash_app.figures import graph_config
 from dash_app.queries import FLAGGED_COUNT_LIMIT
 
 RANGES = {
@@ -26,7 +27,18 @@ KPIS = [
     ("kpi-models", "Model version(s)"),
 ]
 # The charts, in page order; callbacks.refresh fills them in this order.
-GRAPHS = ("g-volume", "g-latency", "g-proba", "g-anomaly", "g-rates", "g-map", "g-country", "g-source", "g-device")
+GRAPHS = (
+    "g-volume",
+    "g-latency",
+    "g-proba",
+    "g-anomaly",
+    "g-rates",
+    "g-map",
+    "g-country",
+    "g-city",
+    "g-source",
+    "g-device",
+)
 FLAGGED_COLUMNS = [
     ("received_at", "Received (UTC)"),
     ("user_id", "User"),
@@ -95,7 +107,7 @@ def _card(id_: str, label: str) -> html.Div:
     )
 
 
-def layout(refresh_s: float) -> html.Div:
+def layout(refresh_s: float, topojson_url: str) -> html.Div:
     controls = html.Div(
         [
             dcc.Dropdown(
@@ -155,7 +167,7 @@ def layout(refresh_s: float) -> html.Div:
         style={**_ROW, "alignItems": "center"},
     )
     graphs = html.Div(
-        [dcc.Graph(id=g, style=_GRAPH, config={"displaylogo": False}) for g in GRAPHS],
+        [dcc.Graph(id=g, style=_GRAPH, config=graph_config(topojson_url)) for g in GRAPHS],
         style=_ROW,
     )
     flagged = DataTable(

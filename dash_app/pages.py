@@ -10,11 +10,14 @@ from urllib.parse import quote, unquote
 
 from dash import dcc, html
 from dash.dash_table.DataTable import DataTable
+from dash.dcc.Graph import Graph
 
+from dash_app import figures
 from fraudflow.data.columns import FEATURES
 
 KINDS = ("tx", "user", "ip")
 _SECTION = {"background": "#f6f8fa", "padding": "10px 14px", "borderRadius": "8px", "marginBottom": "12px"}
+_GRAPH = {"flex": "1 1 420px", "minWidth": "min(340px, 100%)", "height": "320px"}
 _TABLE_STYLE: dict[str, Any] = {"style_table": {"overflowX": "auto"}, "style_cell": {"fontSize": "13px"}}
 
 
@@ -141,7 +144,10 @@ def _table(data: list[dict[str, Any]], columns: list[dict[str, str]]) -> DataTab
     return DataTable(**options)
 
 
-def entity(kind: str, value: str, rows: list[dict[str, Any]], shared: list[dict[str, Any]]) -> html.Div:
+def entity(
+    kind: str, value: str, rows: list[dict[str, Any]], shared: list[dict[str, Any]], graph: Graph.Config
+) -> html.Div:
+    """`graph` is dcc.Graph's config (figures.graph_config)."""
     noun = "User" if kind == "user" else "IP address"
     if not rows:
         return html.Div([html.H3(f"{noun} {value}"), html.P("No stored transaction.")])
@@ -161,6 +167,13 @@ def entity(kind: str, value: str, rows: list[dict[str, Any]], shared: list[dict[
                     ]
                 ),
                 style=_SECTION,
+            ),
+            html.Div(
+                [
+                    dcc.Graph(id="entity-timeline", figure=figures.timeline(rows), config=graph, style=_GRAPH),
+                    dcc.Graph(id="entity-map", figure=figures.trail(rows), config=graph, style=_GRAPH),
+                ],
+                style={"display": "flex", "flexWrap": "wrap", "gap": "10px"},
             ),
             _history_table(rows),
             html.H4(others),

@@ -24,7 +24,8 @@ import asyncpg
 
 from consumers.leases.status import lease_status
 
-DIMENSIONS = {"country": "country", "source": "source", "device_type": "device_type"}
+DIMENSIONS = {"country": "country", "source": "source", "device_type": "device_type"}  # the filter menus
+BREAKDOWNS = {**DIMENSIONS, "city": "city"}  # the charts of rates by value
 SORTABLE = {
     "received_at": "received_at",
     "fraud_proba": "fraud_proba",
@@ -292,7 +293,7 @@ async def distributions(conn: asyncpg.Connection, f: Filters) -> list[dict[str, 
 
 
 async def breakdown(conn: asyncpg.Connection, f: Filters, dimension: str, limit: int = 12) -> list[dict[str, Any]]:
-    column = DIMENSIONS[dimension]  # KeyError for anything not whitelisted
+    column = BREAKDOWNS[dimension]  # KeyError for anything not whitelisted
     window = f.aggregate_window()
     if window is not None:
         rows = await conn.fetch(
@@ -317,14 +318,14 @@ async def breakdown(conn: asyncpg.Connection, f: Filters, dimension: str, limit:
 
 
 async def places(conn: asyncpg.Connection, f: Filters, limit: int = 2000) -> list[dict[str, Any]]:
-    """Transactions by place (rounded to 0.1 degree) with their mean fraud probability."""
+    """Transactions by place (rounded to 0.1 degree) and city, with their mean fraud probability."""
     window = f.aggregate_window()
     if window is not None:
         rows = await conn.fetch(
-            f"""SELECT latitude, longitude, sum(transactions)::bigint AS transactions,
-                       sum(sum_proba) / sum(transactions) AS mean_proba
+            f"""SELECT latitude, longitude, coalesce(nullif(city, ''), '(unknown)') AS city,
+                       sum(transactions)::bigint AS transactions, sum(sum_proba) / sum(transactions) AS mean_proba
                   FROM {_rolled("fraud_places_15m")}
-                 GROUP BY 1, 2 ORDER BY 3 DESC LIMIT $3""",
+                 GROUP BY 1, 2, 3 ORDER BY 4 DESC LIMIT $3""",
             *window,
             limit,
         )
@@ -332,9 +333,9 @@ async def places(conn: asyncpg.Connection, f: Filters, limit: int = 2000) -> lis
     where, args = f.where(2)
     rows = await conn.fetch(
         f"""SELECT round(latitude::numeric, 1)::float AS latitude, round(longitude::numeric, 1)::float AS longitude,
-                   count(*) AS transactions, avg(fraud_proba) AS mean_proba
+                   coalesce(city, '(unknown)') AS city, count(*) AS transactions, avg(fraud_proba) AS mean_proba
               FROM fraud_predictions WHERE {where} AND latitude IS NOT NULL AND longitude IS NOT NULL
-             GROUP BY 1, 2 ORDER BY 3 DESC LIMIT $1""",
+             GROUP BY 1, 2, 3 ORDER BY 4 DESC LIMIT $1""",
         limit,
         *args,
     )
@@ -374,6 +375,7 @@ def refresh(f: Filters) -> dict[str, tuple[Callable[..., Awaitable[Any]], tuple[
         "models": (by_model, (f,)),
         "places": (places, (f,)),
         "by_country": (breakdown, (f, "country")),
+        "by_city": (breakdown, (f, "city")),
         "by_source": (breakdown, (f, "source")),
         "by_device": (breakdown, (f, "device_type")),
         "leases": (leases, ()),
@@ -423,8 +425,8 @@ async def event(conn: asyncpg.Connection, event_id: uuid.UUID) -> dict[str, Any]
 
 
 ENTITIES = {"user": "user_id", "ip": "ip_address"}  # entity pages, by the column that names them
-_HISTORY_COLUMNS = """event_id, received_at, user_id, ip_address, country, city, source, device_type, amount,
-                      fraud_proba, anomaly_score, decision"""
+_HISTORY_COLUMNS = """event_id, received_at, user_id, ip_address, country, city, latitude, longitude, source,
+                      device_type, amount, fraud_proba, anomaly_score, decision"""
 
 
 async def history(conn: asyncpg.Connection, entity: str, value: str, limit: int = 50) -> list[dict[str, Any]]:

@@ -48,9 +48,9 @@ def _row(i: int) -> tuple[str, float]:
 async def _insert_row(conn: asyncpg.Connection, user: str, decision: str, proba: float, received: datetime) -> None:
     await conn.execute(
         """INSERT INTO fraud_predictions ("timestamp", user_id, source, fraud_prediction, fraud_proba,
-               anomaly_score, device_type, country, latitude, longitude, event_id, decision, model_version,
+               anomaly_score, device_type, country, city, latitude, longitude, event_id, decision, model_version,
                amount, features, received_at, processed_at)
-           VALUES ($1, $2, 'web', $3, $4, 0.5, 'mobile', 'FR', 48.86, 2.35, $5, $6, 'v1', 42, $7, $1, $8)""",
+           VALUES ($1, $2, 'web', $3, $4, 0.5, 'mobile', 'FR', 'Paris', 48.86, 2.35, $5, $6, 'v1', 42, $7, $1, $8)""",
         received,
         user,
         int(decision == "decline"),
@@ -114,6 +114,8 @@ def test_page_shows_data_filters_pages_and_details(dashboard: str, browser: WebD
     wait.until(ec.text_to_be_present_in_element((By.ID, "g-rates"), "card: "))
     wait.until(ec.text_to_be_present_in_element((By.ID, "models"), "v1"))
     assert "80.00%" in driver.find_element(By.ID, "models").text  # 32 of 40 flagged
+    assert "Paris (5.0% declined)" in driver.find_element(By.ID, "g-city").text  # the reference's rate by city
+    _assert_map_drawn_offline(driver, dashboard, "g-map")
 
     def first_user() -> str:
         return str(driver.find_element(By.CSS_SELECTOR, "#flagged td[data-dash-column='user_id']").text)
@@ -151,6 +153,19 @@ def test_page_shows_data_filters_pages_and_details(dashboard: str, browser: WebD
     log: list[dict[str, Any]] = driver.get_log("browser")  # type: ignore[no-untyped-call]
     errors = [entry for entry in log if entry["level"] == "SEVERE"]
     assert errors == []
+
+
+def _assert_map_drawn_offline(driver: WebDriver, origin: str, graph: str) -> None:
+    """The map has its country outlines, and the page fetched nothing from anywhere but the dashboard."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    outlines = f"#{graph} .geo .countries path"
+    WebDriverWait(driver, 30).until(lambda d: len(d.find_elements(By.CSS_SELECTOR, outlines)) > 0)
+    assert driver.find_elements(By.CSS_SELECTOR, f"#{graph} .scattergeo path.point")
+    fetched = driver.execute_script("return performance.getEntriesByType('resource').map(e => e.name)")
+    assert any("topojson/world_110m.json" in url for url in fetched)
+    assert [url for url in fetched if not url.startswith(origin)] == []
 
 
 def test_phone_width_has_no_horizontal_page_scroll_and_empty_charts_say_so(dashboard: str, browser: WebDriver) -> None:
@@ -221,6 +236,8 @@ def test_transaction_and_user_pages_have_their_own_urls(dashboard: str, browser:
     wait.until(ec.text_to_be_present_in_element((By.ID, "subject"), "User user-15"))
     assert browser.current_url.endswith("/user/user-15")
     assert "Flagged among them 1" in browser.find_element(By.ID, "subject").text
+    _assert_map_drawn_offline(browser, dashboard, "entity-map")
+    assert browser.find_elements(By.CSS_SELECTOR, "#entity-timeline .scatterlayer path.point")
     # Search by event id from any page.
     browser.find_element(By.ID, "search").send_keys(event_id, Keys.ENTER)
     wait.until(lambda d: d.current_url.endswith(f"/tx/{event_id}"))

@@ -41,9 +41,9 @@ async def loaded(db: asyncpg.Connection) -> list[uuid.UUID]:
         ids.append(event_id)
         await db.execute(
             """INSERT INTO fraud_predictions ("timestamp", user_id, source, fraud_prediction, fraud_proba,
-                   anomaly_score, device_type, country, latitude, longitude, event_id, decision, model_version,
+                   anomaly_score, device_type, country, city, latitude, longitude, event_id, decision, model_version,
                    amount, received_at, processed_at)
-               VALUES ($1, 'u', $2, $3, $4, $5, $6, $7, 48.86, 2.35, $8, $9, 'v1', 10, $1, $10)""",
+               VALUES ($1, 'u', $2, $3, $4, $5, $6, $7, 'Paris', 48.86, 2.35, $8, $9, 'v1', 10, $1, $10)""",
             received,
             source,
             int(decision == "decline"),
@@ -210,7 +210,7 @@ async def test_aggregates_answer_like_the_rows(
     assert sorted(map(_key, await queries.distributions(db, window))) == sorted(
         map(_key, await queries.distributions(db, rows))
     )
-    for dimension in queries.DIMENSIONS:
+    for dimension in queries.BREAKDOWNS:
         fast_rows = await queries.breakdown(db, window, dimension)
         exact_rows = await queries.breakdown(db, rows, dimension)
         assert [(r["value"], r["transactions"], r["frauds"]) for r in fast_rows] == [
@@ -220,6 +220,7 @@ async def test_aggregates_answer_like_the_rows(
     (fast_place,) = await queries.places(db, window)
     (exact_place,) = await queries.places(db, rows)
     assert (fast_place["latitude"], fast_place["longitude"], fast_place["transactions"]) == (48.9, 2.4, exact_count)
+    assert fast_place["city"] == exact_place["city"] != "(unknown)"
     assert fast_place["mean_proba"] == pytest.approx(exact_place["mean_proba"])
     assert await queries.options(db, window) == await queries.options(db, rows)
 

@@ -74,3 +74,33 @@ async def test_event_id_is_unique(db: asyncpg.Connection) -> None:
     await db.execute(insert, *row)
     with pytest.raises(asyncpg.UniqueViolationError):
         await db.execute(insert, *row)
+
+
+async def test_places_are_split_by_city_where_the_rows_remain(empty_database: str) -> None:
+    """Migration 0010 keeps every count: rows still stored move to their city, rows a retention job deleted
+    stay counted under no city."""
+    conn = await asyncpg.connect(empty_database)
+    try:
+        before = [m for m in migrations.available_migrations() if m.version < 10]
+        for migration in before:
+            await conn.execute(migration.sql)
+        for city in ("Paris", "Paris", "Versailles", "Gone"):
+            await conn.execute(
+                """INSERT INTO fraud_predictions ("timestamp", user_id, source, fraud_prediction, fraud_proba,
+                       anomaly_score, city, latitude, longitude, event_id, decision, model_version, received_at)
+                   VALUES ('2026-01-01T10:05Z', 'u', 'web', 0, 0.5, 0.1, $1, 48.86, 2.35, $2, 'approve', 'v',
+                           '2026-01-01T10:05Z')""",
+                city,
+                uuid.uuid4(),
+            )
+        await conn.execute("SELECT fraudflow_add_to_rollups('fraud_predictions')")
+        await conn.execute("DELETE FROM fraud_predictions WHERE city = 'Gone'")
+        async with conn.transaction():
+            await conn.execute(migrations.available_migrations()[len(before)].sql)
+        places = await conn.fetch("SELECT city, transactions, sum_proba FROM fraud_places_15m ORDER BY city")
+        assert [(r["city"], r["transactions"]) for r in places] == [("", 1), ("Paris", 2), ("Versailles", 1)]
+        assert places[0]["sum_proba"] == pytest.approx(0.5)
+        cities = await conn.fetch("SELECT value, transactions FROM fraud_dimensions_15m WHERE dimension = 'city'")
+        assert sorted((r["value"], r["transactions"]) for r in cities) == [("Paris", 2), ("Versailles", 1)]
+    finally:
+        await conn.close()
