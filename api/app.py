@@ -16,6 +16,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from api.deps import Services
 from api.exposure import GuardOperatorPaths
+from api.heartbeat import beating, new_tally
 from api.metrics import ApiMetrics
 from api.middleware import RequestContext
 from api.protocol import STATE_KEY
@@ -103,13 +104,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 close_timeout_s=max(5.0, settings.publish_timeout_s * 2),
                 hooks=metrics.producer_hooks(),
             )
-            async with producer:
+            tally = new_tally()
+            async with producer, beating(tally, producer, settings.heartbeat_s):
                 metrics.buffer_depth.set_function(lambda: producer.depth)
                 app.state.services = Services(
                     settings=settings,
                     metrics=metrics,
                     scorer=scorer,
-                    scoring=ScoringService(settings, batcher, producer, metrics),
+                    scoring=ScoringService(settings, batcher, producer, metrics, tally),
                     readiness=Readiness(client, settings.stream_name, producer, settings.publish_timeout_s),
                 )
                 # Everything loaded at start-up (models, botocore's service models, numpy, pydantic) lives for

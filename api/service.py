@@ -22,6 +22,7 @@ from fraudflow.batching import MicroBatcher
 from fraudflow.config import DeliveryMode, Settings
 from fraudflow.data.columns import AMOUNT_INDEX
 from fraudflow.events import build_event, event_id_for
+from fraudflow.heartbeats import Tally, minute_of
 from fraudflow.producer import BufferFull, KeyBacklogFull, KinesisProducer, PublishError, PutResult
 from fraudflow.scoring import Decision, Scores
 
@@ -85,6 +86,7 @@ class _Job:
     done: asyncio.Future[list[Outcome]]
     started: float
     received_at: datetime
+    minute: int  # of received_at, for the heartbeat's counts
     outcomes: list[Outcome] = field(default_factory=list)
     waiting: int = 0
     scored_at: float = 0.0
@@ -93,9 +95,15 @@ class _Job:
 
 class ScoringService:
     def __init__(
-        self, settings: Settings, batcher: MicroBatcher, producer: KinesisProducer, metrics: ApiMetrics
+        self,
+        settings: Settings,
+        batcher: MicroBatcher,
+        producer: KinesisProducer,
+        metrics: ApiMetrics,
+        tally: Tally,
     ) -> None:
         self.settings = settings
+        self.tally = tally
         self.batcher = batcher
         self.producer = producer
         self.metrics = metrics
@@ -108,7 +116,10 @@ class ScoringService:
         client they are scoped to. The answer comes within the publish timeout, scoring included."""
         loop = asyncio.get_running_loop()
         given = [key or self._keys.next() for key in keys]
-        job = _Job(requests, given, client, loop.create_future(), time.perf_counter(), datetime.now(UTC))
+        received_at = datetime.now(UTC)
+        job = _Job(
+            requests, given, client, loop.create_future(), time.perf_counter(), received_at, minute_of(received_at)
+        )
         job.outcomes = [
             Outcome({"event_id": str(event_id_for(client, r.metadata.user_id, key))}, key)
             for r, key in zip(requests, given, strict=True)
@@ -151,11 +162,16 @@ class ScoringService:
             except PublishError:
                 outcome.unavailable = "rejected"
                 continue
+            ack.add_done_callback(functools.partial(self._published, job.minute))
             if self._ack:
                 job.waiting += 1
                 ack.add_done_callback(functools.partial(self._acknowledged, job, outcome))
         if not job.waiting:
             self._finish(job)
+
+    def _published(self, minute: int, result: asyncio.Future[PutResult]) -> None:
+        if not result.cancelled() and result.exception() is None:
+            self.tally.published(minute)
 
     def _acknowledged(self, job: _Job, outcome: Outcome, result: asyncio.Future[PutResult]) -> None:
         if job.done.done():
@@ -180,10 +196,13 @@ class ScoringService:
             "publish_ms": round((finished - scored_at) * 1000, 3),
         }
         reason = "publish_timeout" if job.scored_at else "scoring_timeout"
+        unavailable = 0
         for outcome in job.outcomes:
             if late and not outcome.acked and outcome.unavailable is None:
                 outcome.unavailable = reason
             outcome.body["timing"] = timing
             if outcome.unavailable:
+                unavailable += 1
                 self.metrics.rejected.labels(outcome.unavailable).inc()
+        self.tally.answered(job.minute, len(job.outcomes), unavailable)
         job.done.set_result(job.outcomes)

@@ -23,6 +23,8 @@ SPANS = {"15m": timedelta(minutes=15), "1h": timedelta(hours=1), "24h": timedelt
 # A lease not renewed for the consumer's failover time belongs to a worker that is dead or frozen: its shard
 # is not being stored, whatever its last reported lag says.
 STALE_LEASE_S = 10
+API_SILENT_S = 30  # 6 heartbeats missed: the API process stopped, or cannot publish
+UNAVAILABLE_WARNING = 0.01  # share of transactions answered 503
 QUIET_S = 60  # no new row for this long with healthy leases: traffic stopped, or the API cannot publish
 FILTER_INPUTS = [
     Input("range", "value"),
@@ -185,8 +187,21 @@ def _bucket_label(size: timedelta) -> str:
     return f"{seconds} s" if seconds < 60 else f"{seconds // 60} min" if seconds < 3600 else f"{seconds // 3600} h"
 
 
-def health(leases: list[dict[str, Any]], newest_s: float | None) -> tuple[str, str]:
-    """The pipeline's state in words, and its level: ok, warning or failure."""
+def health(leases: list[dict[str, Any]], newest_s: float | None, api: dict[str, Any] | None = None) -> tuple[str, str]:
+    """The pipeline's state in words, and its level: ok, warning or failure. `api` is queries.api_flow's
+    answer (None: not known)."""
+    text, level = _consumer_health(leases, newest_s)
+    if api is None:
+        return text, level
+    api_text, api_level = _api_health(api)
+    worst = max(level, api_level, key=_LEVELS.index)
+    return f"{text}; {api_text}", worst
+
+
+_LEVELS = ("ok", "warning", "failure")
+
+
+def _consumer_health(leases: list[dict[str, Any]], newest_s: float | None) -> tuple[str, str]:
     stale = [lease for lease in leases if (lease["renewed_s_ago"] or 0) > STALE_LEASE_S and lease["owner"]]
     unowned = [lease for lease in leases if not lease["owner"]]
     newest = "no rows yet" if newest_s is None else f"newest row {_age(newest_s)} ago"
@@ -199,6 +214,25 @@ def health(leases: list[dict[str, Any]], newest_s: float | None) -> tuple[str, s
     if newest_s is None or newest_s > QUIET_S:
         return f"quiet: {newest}; consumer lag {lag:.1f} s", "warning"
     return f"OK: {newest}; consumer lag {lag:.1f} s", "ok"
+
+
+def _api_health(api: dict[str, Any]) -> tuple[str, str]:
+    """Published against stored, and 503s, from the API processes' heartbeats."""
+    if api["silent_s"] is None:
+        return "API: no heartbeat in the last hour", "warning"
+    if api["silent_s"] > API_SILENT_S:
+        return f"API: no heartbeat for {_age(api['silent_s'])}", "warning"
+    answered, published, stored = api["answered"], api["published"], api["stored"]
+    rate = api["unavailable"] / answered if answered else 0.0
+    text = (
+        f"API: {api['processes']} process(es); 5 min to 1 min ago: {published:,} published, {stored:,} stored, "
+        f"{rate:.1%} answered 503"
+    )
+    if published > stored:
+        return f"{text}: {published - stored:,} published but not stored", "warning"
+    if rate > UNAVAILABLE_WARNING:
+        return text, "warning"
+    return text, "ok"
 
 
 def _age(seconds: float) -> str:
@@ -297,7 +331,7 @@ def register(app: Dash, db: Database, model: figures.ServedModel | None = None) 
         ]
         refreshed = f"{datetime.now(UTC):%H:%M:%S} UTC"
         problem = range_problem(*controls[:3])
-        health_text, level = health(result["leases"], result["newest_row_age_s"])
+        health_text, level = health(result["leases"], result["newest_row_age_s"], result["api_flow"])
         return [
             *_kpi_values(result["kpis"], health_text),
             *figs,

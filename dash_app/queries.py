@@ -380,6 +380,7 @@ def refresh(f: Filters) -> dict[str, tuple[Callable[..., Awaitable[Any]], tuple[
         "by_device": (breakdown, (f, "device_type")),
         "leases": (leases, ()),
         "newest_row_age_s": (newest_row_age_s, ()),
+        "api_flow": (api_flow, ()),
         "options": (options, (f,)),
     }
 
@@ -459,6 +460,32 @@ async def newest_row_age_s(conn: asyncpg.Connection) -> float | None:
     """Seconds since the newest stored transaction was received (whatever range is shown): freshness now."""
     age = await conn.fetchval("SELECT extract(epoch FROM now() - max(received_at)) FROM fraud_predictions")
     return None if age is None else float(age)
+
+
+async def api_flow(conn: asyncpg.Connection) -> dict[str, Any]:
+    """What the API processes' heartbeats say about the 5 whole minutes ending a minute ago (so a record
+    received in them has had a minute to be stored): transactions answered, published and answered 503,
+    against the rows stored for the same minutes; how many processes reported in the last 30 s, and how long
+    since any did (None: none in the last hour)."""
+    row = await conn.fetchrow(
+        """WITH span AS (SELECT date_trunc('minute', now()) - interval '6 minutes' AS lo,
+                                date_trunc('minute', now()) - interval '1 minute' AS hi)
+           SELECT (SELECT count(DISTINCT process) FROM api_heartbeats
+                    WHERE reported_at > now() - interval '30 seconds') AS processes,
+                  (SELECT extract(epoch FROM now() - max(reported_at)) FROM api_heartbeats
+                    WHERE minute > now() - interval '1 hour') AS silent_s,
+                  coalesce(sum(h.answered), 0)::bigint AS answered,
+                  coalesce(sum(h.published), 0)::bigint AS published,
+                  coalesce(sum(h.unavailable), 0)::bigint AS unavailable,
+                  (SELECT count(*) FROM fraud_predictions
+                    WHERE received_at >= span.lo AND received_at < span.hi) AS stored
+             FROM span LEFT JOIN api_heartbeats AS h ON h.minute >= span.lo AND h.minute < span.hi
+            GROUP BY span.lo, span.hi"""
+    )
+    assert row is not None  # one row: span has one, and the join is an outer one
+    flow = dict(row)
+    flow["silent_s"] = None if flow["silent_s"] is None else float(flow["silent_s"])
+    return flow
 
 
 async def leases(conn: asyncpg.Connection) -> list[dict[str, Any]]:

@@ -113,6 +113,8 @@ class Settings(BaseSettings):
     # One partition key's share of that buffer: a hot user_id gets 503 beyond it while every other key flows.
     publish_key_buffer_records: int = Field(2_000, ge=1, validation_alias=_env("FRAUDFLOW_PUBLISH_KEY_BUFFER_RECORDS"))
     publish_max_in_flight: int = Field(2, ge=1, le=64, validation_alias=_env("FRAUDFLOW_PUBLISH_MAX_IN_FLIGHT"))
+    # How often each API process publishes its heartbeat (published and 503 counts per minute) on the stream.
+    heartbeat_s: float = Field(5.0, gt=0, le=60, validation_alias=_env("FRAUDFLOW_HEARTBEAT_S"))
     score_batch_rows: int = Field(64, ge=1, le=4096, validation_alias=_env("FRAUDFLOW_SCORE_BATCH_ROWS"))
     score_batch_wait_ms: float = Field(0.0, ge=0, validation_alias=_env("FRAUDFLOW_SCORE_BATCH_WAIT_MS"))
     scoring_threads: int = Field(1, ge=1, le=64, validation_alias=_env("FRAUDFLOW_SCORING_THREADS"))

@@ -8,15 +8,16 @@ from typing import TYPE_CHECKING, Any
 
 from fraudflow.aws import kinesis_client
 from fraudflow.config import Settings
+from fraudflow.heartbeats import KEY_PREFIX
 from fraudflow.kpl import AggregationError, UserRecord, deaggregate
 
 if TYPE_CHECKING:
     from types_aiobotocore_kinesis.type_defs import RecordTypeDef
 
 
-async def read_stream(settings: Settings) -> list[dict[str, Any]]:
+async def read_stream(settings: Settings, heartbeats: bool = False) -> list[dict[str, Any]]:
     """Every user record currently in the stream (KPL aggregates split, as the consumer does), each with its
-    ShardId and SubSequence, in shard order."""
+    ShardId and SubSequence, in shard order; the API's heartbeats only when asked for."""
     records: list[dict[str, Any]] = []
     async with kinesis_client(settings) as client:
         shards = (await client.list_shards(StreamName=settings.stream_name))["Shards"]
@@ -32,6 +33,7 @@ async def read_stream(settings: Settings) -> list[dict[str, Any]]:
                     {**r, "Data": user.data, "SubSequence": user.sub_sequence, "ShardId": shard["ShardId"]}
                     for r in page["Records"]
                     for user in _users(r)
+                    if heartbeats or not user.partition_key.startswith(KEY_PREFIX)
                 ]
                 if not page["Records"] or page.get("MillisBehindLatest", 0) == 0:
                     break

@@ -87,9 +87,23 @@ async def test_every_answer_is_stored_once_with_its_scores_and_the_dashboard_agr
         await wait_until(all_stored, deadline_s=60, what=f"{REQUESTS} rows")
         rows = await conn.fetch("SELECT event_id::text AS id, fraud_proba, decision FROM fraud_predictions")
         sql_count = int(await conn.fetchval("SELECT count(*) FROM fraud_predictions"))
+
+        # The API's heartbeats reach the database through the stream: every answer counted, every record
+        # counted as published, by one process.
+        async def all_counted() -> bool:
+            published = await conn.fetchval("SELECT sum(published) FROM api_heartbeats")
+            return published is not None and int(published) >= REQUESTS
+
+        await wait_until(all_counted, deadline_s=30, what="heartbeats counting every record")
+        counts = await conn.fetchrow(
+            """SELECT count(DISTINCT process) AS processes, sum(answered) AS answered, sum(published) AS published,
+                      sum(unavailable) AS unavailable FROM api_heartbeats"""
+        )
     finally:
         await conn.close()
     assert len(rows) == REQUESTS
+    assert counts is not None
+    assert dict(counts) == {"processes": 1, "answered": REQUESTS, "published": REQUESTS, "unavailable": 0}
     assert {r["id"] for r in rows} == set(answered)  # each answered event exactly once, nothing else
     for r in rows:
         assert r["fraud_proba"] == pytest.approx(answered[r["id"]]["fraud_proba"], rel=1e-6)
@@ -101,6 +115,7 @@ async def test_every_answer_is_stored_once_with_its_scores_and_the_dashboard_agr
 
     browser.get(str(stack["dashboard"]))
     WebDriverWait(browser, 30).until(ec.text_to_be_present_in_element((By.ID, "kpi-transactions"), f"{sql_count:,}"))
+    assert "API: 1 process(es)" in browser.find_element(By.ID, "kpi-health").text
 
     process = stack["process"]
     process.send_signal(signal.SIGTERM)  # type: ignore[attr-defined]

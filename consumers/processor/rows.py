@@ -10,6 +10,7 @@ from pydantic import ValidationError
 
 from consumers.retrieval.fetcher import Record
 from fraudflow.events import ScoredEvent
+from fraudflow.heartbeats import ApiHeartbeat
 
 COLUMNS = (
     "timestamp",
@@ -67,13 +68,17 @@ def _array_literal(values: list[float]) -> str:
     return "{" + orjson.dumps(values)[1:-1].decode() + "}"
 
 
-def to_row(record: Record, shard_id: str) -> tuple[Any, ...] | Rejection:
+def to_row(record: Record, shard_id: str) -> tuple[Any, ...] | ApiHeartbeat | Rejection:
     if record.error is not None:
         return Rejection(record, record.error)
     try:
         event = ScoredEvent.model_validate_json(record.data)
     except ValidationError as error:
-        return Rejection(record, _reason(error))
+        # Heartbeats are a few per process and minute: they take this slower path, events never do.
+        try:
+            return ApiHeartbeat.model_validate_json(record.data)
+        except ValidationError:
+            return Rejection(record, _reason(error))
     device, geo = event.device_info, event.geo
     country = _trimmed(geo.country) if geo else None
     return (

@@ -29,6 +29,7 @@ from consumers.leases.table import Connection, Lease, LeaseTable
 from consumers.processor.rows import AS_TEXT, COLUMNS, Rejection, to_row
 from consumers.retrieval.fetcher import Record
 from fraudflow.events import storable_text
+from fraudflow.heartbeats import ApiHeartbeat
 from fraudflow.logging import get_logger
 
 log = get_logger(__name__)
@@ -68,6 +69,7 @@ class ShardBuffer:
     rows: list[tuple[Any, ...]] = field(default_factory=list)
     sources: list[Record] = field(default_factory=list)  # the record of each row, to dead-letter it
     rejections: list[Rejection] = field(default_factory=list)
+    heartbeats: list[ApiHeartbeat] = field(default_factory=list)
     first_at: float | None = None
 
     def add(self, records: list[Record]) -> None:
@@ -75,6 +77,8 @@ class ShardBuffer:
             converted = to_row(record, self.shard_id)
             if isinstance(converted, Rejection):
                 self.rejections.append(converted)
+            elif isinstance(converted, ApiHeartbeat):
+                self.heartbeats.append(converted)
             else:
                 self.rows.append(converted)
                 self.sources.append(record)
@@ -82,7 +86,7 @@ class ShardBuffer:
             self.first_at = time.monotonic()
 
     def __len__(self) -> int:
-        return len(self.rows) + len(self.rejections)
+        return len(self.rows) + len(self.rejections) + len(self.heartbeats)
 
     def age(self) -> float:
         return 0.0 if self.first_at is None else time.monotonic() - self.first_at
@@ -91,6 +95,7 @@ class ShardBuffer:
         self.rows.clear()
         self.sources.clear()
         self.rejections.clear()
+        self.heartbeats.clear()
         self.first_at = None
 
 
@@ -157,6 +162,8 @@ class PostgresSink:
                 inserted = await self._store(conn, buffer.rows)
             if rejections := buffer.rejections + refused:
                 await self._dead_letter(conn, buffer.shard_id, rejections)
+            if buffer.heartbeats:
+                await _record_heartbeats(conn, buffer.heartbeats)
             committed = await self.leases.checkpoint(conn, lease, checkpoint)
         return committed, inserted, refused
 
@@ -205,6 +212,27 @@ class PostgresSink:
                 for r in rejections
             ],
         )
+
+
+async def _record_heartbeats(conn: Connection, heartbeats: list[ApiHeartbeat]) -> None:
+    """Keep the largest count of each process and minute (counts are cumulative: any order, any repeat)."""
+    await conn.executemany(
+        """INSERT INTO api_heartbeats AS t (process, minute, answered, published, unavailable, reported_at)
+           VALUES ($1, $2, $3, $4, $5, $6)
+           ON CONFLICT (process, minute) DO UPDATE
+              SET answered = greatest(t.answered, excluded.answered),
+                  published = greatest(t.published, excluded.published),
+                  unavailable = greatest(t.unavailable, excluded.unavailable),
+                  reported_at = greatest(t.reported_at, excluded.reported_at)""",
+        sorted(  # in key order, so concurrent flushes cannot deadlock
+            {
+                (beat.process, m.minute): (beat.process, m.minute, m.answered, m.published, m.unavailable, beat.sent_at)
+                for beat in heartbeats
+                for m in beat.minutes
+            }.values()
+        ),
+    )
+    await conn.execute("DELETE FROM api_heartbeats WHERE minute < now() - interval '7 days'")
 
 
 def _message(error: Exception) -> str:
