@@ -439,7 +439,7 @@ def register(app: Dash, db: Database, model: figures.ServedModel | None = None) 
             if kind == "tx":
                 event_id = _event_id(value)
                 event = None if event_id is None else db.run(queries.event, event_id)
-                page = pages.transaction(value, event)
+                page = pages.transaction(value, event, model)
             else:
                 found = db.gather(
                     {"history": (queries.history, (kind, value)), "shared": (queries.shared_with, (kind, value))}

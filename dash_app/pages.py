@@ -66,7 +66,16 @@ def _entity_link(kind: str, value: object) -> Any:
     return "-" if value is None else dcc.Link(str(value), href=href(kind, value))
 
 
-def transaction(event_id: str, event: dict[str, Any] | None) -> html.Div:
+def _against_cuts(proba: float, version: str, model: figures.ServedModel | None) -> str:
+    """The probability with the cuts it was decided by, when the dashboard knows that model's card."""
+    if model is None or model.version != version:
+        return f"{proba:.4f}"
+    cuts = ", ".join(f"{decision} from {cut:.4g}" for decision, cut in sorted(model.cuts.items(), key=lambda c: c[1]))
+    return f"{proba:.4f} ({cuts})"
+
+
+def transaction(event_id: str, event: dict[str, Any] | None, model: figures.ServedModel | None = None) -> html.Div:
+    """`model`: the served model's card, whose cuts are shown when the transaction was scored by it."""
     if event is None:
         return html.Div([html.H3("Transaction"), html.P(f"No stored transaction has the event id {event_id}.")])
     place = ", ".join(str(event[k]) for k in ("city", "region", "country") if event.get(k)) or "-"
@@ -80,7 +89,7 @@ def transaction(event_id: str, event: dict[str, Any] | None) -> html.Div:
                     [
                         ("Decision", html.B(event["decision"])),
                         ("Amount", _amount(event.get("amount"))),
-                        ("Fraud probability", f"{event['fraud_proba']:.4f}"),
+                        ("Fraud probability", _against_cuts(event["fraud_proba"], event["model_version"], model)),
                         ("Anomaly score", f"{event['anomaly_score']:.4f}"),
                         ("Model version", event["model_version"]),
                         ("Transaction time (UTC)", f"{event['timestamp']:%Y-%m-%d %H:%M:%S}"),

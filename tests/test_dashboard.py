@@ -231,6 +231,7 @@ def test_transaction_and_user_pages_have_their_own_urls(dashboard: str, browser:
     wait.until(ec.text_to_be_present_in_element((By.ID, "subject"), f"Transaction {event_id}"))
     page = browser.find_element(By.ID, "subject").text
     assert "42.00" in page  # the amount, to the cent
+    assert "Fraud probability 0.4500" in page  # scored by "v1": not the served model, so no cuts are claimed
     assert browser.find_element(By.ID, "monitor").is_displayed() is False
     browser.find_element(By.LINK_TEXT, "user-15").click()
     wait.until(ec.text_to_be_present_in_element((By.ID, "subject"), "User user-15"))
@@ -507,3 +508,12 @@ async def test_the_dashboard_command_serves_under_gunicorn_and_stops_cleanly(set
         process.send_signal(signal.SIGTERM)
         output, _ = await asyncio.to_thread(process.communicate, timeout=60)
     assert process.returncode == 0, output.decode()[-2000:]
+
+
+def test_a_transaction_shows_the_cuts_of_the_model_that_scored_it() -> None:
+    from dash_app.figures import ServedModel
+    from dash_app.pages import _against_cuts
+
+    model = ServedModel("abc", {"review": 0.0333, "decline": 0.785}, {})
+    assert _against_cuts(0.5, "abc", model) == "0.5000 (review from 0.0333, decline from 0.785)"
+    assert _against_cuts(0.5, "older", model) == "0.5000"
