@@ -22,6 +22,7 @@ from fraudflow.config import Settings
 from fraudflow.db.migrate import migrate
 from fraudflow.local.kinesis import KinesisLocal, KinesisServer, MotoKinesis, kinesis_local_missing_reason
 from fraudflow.local.postgres import EmbeddedPostgres
+from fraudflow.local.redis import EmbeddedRedis
 from fraudflow.local.services import create_database
 from fraudflow.streams import ensure_stream
 from tests.faultproxy import FaultProxy
@@ -46,6 +47,25 @@ def pg_server(tmp_root: Path) -> Iterator[EmbeddedPostgres]:
     server.start()
     yield server
     server.stop(mode="immediate")
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_root: Path) -> Iterator[EmbeddedRedis]:
+    server = EmbeddedRedis(tmp_root / "redis")
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+async def redis_url(redis_server: EmbeddedRedis) -> str:
+    """The embedded Redis, emptied for this test."""
+    from redis.asyncio import Redis
+
+    client = Redis.from_url(redis_server.url)
+    await client.flushall()
+    await client.aclose()
+    return redis_server.url
 
 
 @pytest.fixture(scope="session")

@@ -1,0 +1,231 @@
+"""The online feature store: each user's, device's and IP's recent history in Redis (or Valkey).
+
+One Lua script call per micro-batch adds the batch's transactions to the state and returns their features,
+atomically: a burst is counted from one transaction to the next across any number of API processes. Every
+write is idempotent (a retried event writes the same sorted-set member with the same score), and every key
+expires with its longest window. The script follows `definitions.py` step for step, as `offline.py` does.
+
+Keys (cluster mode would need every key of a call in one slot: use a non-clustered primary with replicas):
+  ff:u:<user>   sorted set: the user's transactions of the last 7 days (member: Activity.member(), score: time)
+  ff:d:<device> sorted set: users of the device, scored by when each was last seen (24 h)
+  ff:ie:<ip>    sorted set: the IP's transactions (event ids) of the last hour
+  ff:iu:<ip>    sorted set: users of the IP, scored by when each was last seen (24 h)
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+import numpy.typing as npt
+from redis.asyncio import Redis
+
+from fraudflow.behaviour.definitions import (
+    DEVICE_WINDOW_S,
+    EARTH_RADIUS_KM,
+    IP_COUNT_WINDOW_S,
+    IP_USERS_WINDOW_S,
+    MIN_TRAVEL_S,
+    N_STATE,
+    RADIANS,
+    USER_HISTORY_MAX,
+    USER_HISTORY_S,
+    WINDOWS,
+    Activity,
+    digest,
+)
+
+_NONE_KEY = "ff:none"  # stands in for a device or IP the transaction does not have; never written
+
+SCRIPT = """
+local HISTORY, HISTORY_MAX = tonumber(ARGV[1]), tonumber(ARGV[2])
+local W = {tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])}
+local DEVICE_W, IP_COUNT_W, IP_USERS_W = tonumber(ARGV[6]), tonumber(ARGV[7]), tonumber(ARGV[8])
+local MIN_TRAVEL, RADIUS, RAD = tonumber(ARGV[9]), tonumber(ARGV[10]), tonumber(ARGV[11])
+local HEADER, PER = 11, 5
+
+local function fmt(x)
+  if x == nil then return "" end
+  return string.format("%.17g", x)
+end
+
+local function split(s)
+  local out, start = {}, 1
+  while true do
+    local i = string.find(s, "|", start, true)
+    if not i then out[#out + 1] = string.sub(s, start) return out end
+    out[#out + 1] = string.sub(s, start, i - 1)
+    start = i + 1
+  end
+end
+
+local function size(set)
+  local n = 0
+  for _ in pairs(set) do n = n + 1 end
+  return n
+end
+
+local function distinct(key, user, t, window)
+  redis.call("ZADD", key, "GT", fmt(t), user)
+  local low = t - window
+  redis.call("ZREMRANGEBYSCORE", key, "-inf", fmt(low))
+  redis.call("PEXPIRE", key, math.ceil(window * 1000))
+  return fmt(redis.call("ZCOUNT", key, "(" .. fmt(low), "+inf"))
+end
+
+local function user_features(entries, current, t, out)
+  local lows = {t - W[1], t - W[2], t - W[3]}
+  local low_24h = t - W[2]
+  local counts, sums = {0, 0, 0}, {0.0, 0.0, 0.0}
+  local devices_24h, devices_7d, ips_24h, countries = {}, {}, {}, {}
+  local previous, previous_sum, last_previous, last_place = {}, 0.0, nil, nil
+  local c = split(current)
+  local device, ip, country = c[5], c[6], c[7]
+  local seen_device, seen_country = false, false
+  for i = 1, #entries, 2 do
+    local member, score = entries[i], tonumber(entries[i + 1])
+    local e = split(member)
+    local value = tonumber(e[2])
+    for k = 1, 3 do
+      if score > lows[k] then
+        counts[k] = counts[k] + 1
+        sums[k] = sums[k] + value
+      end
+    end
+    if e[5] ~= "" then
+      devices_7d[e[5]] = true
+      if score > low_24h then devices_24h[e[5]] = true end
+    end
+    if e[6] ~= "" and score > low_24h then ips_24h[e[6]] = true end
+    if e[7] ~= "" then countries[e[7]] = true end
+    if member ~= current then
+      previous[#previous + 1] = value
+      previous_sum = previous_sum + value
+      last_previous = score
+      if e[3] ~= "" then last_place = {tonumber(e[3]), tonumber(e[4]), score} end
+      if device ~= "" and e[5] == device then seen_device = true end
+      if country ~= "" and e[7] == country then seen_country = true end
+    end
+  end
+  local amount = tonumber(c[2])
+  for k = 1, 3 do out[#out + 1] = fmt(counts[k]) end
+  for k = 1, 3 do out[#out + 1] = fmt(sums[k]) end
+  if last_previous == nil then out[#out + 1] = "" else out[#out + 1] = fmt(t - last_previous) end
+  local ratio, zscore = nil, nil
+  if #previous > 0 then
+    local mean = previous_sum / #previous
+    if mean > 0 then ratio = amount / mean end
+    if #previous >= 2 then
+      local squares = 0.0
+      for _, value in ipairs(previous) do squares = squares + (value - mean) * (value - mean) end
+      local std = math.sqrt(squares / (#previous - 1))
+      if std > 0 then zscore = (amount - mean) / std end
+    end
+  end
+  out[#out + 1] = fmt(ratio)
+  out[#out + 1] = fmt(zscore)
+  if device ~= "" then
+    out[#out + 1] = fmt(size(devices_24h))
+    out[#out + 1] = fmt(size(devices_7d))
+  else
+    out[#out + 1] = ""
+    out[#out + 1] = ""
+  end
+  if ip ~= "" then out[#out + 1] = fmt(size(ips_24h)) else out[#out + 1] = "" end
+  if country ~= "" then out[#out + 1] = fmt(size(countries)) else out[#out + 1] = "" end
+  if device ~= "" then out[#out + 1] = fmt(seen_device and 0 or 1) else out[#out + 1] = "" end
+  if country ~= "" then out[#out + 1] = fmt(seen_country and 0 or 1) else out[#out + 1] = "" end
+  if c[3] ~= "" and last_place ~= nil then
+    local lat1, lon1, lat2, lon2 = last_place[1], last_place[2], tonumber(c[3]), tonumber(c[4])
+    local p1, p2 = lat1 * RAD, lat2 * RAD
+    local dp, dl = (lat2 - lat1) * RAD, (lon2 - lon1) * RAD
+    local a = math.sin(dp / 2) * math.sin(dp / 2) + math.cos(p1) * math.cos(p2) * math.sin(dl / 2) * math.sin(dl / 2)
+    local km = 2 * RADIUS * math.asin(math.sqrt(math.min(1.0, a)))
+    out[#out + 1] = fmt(km)
+    out[#out + 1] = fmt(km / (math.max(t - last_place[3], MIN_TRAVEL) / 3600.0))
+  else
+    out[#out + 1] = ""
+    out[#out + 1] = ""
+  end
+end
+
+local out = {}
+for j = 0, (#ARGV - HEADER) / PER - 1 do
+  local a = HEADER + j * PER
+  local t, member, user = tonumber(ARGV[a + 1]), ARGV[a + 2], ARGV[a + 3]
+  local has_device, has_ip = ARGV[a + 4] == "1", ARGV[a + 5] == "1"
+  local user_key, device_key = KEYS[j * 4 + 1], KEYS[j * 4 + 2]
+  local ip_events_key, ip_users_key = KEYS[j * 4 + 3], KEYS[j * 4 + 4]
+  redis.call("ZADD", user_key, fmt(t), member)
+  redis.call("ZREMRANGEBYSCORE", user_key, "-inf", fmt(t - HISTORY))
+  local kept = redis.call("ZCARD", user_key)
+  if kept > HISTORY_MAX then redis.call("ZREMRANGEBYRANK", user_key, 0, kept - HISTORY_MAX - 1) end
+  redis.call("PEXPIRE", user_key, math.ceil(HISTORY * 1000))
+  user_features(redis.call("ZRANGEBYSCORE", user_key, "-inf", fmt(t), "WITHSCORES"), member, t, out)
+  if has_device then out[#out + 1] = distinct(device_key, user, t, DEVICE_W) else out[#out + 1] = "" end
+  if has_ip then
+    redis.call("ZADD", ip_events_key, fmt(t), string.sub(member, 1, string.find(member, "|", 1, true) - 1))
+    local low = t - IP_COUNT_W
+    redis.call("ZREMRANGEBYSCORE", ip_events_key, "-inf", fmt(low))
+    redis.call("PEXPIRE", ip_events_key, math.ceil(IP_COUNT_W * 1000))
+    out[#out + 1] = fmt(redis.call("ZCOUNT", ip_events_key, "(" .. fmt(low), fmt(t)))
+    out[#out + 1] = distinct(ip_users_key, user, t, IP_USERS_W)
+  else
+    out[#out + 1] = ""
+    out[#out + 1] = ""
+  end
+end
+return out
+"""
+
+_HEADER = [
+    repr(v)
+    for v in (
+        USER_HISTORY_S,
+        USER_HISTORY_MAX,
+        *WINDOWS.values(),
+        DEVICE_WINDOW_S,
+        IP_COUNT_WINDOW_S,
+        IP_USERS_WINDOW_S,
+        MIN_TRAVEL_S,
+        EARTH_RADIUS_KM,
+        RADIANS,
+    )
+]
+
+
+def _call(activities: Sequence[Activity]) -> tuple[list[str], list[str]]:
+    """The script's KEYS and ARGV for a batch."""
+    keys: list[str] = []
+    argv = list(_HEADER)
+    for activity in activities:
+        device, ip = digest(activity.device_id), digest(activity.ip_address)
+        keys += [
+            f"ff:u:{digest(activity.user_id)}",
+            f"ff:d:{device}" if device else _NONE_KEY,
+            f"ff:ie:{ip}" if ip else _NONE_KEY,
+            f"ff:iu:{ip}" if ip else _NONE_KEY,
+        ]
+        argv += [
+            f"{activity.time_s:.17g}",
+            activity.member(),
+            digest(activity.user_id),
+            "1" if device else "",
+            "1" if ip else "",
+        ]
+    return keys, argv
+
+
+class OnlineStore:
+    def __init__(self, redis: Redis) -> None:
+        self.redis = redis
+        self._script = redis.register_script(SCRIPT)
+
+    async def observe(self, activities: Sequence[Activity]) -> npt.NDArray[np.float64]:
+        """Add the transactions to the state, in order, and return their state features (n, N_STATE)."""
+        if not activities:
+            return np.empty((0, N_STATE))
+        keys, argv = _call(activities)
+        values = await self._script(keys=keys, args=argv)
+        return np.array([float(v) if v else math.nan for v in values], dtype=np.float64).reshape(-1, N_STATE)
