@@ -14,6 +14,7 @@ from fastapi.openapi.utils import get_openapi
 from fastapi.telemetry import TelemetryConfig
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from api.behaviour import BehaviourLookup
 from api.deps import Services
 from api.exposure import GuardOperatorPaths
 from api.heartbeat import beating, new_tally
@@ -28,6 +29,7 @@ from api.service import ScoringService
 from fraudflow import __version__
 from fraudflow.aws import client_config, kinesis_client
 from fraudflow.batching import MicroBatcher
+from fraudflow.behaviour.online import feature_store
 from fraudflow.config import Settings, SettingsError, load_settings
 from fraudflow.logging import configure_logging, get_logger
 from fraudflow.producer import KinesisProducer
@@ -92,7 +94,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             max_wait_s=settings.score_batch_wait_ms / 1000,
             on_batch=metrics.scoring_batch.observe,
         )
-        async with batcher, kinesis_client(settings, config) as client:
+        behaviour = BehaviourLookup(feature_store(settings), metrics, budget_s=settings.features_budget_ms / 1000)
+        async with batcher, behaviour, kinesis_client(settings, config) as client:
             # On the way out the producer flushes first: nothing acknowledged to a client may be lost.
             producer = KinesisProducer(
                 client,
@@ -111,7 +114,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                     settings=settings,
                     metrics=metrics,
                     scorer=scorer,
-                    scoring=ScoringService(settings, batcher, producer, metrics, tally),
+                    scoring=ScoringService(settings, batcher, behaviour, producer, metrics, tally),
                     readiness=Readiness(client, settings.stream_name, producer, settings.publish_timeout_s),
                 )
                 # Everything loaded at start-up (models, botocore's service models, numpy, pydantic) lives for
@@ -119,6 +122,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 # again (measured: about a third of the per-request CPU under load).
                 gc.collect()
                 gc.freeze()
+                if behaviour.store is None:
+                    log.warning("no feature store (FRAUDFLOW_REDIS_URL): scoring without behaviour features")
                 if not settings.api_key_list:
                     log.warning("no API keys configured (FRAUDFLOW_API_KEYS): serving loopback clients only")
                 log.info(

@@ -39,6 +39,16 @@ class ApiMetrics:
             "fraudflow_kinesis_buffer_records", "Records accepted, not yet acknowledged", registry=r
         )
         self.rejected = Counter("fraudflow_api_unavailable", "Requests answered 503", ["reason"], registry=r)
+        self.features_degraded = Counter(
+            "fraudflow_features_degraded",
+            "Transactions scored without behaviour features, by reason: timeout (store slower than the budget), "
+            "unavailable (store down), no_store (none configured)",
+            ["reason"],
+            registry=r,
+        )
+        self.features_seconds = Histogram(
+            "fraudflow_features_seconds", "Online feature store call latency", buckets=_LATENCY_BUCKETS, registry=r
+        )
         self.model = Gauge("fraudflow_model_info", "Model set being served (value 1)", ["version"], registry=r)
 
     def producer_hooks(self) -> ProducerHooks:

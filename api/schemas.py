@@ -129,6 +129,10 @@ class PredictResponse(BaseModel):
     event_id: uuid.UUID
     decision: Literal["approve", "review", "decline"]
     model_version: str
+    features_degraded: bool = Field(
+        description="true when the behaviour features could not be computed in time (the feature store is down "
+        "or slow, or none is configured): the transaction was scored without them"
+    )
     timing: Timing
 
 

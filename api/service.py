@@ -14,14 +14,17 @@ from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
+from api.behaviour import BehaviourLookup, Looked
 from api.ids import IdSource
 from api.metrics import ApiMetrics
 from api.schemas import PredictRequest
 from fraudflow.batching import MicroBatcher
+from fraudflow.behaviour.definitions import NAMES, Activity, time_features
 from fraudflow.config import DeliveryMode, Settings
 from fraudflow.data.columns import AMOUNT_INDEX
-from fraudflow.events import build_event, event_id_for
+from fraudflow.events import build_event, country_code, event_id_for
 from fraudflow.heartbeats import Tally, minute_of
 from fraudflow.producer import BufferFull, KeyBacklogFull, KinesisProducer, PublishError, PutResult
 from fraudflow.scoring import Decision, Scores
@@ -57,7 +60,31 @@ class Outcome:
         }
 
 
-def _event(request: PredictRequest, body: dict[str, Any], received_at: datetime) -> bytes:
+def _activity(request: PredictRequest, event_id: str) -> Activity:
+    meta, geo = request.metadata, request.metadata.geo
+    located = geo is not None and geo.latitude is not None and geo.longitude is not None
+    return Activity(
+        event_id=event_id,
+        user_id=meta.user_id,
+        time_s=meta.timestamp.timestamp(),
+        amount=float(request.data[AMOUNT_INDEX]),
+        device_id=meta.device_info.device_id if meta.device_info else None,
+        ip_address=meta.ip_address,
+        country=country_code(geo.country) if geo else None,
+        latitude=geo.latitude if located and geo else None,
+        longitude=geo.longitude if located and geo else None,
+    )
+
+
+def _behaviour(state: npt.NDArray[np.float64], time_s: float) -> dict[str, float | None]:
+    """The features by name, as the event carries them (null when unknown)."""
+    values: list[float | None] = [None if v != v else v for v in state.tolist()]  # v != v: NaN
+    return dict(zip(NAMES, [*values, *time_features(time_s)], strict=True))
+
+
+def _event(
+    request: PredictRequest, body: dict[str, Any], received_at: datetime, behaviour: dict[str, float | None]
+) -> bytes:
     meta = request.metadata
     return build_event(
         event_id=body["event_id"],
@@ -75,6 +102,8 @@ def _event(request: PredictRequest, body: dict[str, Any], received_at: datetime)
         device_info=meta.device_info,
         ip_address=meta.ip_address,
         geo=meta.geo,
+        behaviour=behaviour,
+        features_degraded=body["features_degraded"],
     )
 
 
@@ -88,6 +117,8 @@ class _Job:
     received_at: datetime
     minute: int  # of received_at, for the heartbeat's counts
     outcomes: list[Outcome] = field(default_factory=list)
+    activities: list[Activity] = field(default_factory=list)
+    looked: Looked | None = None
     waiting: int = 0
     scored_at: float = 0.0
     deadline: asyncio.TimerHandle | None = None
@@ -98,11 +129,13 @@ class ScoringService:
         self,
         settings: Settings,
         batcher: MicroBatcher,
+        behaviour: BehaviourLookup,
         producer: KinesisProducer,
         metrics: ApiMetrics,
         tally: Tally,
     ) -> None:
         self.settings = settings
+        self.behaviour = behaviour
         self.tally = tally
         self.batcher = batcher
         self.producer = producer
@@ -127,10 +160,18 @@ class ScoringService:
         # A record that misses the deadline stays queued and is still published; the client's retry with the
         # same idempotency key carries the same event id, which the consumer stores once. A transaction not
         # scored by then is never published.
+        job.activities = [_activity(r, o.body["event_id"]) for r, o in zip(requests, job.outcomes, strict=True)]
         job.deadline = loop.call_later(self.settings.publish_timeout_s, self._finish, job, True)
+        self.behaviour.submit(job.activities).add_done_callback(functools.partial(self._looked, job))
+        return await job.done
+
+    def _looked(self, job: _Job, looked: asyncio.Future[Looked]) -> None:
+        if job.done.done():  # the client went away, or the deadline passed first
+            return
+        job.looked = looked.result()
+        requests = job.requests
         matrix = np.stack([r.data for r in requests]) if len(requests) > 1 else requests[0].data[None, :]
         self.batcher.submit(matrix).add_done_callback(functools.partial(self._scored, job))
-        return await job.done
 
     def _scored(self, job: _Job, scored: asyncio.Future[Scores]) -> None:
         if job.done.done():  # the client went away, or the deadline passed first
@@ -142,6 +183,8 @@ class ScoringService:
             return
         scores = scored.result()
         job.scored_at = time.perf_counter()
+        looked = job.looked
+        assert looked is not None  # scoring starts once the behaviour features are known
         for i, (request, outcome) in enumerate(zip(job.requests, job.outcomes, strict=True)):
             decision = int(scores.decision[i])
             self._decision_counters[decision].inc()
@@ -151,8 +194,10 @@ class ScoringService:
             body["fraud_classifier"] = {"pred_proba": float(scores.fraud_proba[i]), "prediction": prediction}
             body["decision"] = DECISIONS[decision]
             body["model_version"] = scores.model_version
+            body["features_degraded"] = looked.degraded
+            behaviour = _behaviour(looked.state[i], job.activities[i].time_s)
             try:
-                ack = self.producer.publish(_event(request, body, job.received_at), request.metadata.user_id)
+                ack = self.producer.publish(_event(request, body, job.received_at, behaviour), request.metadata.user_id)
             except KeyBacklogFull:
                 outcome.unavailable = "user_backlog_full"
                 continue

@@ -101,6 +101,12 @@ class Settings(BaseSettings):
     )
     shards: int = Field(4, ge=1, le=500, validation_alias=_env("FRAUDFLOW_SHARDS"))
 
+    # Online feature store (Redis or Valkey): redis://, rediss:// (TLS) or unix://; unset: scored without
+    # behaviour features. `fraudflow up` and `fraudflow services` start an embedded redis-server.
+    redis_url: SecretStr | None = Field(None, validation_alias=_env("FRAUDFLOW_REDIS_URL"))
+    redis_auth_token: SecretStr | None = Field(None, validation_alias=_env("FRAUDFLOW_REDIS_AUTH_TOKEN"))
+    features_budget_ms: float = Field(20.0, gt=0, le=10_000, validation_alias=_env("FRAUDFLOW_FEATURES_BUDGET_MS"))
+
     # Scoring API. Batching is natural by default: no fixed wait; whatever arrives while an inference or a
     # PutRecords call is in flight goes into the next one, so batches grow with load and idle latency stays low.
     api_keys: SecretStr | None = Field(None, validation_alias=_env("FRAUDFLOW_API_KEYS"))  # comma-separated
@@ -154,6 +160,13 @@ class Settings(BaseSettings):
     def _users_parse(cls, value: SecretStr | None) -> SecretStr | None:
         if value is not None:
             parse_users(value.get_secret_value())
+        return value
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_scheme(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and not value.get_secret_value().startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("must start with redis://, rediss:// or unix://")
         return value
 
     @field_validator("database_url")

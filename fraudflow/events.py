@@ -22,7 +22,7 @@ from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Fie
 
 from fraudflow.data.columns import N_FEATURES
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2 added behaviour, features_degraded and device_info.device_id; readers take 1 and 2
 # Event ids derived from a client's idempotency key: the same key always names the same event.
 EVENT_NAMESPACE = uuid.UUID("5b0b8a5e-2f43-4c1e-9f7e-8d6f6c1c9a11")
 FLOAT32_MAX = 3.4028234663852886e38
@@ -47,6 +47,12 @@ def as_utc(value: datetime) -> datetime:
         return value.astimezone(UTC)
     except OverflowError:  # 0001-01-01 east of UTC, 9999-12-31 west of it
         raise ValueError("has no UTC equivalent within years 1 to 9999") from None
+
+
+def country_code(value: str | None) -> str | None:
+    """A country as stored and as behaviour features compare it: trimmed, upper case, None when empty."""
+    value = value.strip().upper() if value is not None else None
+    return value or None
 
 
 def _no_nul(value: str) -> str:
@@ -101,6 +107,9 @@ IpAddress = Annotated[
 class DeviceInfo(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
+    device_id: ShortText | None = Field(
+        None, description="A stable id of the device (app install or browser fingerprint): behaviour features"
+    )
     device_type: ShortText | None = None
     os_version: ShortText | None = None
     app_version: ShortText | None = None
@@ -118,11 +127,11 @@ class Geo(BaseModel):
 
 
 class ScoredEvent(BaseModel):
-    """Schema version 1 of the record body; unknown fields are ignored so readers tolerate additions."""
+    """The record body, schema versions 1 and 2; unknown fields are ignored so readers tolerate additions."""
 
     model_config = ConfigDict(extra="ignore")
 
-    schema_version: Literal[1]
+    schema_version: Literal[1, 2]
     event_id: uuid.UUID
     timestamp: UtcTime
     received_at: UtcTime
@@ -138,12 +147,21 @@ class ScoredEvent(BaseModel):
     device_info: DeviceInfo | None = None
     ip_address: IpAddress | None = None
     geo: Geo | None = None
+    # Version 2: the behaviour features the transaction was scored with (by name; null when unknown), and
+    # whether the online store failed to give them (then all state features are null).
+    behaviour: dict[Annotated[str, Field(max_length=64)], Float32 | None] | None = Field(None, max_length=64)
+    features_degraded: bool | None = None
 
 
 def _device(device: DeviceInfo | None) -> dict[str, Any] | None:
     if device is None:
         return None
-    return {"device_type": device.device_type, "os_version": device.os_version, "app_version": device.app_version}
+    return {
+        "device_id": device.device_id,
+        "device_type": device.device_type,
+        "os_version": device.os_version,
+        "app_version": device.app_version,
+    }
 
 
 def _geo(geo: Geo | None) -> dict[str, Any] | None:
@@ -175,6 +193,8 @@ def build_event(
     device_info: DeviceInfo | None,
     ip_address: str | None,
     geo: Geo | None,
+    behaviour: dict[str, float | None],
+    features_degraded: bool,
 ) -> bytes:
     """The record body for values already valid (the API's validated request): no second validation pass."""
     return encode_event(
@@ -195,6 +215,8 @@ def build_event(
             "device_info": _device(device_info),
             "ip_address": ip_address,
             "geo": _geo(geo),
+            "behaviour": behaviour,
+            "features_degraded": features_degraded,
         }
     )
 
@@ -217,9 +239,11 @@ def sample_event(**fields: Any) -> dict[str, Any]:
         "model_version": "test",
         "amount": 12.5,
         "features": [0.5] * N_FEATURES,
-        "device_info": {"device_type": "mobile", "os_version": None, "app_version": None},
+        "device_info": {"device_id": "dev-1", "device_type": "mobile", "os_version": None, "app_version": None},
         "ip_address": "10.0.0.1",
         "geo": {"country": "fr", "region": "IDF", "city": "Paris", "latitude": 1.0, "longitude": 2.0},
+        "behaviour": {"user_count_1h": 1.0, "user_km_from_previous": None},
+        "features_degraded": False,
     }
     return event | fields
 

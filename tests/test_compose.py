@@ -19,9 +19,17 @@ OURS = {name: service for name, service in SERVICES.items() if service.get("imag
 
 
 def test_stack_has_every_part() -> None:
-    assert {"postgres", "kinesis", "migrate", "create-stream", "api", "consumer", "dashboard", "simulator"} <= set(
-        SERVICES
-    )
+    assert {
+        "postgres",
+        "kinesis",
+        "valkey",
+        "migrate",
+        "create-stream",
+        "api",
+        "consumer",
+        "dashboard",
+        "simulator",
+    } <= set(SERVICES)
     # Two workers of one application, to show lease sharing.
     assert SERVICES["consumer"]["deploy"]["replicas"] == 2
     assert option(SERVICES["consumer"]["command"], "--worker-id") is None, "replicas need distinct worker ids"
@@ -76,11 +84,9 @@ def test_start_order_and_health_checks() -> None:
                 assert "healthcheck" in target, f"{name} waits for {dependency}'s health, which has no check"
             if condition == "service_completed_successfully":
                 assert target.get("restart") == "no", f"{dependency} is a one-shot and must not restart"
-    for name in ("api", "consumer"):
-        assert _ordered(SERVICES[name]) == {
-            "migrate": "service_completed_successfully",
-            "create-stream": "service_completed_successfully",
-        }
+    ready = {"migrate": "service_completed_successfully", "create-stream": "service_completed_successfully"}
+    assert _ordered(SERVICES["consumer"]) == ready
+    assert _ordered(SERVICES["api"]) == {**ready, "valkey": "service_healthy"}  # the online feature store
     assert _ordered(SERVICES["migrate"]) == {"postgres": "service_healthy"}
     assert _ordered(SERVICES["simulator"]) == {"api": "service_healthy"}
 

@@ -17,6 +17,7 @@ import aiobotocore.session
 import asyncpg
 import psutil
 import pytest
+from redis.asyncio import Redis
 
 from fraudflow.aws import client_config, kinesis_client
 from fraudflow.config import Settings
@@ -88,6 +89,9 @@ async def test_stack_starts_persists_and_stops_without_leftovers(tmp_path: Path)
         ) as client:
             shards = (await client.list_shards(StreamName="stack-stream"))["Shards"]
         assert len(shards) == 3
+        store = Redis.from_url(stack.redis.url)
+        assert await store.ping()
+        await store.aclose()
         await stack.stop()
         assert stack.postgres.running_pid() is None
     assert _descendants() <= before
@@ -116,6 +120,8 @@ def test_services_command_prints_env_and_stops_on_sigterm(tmp_path: Path) -> Non
             str(free_port()),
             "--kinesis-port",
             str(free_port()),
+            "--redis-port",
+            str(free_port()),
             "--kinesis",
             KinesisBackend.MOTO.value,
         ],
@@ -128,7 +134,7 @@ def test_services_command_prints_env_and_stops_on_sigterm(tmp_path: Path) -> Non
     assert process.stdout is not None
     lines: list[str] = []
     deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and not any(line.startswith("export FRAUDFLOW_STREAM") for line in lines):
+    while time.monotonic() < deadline and not any(line.startswith("export FRAUDFLOW_REDIS_URL") for line in lines):
         line = process.stdout.readline()
         if not line:
             break
@@ -136,6 +142,7 @@ def test_services_command_prints_env_and_stops_on_sigterm(tmp_path: Path) -> Non
     exported = dict(line.removeprefix("export ").split("=", 1) for line in lines if line.startswith("export "))
     assert exported["DATABASE_URL"].startswith("postgresql://postgres@127.0.0.1:")
     assert exported["AWS_ENDPOINT_URL_KINESIS"].startswith("http://127.0.0.1:")
+    assert exported["FRAUDFLOW_REDIS_URL"].startswith("redis://127.0.0.1:")
     children = {p.pid for p in psutil.Process(process.pid).children(recursive=True)}
     assert children, "services should run PostgreSQL and the Kinesis server as children"
     process.send_signal(signal.SIGTERM)

@@ -9,7 +9,7 @@ import orjson
 from pydantic import ValidationError
 
 from consumers.retrieval.fetcher import Record
-from fraudflow.events import ScoredEvent
+from fraudflow.events import ScoredEvent, country_code
 from fraudflow.heartbeats import ApiHeartbeat
 
 COLUMNS = (
@@ -36,12 +36,15 @@ COLUMNS = (
     "received_at",
     "shard_id",
     "sequence_number",
+    "device_id",
+    "behaviour",
+    "features_degraded",
 )
 
 
 # Columns sent to the staging table as text and converted by PostgreSQL (type of the target column): asyncpg
 # encodes real[] and numeric values element by element in Python, measured at 6 and 2.5 us a row against 0.1.
-AS_TEXT = {"features": "real[]", "sequence_number": "numeric"}
+AS_TEXT = {"features": "real[]", "sequence_number": "numeric", "behaviour": "jsonb"}
 
 
 @dataclass(frozen=True)
@@ -80,7 +83,6 @@ def to_row(record: Record, shard_id: str) -> tuple[Any, ...] | ApiHeartbeat | Re
         except ValidationError:
             return Rejection(record, _reason(error))
     device, geo = event.device_info, event.geo
-    country = _trimmed(geo.country) if geo else None
     return (
         event.timestamp,
         event.user_id,
@@ -92,7 +94,7 @@ def to_row(record: Record, shard_id: str) -> tuple[Any, ...] | ApiHeartbeat | Re
         device.device_type if device else None,
         device.os_version if device else None,
         device.app_version if device else None,
-        country.upper() if country else None,
+        country_code(geo.country) if geo else None,
         _trimmed(geo.region) if geo else None,
         _trimmed(geo.city) if geo else None,
         geo.latitude if geo else None,
@@ -105,4 +107,7 @@ def to_row(record: Record, shard_id: str) -> tuple[Any, ...] | ApiHeartbeat | Re
         event.received_at,
         shard_id,
         record.sequence_number,
+        _trimmed(device.device_id) if device else None,
+        None if event.behaviour is None else orjson.dumps(event.behaviour).decode(),
+        event.features_degraded,
     )

@@ -35,6 +35,7 @@ from fraudflow.behaviour.definitions import (
     Activity,
     digest,
 )
+from fraudflow.config import Settings
 
 _NONE_KEY = "ff:none"  # stands in for a device or IP the transaction does not have; never written
 
@@ -217,10 +218,28 @@ def _call(activities: Sequence[Activity]) -> tuple[list[str], list[str]]:
     return keys, argv
 
 
+def feature_store(settings: Settings) -> OnlineStore | None:
+    """The store FRAUDFLOW_REDIS_URL names (None when unset). Connecting may take no longer than the feature
+    budget: a store that does not answer in time is a store that is down."""
+    if settings.redis_url is None:
+        return None
+    token = settings.redis_auth_token.get_secret_value() if settings.redis_auth_token else None
+    client = Redis.from_url(
+        settings.redis_url.get_secret_value(),
+        password=token,
+        socket_connect_timeout=settings.features_budget_ms / 1000,
+        health_check_interval=30,
+    )
+    return OnlineStore(client)
+
+
 class OnlineStore:
     def __init__(self, redis: Redis) -> None:
         self.redis = redis
         self._script = redis.register_script(SCRIPT)
+
+    async def aclose(self) -> None:
+        await self.redis.aclose()
 
     async def observe(self, activities: Sequence[Activity]) -> npt.NDArray[np.float64]:
         """Add the transactions to the state, in order, and return their state features (n, N_STATE)."""

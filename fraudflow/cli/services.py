@@ -1,4 +1,4 @@
-"""`fraudflow services`: the embedded PostgreSQL and Kinesis endpoint in the foreground."""
+"""`fraudflow services`: the embedded PostgreSQL, Kinesis endpoint and Redis in the foreground."""
 
 from __future__ import annotations
 
@@ -14,17 +14,23 @@ from fraudflow.local.services import EmbeddedServices, KinesisBackend
 def services(
     pg_port: Annotated[int, typer.Option(help="PostgreSQL port on 127.0.0.1 (0 picks a free one).")] = 55432,
     kinesis_port: Annotated[int, typer.Option(help="Kinesis port on 127.0.0.1 (0 picks a free one).")] = 4567,
+    redis_port: Annotated[int, typer.Option(help="Redis (feature store) port on 127.0.0.1 (0 picks one).")] = 56379,
     kinesis: Annotated[KinesisBackend, typer.Option(help="Kinesis emulator to run.")] = KinesisBackend.MOTO,
     data_dir: Annotated[
         Path | None, typer.Option(help="Where PostgreSQL keeps its data (default: FRAUDFLOW_DATA_DIR).")
     ] = None,
 ) -> None:
-    """Start the embedded PostgreSQL and Kinesis endpoint; print their settings; stop both on Ctrl-C/SIGTERM."""
+    """Start the embedded PostgreSQL, Kinesis endpoint and Redis; print their settings; stop them on
+    Ctrl-C/SIGTERM."""
     settings = settings_or_exit()
 
     async def main() -> None:
         stack = EmbeddedServices(
-            data_dir or settings.data_dir, pg_port=pg_port, kinesis_port=kinesis_port, backend=kinesis
+            data_dir or settings.data_dir,
+            pg_port=pg_port,
+            kinesis_port=kinesis_port,
+            redis_port=redis_port,
+            backend=kinesis,
         )
         await stack.start(settings)
         try:
@@ -33,6 +39,7 @@ def services(
                 f"Kinesis      {stack.kinesis.endpoint_url}  ({stack.kinesis.name}, stream "
                 f"{settings.stream_name}, {settings.shards} shards)"
             )
+            typer.echo(f"Redis        {stack.redis.url}  (online feature store, in memory)")
             typer.echo("\n# export these in another shell (or put them in .env):")
             for key, value in stack.env(settings).items():
                 typer.echo(f"export {key}={value}")

@@ -68,15 +68,18 @@ def up(
         logs.mkdir(parents=True, exist_ok=True)
         embedded = None
         env = {"FRAUDFLOW_STREAM": settings.stream_name, "AWS_REGION": settings.aws_region}
-        if settings.static_database_url is None or settings.kinesis_endpoint_url is None:
+        # Anything not configured runs embedded; what is configured takes precedence below.
+        if settings.static_database_url is None or settings.kinesis_endpoint_url is None or settings.redis_url is None:
             embedded = EmbeddedServices(folder, backend=kinesis)
-            typer.echo("starting the embedded PostgreSQL and Kinesis ...", err=True)
+            typer.echo("starting the embedded PostgreSQL, Kinesis and Redis ...", err=True)
             await embedded.start(settings)
             env.update(embedded.env(settings))
         if settings.static_database_url:
             env["DATABASE_URL"] = settings.static_database_url
         if settings.kinesis_endpoint_url:
             env["AWS_ENDPOINT_URL_KINESIS"] = settings.kinesis_endpoint_url
+        if settings.redis_url:
+            env["FRAUDFLOW_REDIS_URL"] = settings.redis_url.get_secret_value()
         parts: list[ChildServer] = []
         try:
             conn = await asyncpg.connect(env.get("DATABASE_URL") or await resolve_database_url(settings))
@@ -85,6 +88,8 @@ def up(
             finally:
                 await conn.close()
             parts = _parts(env, api_port, dashboard_port, rate, simulate, logs)
+            # A configured URL may hold a password: only the embedded one is printed.
+            features = "FRAUDFLOW_REDIS_URL" if settings.redis_url or embedded is None else embedded.redis.url
             for part in parts:
                 part.start()
             await _wait_http(f"http://127.0.0.1:{api_port}/readyz", parts[0])
@@ -92,7 +97,7 @@ def up(
             typer.echo(
                 f"\nfraudflow is up:\n  API        http://127.0.0.1:{api_port}/docs\n"
                 f"  dashboard  http://127.0.0.1:{dashboard_port}/\n  logs       {logs}\n"
-                f"  database   {env['DATABASE_URL']}\nPress Ctrl-C to stop."
+                f"  database   {env['DATABASE_URL']}\n  features   {features}\nPress Ctrl-C to stop."
             )
             stopped = await until_signal(_first_exit(parts))
             if stopped is not None:

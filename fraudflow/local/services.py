@@ -1,4 +1,5 @@
-"""The embedded PostgreSQL and Kinesis endpoint together, as `fraudflow services` and `fraudflow up` run them."""
+"""The embedded PostgreSQL, Kinesis endpoint and Redis together, as `fraudflow services` and `fraudflow up` run
+them."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from fraudflow.aws import kinesis_client
 from fraudflow.config import Settings
 from fraudflow.local.kinesis import KinesisLocal, KinesisServer, MotoKinesis
 from fraudflow.local.postgres import EmbeddedPostgres
+from fraudflow.local.redis import EmbeddedRedis
 from fraudflow.streams import ensure_stream
 
 DATABASE = "fraudflow"
@@ -42,21 +44,25 @@ async def create_database(admin_url: str, name: str) -> None:
 
 @dataclass
 class EmbeddedServices:
-    """Embedded PostgreSQL (data kept under data_dir) and a Kinesis emulator with the stream created."""
+    """Embedded PostgreSQL (data kept under data_dir), a Kinesis emulator with the stream created, and a
+    redis-server for the online feature store (in memory only)."""
 
     data_dir: Path
     pg_port: int = 0
     kinesis_port: int = 0
+    redis_port: int = 0
     backend: KinesisBackend = KinesisBackend.MOTO
     durable: bool = True
     postgres: EmbeddedPostgres = field(init=False)
     kinesis: KinesisServer = field(init=False)
+    redis: EmbeddedRedis = field(init=False)
 
     def __post_init__(self) -> None:
         self.data_dir = self.data_dir.expanduser().resolve()
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.postgres = EmbeddedPostgres(self.data_dir / "pgdata", port=self.pg_port, durable=self.durable)
         self.kinesis = make_kinesis_server(self.backend, port=self.kinesis_port, log_dir=self.data_dir)
+        self.redis = EmbeddedRedis(self.data_dir / "redis", port=self.redis_port)
 
     @property
     def database_url(self) -> str:
@@ -69,6 +75,7 @@ class EmbeddedServices:
             "AWS_ENDPOINT_URL_KINESIS": self.kinesis.endpoint_url,
             "AWS_REGION": settings.aws_region,
             "FRAUDFLOW_STREAM": settings.stream_name,
+            "FRAUDFLOW_REDIS_URL": self.redis.url,
         }
 
     async def start(self, settings: Settings) -> None:
@@ -76,6 +83,7 @@ class EmbeddedServices:
         try:
             await create_database(self.postgres.url(), DATABASE)
             await asyncio.to_thread(self.kinesis.start)
+            await asyncio.to_thread(self.redis.start)
             local = settings.model_copy(update={"kinesis_endpoint_url": self.kinesis.endpoint_url})
             async with kinesis_client(local) as client:
                 await ensure_stream(client, settings.stream_name, settings.shards)
@@ -84,5 +92,6 @@ class EmbeddedServices:
             raise
 
     async def stop(self) -> None:
+        await asyncio.to_thread(self.redis.stop)
         await asyncio.to_thread(self.kinesis.stop)
         await asyncio.to_thread(self.postgres.stop)
