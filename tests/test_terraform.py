@@ -398,3 +398,26 @@ def test_every_checkov_skip_gives_a_reason() -> None:
     assert skips
     for check, reason in skips:
         assert len(reason.strip()) > 30, f"{check} is skipped without a reason"
+
+
+def test_the_feature_store_is_private_encrypted_and_reached_by_the_api_alone() -> None:
+    store = RESOURCES["aws_elasticache_replication_group.feature_store"]
+    assert store["at_rest_encryption_enabled"] is True
+    assert store["transit_encryption_enabled"] is True
+    assert store["auth_token"] == "${random_password.feature_store.result}"
+    assert store["automatic_failover_enabled"] is True
+    assert store["security_group_ids"] == ["${aws_security_group.feature_store.id}"]
+    assert RESOURCES["aws_elasticache_subnet_group.feature_store"]["subnet_ids"] == "${local.private_subnet_ids}"
+    ingress = [
+        rule
+        for rule in RESOURCES.values()
+        if rule.get("security_group_id") == "${aws_security_group.feature_store.id}" and "from_port" in rule
+    ]
+    assert [rule["referenced_security_group_id"] for rule in ingress] == ["${aws_security_group.api.id}"]
+    # TLS, and the token from Secrets Manager, not in the task definition.
+    assert LOCALS["api_environment"].count("rediss://") == 1
+    api_secrets = LOCALS["tasks"]["api"]["secrets"]
+    assert {
+        "name": "FRAUDFLOW_REDIS_AUTH_TOKEN",
+        "valueFrom": "${aws_secretsmanager_secret.feature_store_token.arn}",
+    } in (api_secrets)

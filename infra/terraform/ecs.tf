@@ -20,6 +20,7 @@ locals {
       secrets = [
         { name = "FRAUDFLOW_API_KEYS", valueFrom = aws_secretsmanager_secret.api_keys.arn },
         { name = "FRAUDFLOW_ADMIN_KEYS", valueFrom = aws_secretsmanager_secret.admin_keys.arn },
+        { name = "FRAUDFLOW_REDIS_AUTH_TOKEN", valueFrom = aws_secretsmanager_secret.feature_store_token.arn },
       ]
     }
     consumer = {

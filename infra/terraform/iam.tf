@@ -6,7 +6,11 @@
 locals {
   services = toset(["api", "consumer", "dashboard", "migrate"])
   injected_secrets = {
-    api       = [aws_secretsmanager_secret.api_keys.arn, aws_secretsmanager_secret.admin_keys.arn]
+    api = [
+      aws_secretsmanager_secret.api_keys.arn,
+      aws_secretsmanager_secret.admin_keys.arn,
+      aws_secretsmanager_secret.feature_store_token.arn,
+    ]
     consumer  = []
     dashboard = [aws_secretsmanager_secret.dashboard_users.arn]
     migrate   = []

@@ -36,9 +36,12 @@ locals {
     SECRETS_MANAGER_ID = aws_db_instance.this.master_user_secret[0].secret_arn
   })
   database_users = { consumer = "fraudflow_consumer", dashboard = "fraudflow_dashboard" }
+  # The API reaches the feature store over TLS (rediss); its token comes from Secrets Manager (ecs.tf).
   api_environment = merge(local.stream_environment, {
     FRAUDFLOW_DELIVERY_MODE = var.delivery_mode
+    FRAUDFLOW_REDIS_URL     = "rediss://${aws_elasticache_replication_group.feature_store.primary_endpoint_address}:${local.feature_store_port}/0"
   })
+  feature_store_port = 6379
   consumer_environment = merge(local.stream_environment, local.database_location, {
     POSTGRES_USER = local.database_users.consumer, FRAUDFLOW_DB_IAM_AUTH = "true"
   })

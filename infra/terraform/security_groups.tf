@@ -116,3 +116,27 @@ resource "aws_vpc_security_group_ingress_rule" "database_from_tasks" {
   from_port                    = 5432
   to_port                      = 5432
 }
+
+resource "aws_security_group" "feature_store" {
+  name        = "${var.name}-feature-store"
+  description = "fraudflow online feature store (Valkey): from the API tasks only"
+  vpc_id      = local.vpc_id
+}
+
+resource "aws_vpc_security_group_ingress_rule" "feature_store_from_api" {
+  security_group_id            = aws_security_group.feature_store.id
+  description                  = "Valkey from the API tasks"
+  referenced_security_group_id = aws_security_group.api.id
+  ip_protocol                  = "tcp"
+  from_port                    = local.feature_store_port
+  to_port                      = local.feature_store_port
+}
+
+resource "aws_vpc_security_group_egress_rule" "api_to_feature_store" {
+  security_group_id            = aws_security_group.api.id
+  description                  = "Valkey (the online feature store)"
+  referenced_security_group_id = aws_security_group.feature_store.id
+  ip_protocol                  = "tcp"
+  from_port                    = local.feature_store_port
+  to_port                      = local.feature_store_port
+}

@@ -103,6 +103,18 @@ variable "db_engine_version" {
   default     = "16"
 }
 
+variable "feature_store_node_type" {
+  description = "ElastiCache node type of the online feature store (docs/operations.md: about 1 GB per million active users)."
+  type        = string
+  default     = "cache.t4g.small"
+}
+
+variable "feature_store_engine_version" {
+  description = "Valkey engine version of the online feature store."
+  type        = string
+  default     = "8.0"
+}
+
 variable "db_instance_class" {
   description = "RDS instance class."
   type        = string
