@@ -5,7 +5,7 @@ local data = "406, -2.3122, 1.952, -1.6099, 3.9979, -0.5222, -1.4265, -2.5374, 1
   "3.202, -2.8999, -0.5952, -4.2893, 0.3897, -1.1407, -2.8301, -0.0168, 0.417, 0.1269, 0.5172, -0.035, " ..
   "-0.4652, 0.3202, 0.0445, 0.1778, 0.2611, -0.1433, 12.5"
 local head = '{"metadata":{"timestamp":"2025-08-21T17:45:00","user_id":"u'
-local tail = '","source":"bench","ip_address":"10.1.2.3","device_info":{"device_type":"mobile"},' ..
+local tail = '","source":"bench","ip_address":"10.1.2.3","device_info":{"device_id":"phone","device_type":"mobile"},' ..
   '"geo":{"country":"FR","city":"Paris","latitude":48.85,"longitude":2.35}},"data":"' .. data .. '"}'
 local delay_ms = 0
 local users = 100000

@@ -14,6 +14,7 @@ Rules common to all:
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import math
 from dataclasses import dataclass
@@ -84,24 +85,30 @@ class Activity:
     latitude: float | None = None
     longitude: float | None = None
 
+    def event_key(self) -> str:
+        """The event as a history member starts, and as the IP's events are kept: 12 hex digits of its id."""
+        return self.event_id.replace("-", "")[-12:]
+
     def member(self) -> str:
-        """The transaction as stored in its user's history: event id, amount, place, and digests of device, IP
-        and country (hex, so no separator can occur in them). Built once, here, for both paths; a retry
-        of the same event writes the same member, so it is counted once."""
+        """The transaction as stored in its user's history: event id, amount (cents), place (3 decimals, about
+        100 m), and short digests of device, IP and country (hex, so no separator can occur in them). At most
+        64 bytes, which Redis keeps in its compact sorted-set encoding. Built once, here, for both paths; a
+        retry of the same event writes the same member, so it is counted once."""
         located = self.latitude is not None and self.longitude is not None
         return "|".join(
             (
-                self.event_id.replace("-", ""),
-                f"{self.amount:.17g}",
-                f"{self.latitude:.17g}" if located else "",
-                f"{self.longitude:.17g}" if located else "",
-                digest(self.device_id),
-                digest(self.ip_address),
-                digest(self.country),
+                self.event_key(),
+                f"{self.amount:.2f}",
+                f"{self.latitude:.3f}" if located else "",
+                f"{self.longitude:.3f}" if located else "",
+                digest(self.device_id)[:6],
+                digest(self.ip_address)[:6],
+                digest(self.country)[:6],
             )
         )
 
 
+@functools.lru_cache(maxsize=65_536)  # the same users, devices and IPs recur
 def digest(value: str | None) -> str:
     """A short stable id for an identifier ("" for none): distinctness is all the features need of it."""
     return "" if not value else hashlib.blake2b(value.encode(), digest_size=8).hexdigest()

@@ -7,9 +7,12 @@ order, so a transaction gets the same vector whichever path computed it (tests/t
 from __future__ import annotations
 
 import bisect
+import collections
 import math
+import multiprocessing
+import os
+import zlib
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
 
 import numpy as np
 import numpy.typing as npt
@@ -24,54 +27,49 @@ from fraudflow.behaviour.definitions import (
     USER_HISTORY_S,
     WINDOWS,
     Activity,
-    digest,
     haversine_km,
 )
 
 MISSING = math.nan
 
 
-@dataclass
-class _Keyed:
-    """A sorted set as Redis keeps one: members ordered by (score, member)."""
-
-    entries: list[tuple[float, str]] = field(default_factory=list)
-    scores: dict[str, float] = field(default_factory=dict)
-
-    def add(self, score: float, member: str, greater_only: bool = False) -> None:
-        old = self.scores.get(member)
-        if old is not None:
-            if old == score or (greater_only and old > score):
-                return
-            self.entries.remove((old, member))
-        self.scores[member] = score
-        bisect.insort(self.entries, (score, member))
-
-    def trim_to(self, low: float) -> None:
-        """Drop members with a score <= low (ZREMRANGEBYSCORE -inf low)."""
-        cut = bisect.bisect_right(self.entries, (low, "\U0010ffff"))
-        for _, member in self.entries[:cut]:
-            del self.scores[member]
-        del self.entries[:cut]
-
-    def cap(self, size: int) -> None:
-        while len(self.entries) > size:
-            _, member = self.entries.pop(0)
-            del self.scores[member]
-
-    def count_between(self, low: float, high: float = math.inf) -> int:
-        """Members with a score in (low, high] (ZCOUNT (low high)."""
-        return bisect.bisect_right(self.entries, (high, "\U0010ffff")) - bisect.bisect_right(
-            self.entries, (low, "\U0010ffff")
-        )
+# A history member's fields, parsed once: amount, latitude and longitude (None: not located), device, IP and
+# country digests ("" when unknown).
+Parsed = tuple[float, float | None, float | None, str, str, str]
 
 
-def user_features(entries: Iterable[tuple[float, str]], current: str, t: float) -> list[float]:
+def parse(member: str) -> Parsed:
+    _, amount, lat, lon, device, ip, country = member.split("|")
+    return float(amount), float(lat) if lat else None, float(lon) if lon else None, device, ip, country
+
+
+class _History:
+    """A user's transactions as the store's sorted set keeps them: ordered by (time, member), trimmed to
+    7 days and capped, each member parsed once."""
+
+    def __init__(self) -> None:
+        self.entries: list[tuple[float, str, Parsed]] = []
+        self.members: set[str] = set()
+
+    def add(self, t: float, member: str) -> None:
+        if member in self.members:  # the same event again: the store's ZADD changes nothing either
+            return
+        self.members.add(member)
+        bisect.insort(self.entries, (t, member, parse(member)))
+        cut = bisect.bisect_right(self.entries, (t - USER_HISTORY_S, "\U0010ffff"))  # ZREMRANGEBYSCORE
+        cut = max(cut, len(self.entries) - USER_HISTORY_MAX)  # ZREMRANGEBYRANK: the oldest beyond the cap
+        if cut > 0:
+            for _, gone, _ in self.entries[:cut]:
+                self.members.discard(gone)
+            del self.entries[:cut]
+
+
+def user_features(entries: Iterable[tuple[float, str, Parsed]], current: str, t: float) -> list[float]:
     """The user's features from their history in (t - 7 d, t] in (score, member) order, current included."""
     lows = [t - w for w in WINDOWS.values()]
-    low_24h = t - WINDOWS["24h"]
-    counts = [0.0, 0.0, 0.0]
-    sums = [0.0, 0.0, 0.0]
+    low_1h, low_24h, low_7d = lows
+    c1 = c24 = c7 = 0.0
+    s1 = s24 = s7 = 0.0
     devices_24h: set[str] = set()
     devices_7d: set[str] = set()
     ips_24h: set[str] = set()
@@ -80,15 +78,19 @@ def user_features(entries: Iterable[tuple[float, str]], current: str, t: float) 
     previous_sum = 0.0
     last_previous: float | None = None
     last_place: tuple[float, float, float] | None = None
-    _, amount_text, lat_text, lon_text, device, ip, country = current.split("|")
+    amount, lat, lon, device, ip, country = parse(current)
     seen_device = seen_country = False
-    for score, member in entries:
-        _, e_amount, e_lat, e_lon, e_device, e_ip, e_country = member.split("|")
-        value = float(e_amount)
-        for k in range(3):
-            if score > lows[k]:
-                counts[k] += 1
-                sums[k] += value
+    for score, member, (value, e_lat, e_lon, e_device, e_ip, e_country) in entries:
+        # Each window's sum accumulates in entry order, as the Lua script's does (unrolled: the hot loop).
+        if score > low_1h:
+            c1 += 1
+            s1 += value
+        if score > low_24h:
+            c24 += 1
+            s24 += value
+        if score > low_7d:
+            c7 += 1
+            s7 += value
         if e_device:
             devices_7d.add(e_device)
             if score > low_24h:
@@ -101,12 +103,11 @@ def user_features(entries: Iterable[tuple[float, str]], current: str, t: float) 
             previous.append(value)
             previous_sum += value
             last_previous = score
-            if e_lat:
-                last_place = (float(e_lat), float(e_lon), score)
+            if e_lat is not None and e_lon is not None:
+                last_place = (e_lat, e_lon, score)
             seen_device = seen_device or (bool(device) and e_device == device)
             seen_country = seen_country or (bool(country) and e_country == country)
-    amount = float(amount_text)
-    out = [*counts, *sums]
+    out = [c1, c24, c7, s1, s24, s7]
     out.append(MISSING if last_previous is None else t - last_previous)
     ratio = zscore = MISSING
     if previous:
@@ -127,59 +128,110 @@ def user_features(entries: Iterable[tuple[float, str]], current: str, t: float) 
     out.append((0.0 if seen_device else 1.0) if device else MISSING)
     out.append((0.0 if seen_country else 1.0) if country else MISSING)
     km = speed = MISSING
-    if lat_text and last_place is not None:
-        km = haversine_km(last_place[0], last_place[1], float(lat_text), float(lon_text))
+    if lat is not None and lon is not None and last_place is not None:
+        km = haversine_km(last_place[0], last_place[1], lat, lon)
         speed = km / (max(t - last_place[2], MIN_TRAVEL_S) / 3600.0)
     out += [km, speed]
     return out
 
 
-class OfflineStore:
-    """The online store's state, in memory, for one replay."""
+class _LastSeen:
+    """Users of one device or IP by when each was last seen (the store's ZADD GT, trim and ZCOUNT), for a
+    replay in time order: constant time per transaction."""
 
     def __init__(self) -> None:
-        self.users: dict[str, _Keyed] = {}
-        self.devices: dict[str, _Keyed] = {}
-        self.ip_events: dict[str, _Keyed] = {}
-        self.ip_users: dict[str, _Keyed] = {}
+        self.seen: dict[str, float] = {}
+        self.queue: collections.deque[tuple[float, str]] = collections.deque()
+
+    def count(self, user: str, t: float, window: float) -> float:
+        if self.seen.get(user, -math.inf) < t:
+            self.seen[user] = t
+            self.queue.append((t, user))
+        low = t - window
+        while self.queue and self.queue[0][0] <= low:
+            when, gone = self.queue.popleft()
+            if self.seen.get(gone) == when:  # not seen again since
+                del self.seen[gone]
+        return float(len(self.seen))
+
+
+class OfflineStore:
+    """The online store's state, in memory, for one replay in event-time order: each user's history (the
+    user features, which depend on that user alone) and the devices' and IPs' (shared by users)."""
+
+    def __init__(self) -> None:
+        self.users: dict[str, _History] = {}
+        self.devices: dict[str, _LastSeen] = {}
+        self.ip_events: dict[str, collections.deque[float]] = {}
+        self.ip_users: dict[str, _LastSeen] = {}
 
     def observe(self, activity: Activity) -> list[float]:
         """Add one transaction to the state and return its state features (definitions.STATE_FEATURES)."""
-        t = activity.time_s
-        member = activity.member()
-        history = self.users.setdefault(activity.user_id, _Keyed())
+        return self.observe_user(activity) + self.observe_shared(activity)
+
+    def observe_user(self, activity: Activity) -> list[float]:
+        t, member = activity.time_s, activity.member()
+        history = self.users.get(activity.user_id)
+        if history is None:
+            history = self.users[activity.user_id] = _History()
         history.add(t, member)
-        history.trim_to(t - USER_HISTORY_S)
-        history.cap(USER_HISTORY_MAX)
-        out = user_features((e for e in history.entries if e[0] <= t), member, t)
-        user = digest(activity.user_id)
-        out.append(self._distinct(self.devices, activity.device_id, user, t, DEVICE_WINDOW_S))
-        if activity.ip_address:
-            events = self.ip_events.setdefault(activity.ip_address, _Keyed())
-            events.add(t, member.split("|", 1)[0])
-            events.trim_to(t - IP_COUNT_WINDOW_S)
-            out.append(float(events.count_between(t - IP_COUNT_WINDOW_S, t)))
-        else:
-            out.append(MISSING)
-        out.append(self._distinct(self.ip_users, activity.ip_address, user, t, IP_USERS_WINDOW_S))
+        # In time order nothing later than t is stored yet: the whole history is (t - 7 d, t].
+        return user_features(history.entries, member, t)
+
+    def observe_shared(self, activity: Activity) -> list[float]:
+        t, user, device, ip = activity.time_s, activity.user_id, activity.device_id, activity.ip_address
+        out = [MISSING, MISSING, MISSING]
+        if device:
+            out[0] = self.devices.setdefault(device, _LastSeen()).count(user, t, DEVICE_WINDOW_S)
+        if ip:
+            events = self.ip_events.setdefault(ip, collections.deque())
+            events.append(t)
+            low = t - IP_COUNT_WINDOW_S
+            while events[0] <= low:
+                events.popleft()
+            out[1] = float(len(events))
+            out[2] = self.ip_users.setdefault(ip, _LastSeen()).count(user, t, IP_USERS_WINDOW_S)
         return out
 
-    @staticmethod
-    def _distinct(sets: dict[str, _Keyed], key: str | None, user: str, t: float, window: float) -> float:
-        """Distinct users of a device or IP in the window: each user's latest time, kept for the window."""
-        if not key:
-            return MISSING
-        users = sets.setdefault(key, _Keyed())
-        users.add(t, user, greater_only=True)
-        users.trim_to(t - window)
-        return float(users.count_between(t - window))
+
+N_SHARED = 3  # device_users_24h, ip_count_1h, ip_users_24h: the last state features
+_REPLAYED: Sequence[Activity] = ()  # what the forked workers replay (inherited, never pickled)
+_ORDER: list[int] = []
 
 
-def replay(activities: Sequence[Activity]) -> npt.NDArray[np.float64]:
-    """State features of each transaction, computed in event-time order (ties in the given order); rows in
-    the given order."""
+def _user_part(part: int, parts: int) -> tuple[list[int], npt.NDArray[np.float64]]:
+    """The user features of the users of one part (users never span parts), in event-time order."""
     store = OfflineStore()
+    mine = [i for i in _ORDER if zlib.crc32(_REPLAYED[i].user_id.encode()) % parts == part]
+    out = np.empty((len(mine), N_STATE - N_SHARED))
+    for row, i in enumerate(mine):
+        out[row] = store.observe_user(_REPLAYED[i])
+    return mine, out
+
+
+def replay(activities: Sequence[Activity], workers: int | None = None) -> npt.NDArray[np.float64]:
+    """State features of each transaction, computed in event-time order (ties in the given order); rows in
+    the given order. A history holds each event once (event ids are unique). Users' histories are independent,
+    so `workers` processes (default: one per CPU) replay a share of the users each while this one replays the
+    devices and IPs."""
+    global _REPLAYED, _ORDER
+    order = sorted(range(len(activities)), key=lambda i: activities[i].time_s)
     out = np.full((len(activities), N_STATE), np.nan)
-    for i in sorted(range(len(activities)), key=lambda i: activities[i].time_s):
-        out[i] = store.observe(activities[i])
+    workers = workers or os.cpu_count() or 1
+    if workers == 1 or len(activities) < 10_000:  # a pool costs more than it saves on a short history
+        store = OfflineStore()
+        for i in order:
+            out[i] = store.observe(activities[i])
+        return out
+    _REPLAYED, _ORDER = activities, order
+    try:
+        with multiprocessing.get_context("fork").Pool(workers) as pool:
+            parts = pool.starmap_async(_user_part, [(part, workers) for part in range(workers)])
+            shared = OfflineStore()
+            for i in order:
+                out[i, N_STATE - N_SHARED :] = shared.observe_shared(activities[i])
+            for rows, values in parts.get():
+                out[rows, : N_STATE - N_SHARED] = values
+    finally:
+        _REPLAYED, _ORDER = (), []
     return out

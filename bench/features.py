@@ -1,0 +1,208 @@
+"""Behaviour features (issue 14): their cost in the API, the online store's memory, the offline replay's speed.
+
+(1) The scoring API with the online feature store (an embedded redis-server) against the same API without
+    one, same run, 1 uvicorn worker each: the maximum rate (wrk), and p50/p99 at 1,000 req/s.
+    Goal: >= 0.85x the throughput, <= 1 ms added at p50.
+(2) Store memory per million active users: users with a week of typical activity (5 payments, one device, one
+    IP), written through the real Lua script; Redis's own used_memory, extrapolated to 1,000,000 users.
+(3) Offline replay: transactions per second computing the features over a history in event-time order,
+    against the fits of `fraudflow train` (LightGBM classifier, isolation forest, logistic-regression
+    baseline; the shipped configuration) on a matrix of the same size, same run.
+    Goal: replaying a training-size history takes no longer than the training.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import random
+import shutil
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+from redis.asyncio import Redis
+
+from bench.api import measure, paced, server
+from bench.report import publish
+from fraudflow.aws import kinesis_client
+from fraudflow.behaviour.definitions import DAY, Activity
+from fraudflow.behaviour.offline import replay
+from fraudflow.behaviour.online import OnlineStore
+from fraudflow.config import Settings
+from fraudflow.local.kinesis import MotoKinesis
+from fraudflow.local.redis import EmbeddedRedis
+from fraudflow.streams import ensure_stream
+from fraudflow.training.pipeline import TrainingConfig, fit_baseline, fit_classifier, fit_detector
+
+RATE = 1000.0
+
+
+def degraded(url: str) -> float:
+    """Transactions the API scored without behaviour features (all reasons), from its metrics."""
+    lines = httpx.get(url + "/metrics", timeout=5).text.splitlines()
+    return sum(float(line.split()[-1]) for line in lines if line.startswith("fraudflow_features_degraded_total"))
+
+
+def history(transactions: int, users: int, seed: int = 0) -> list[Activity]:
+    """A week of payments by `users` users, each with a usual device, IP and place."""
+    rng = random.Random(seed)
+    homes = [(f"d{u}", f"10.{u % 250}.{u // 250 % 250}.1", rng.choice(["FR", "DE", "US"])) for u in range(users)]
+    start = 1_764_000_000.0
+    out = []
+    for i in range(transactions):
+        u = rng.randrange(users)
+        device, ip, country = homes[u]
+        out.append(
+            Activity(
+                str(uuid.UUID(int=i)),
+                f"user-{u}",
+                start + rng.uniform(0, 7 * DAY),
+                round(rng.lognormvariate(3, 1), 2),
+                device,
+                ip,
+                country,
+                48.8 + rng.uniform(-1, 1),
+                2.3 + rng.uniform(-1, 1),
+            )
+        )
+    return sorted(out, key=lambda a: a.time_s)
+
+
+async def store_memory(url: str, users: int) -> dict[str, Any]:
+    client = Redis.from_url(url)
+    try:
+        await client.flushall()
+        before = int((await client.info("memory"))["used_memory"])
+        store = OnlineStore(client)
+        activities = history(users * 5, users, seed=1)
+        started = time.perf_counter()
+        for i in range(0, len(activities), 500):
+            await store.observe(activities[i : i + 500])
+        seconds = time.perf_counter() - started
+        used = int((await client.info("memory"))["used_memory"]) - before
+        keys = int(await client.dbsize())
+    finally:
+        await client.aclose()
+    return {
+        "users": users,
+        "transactions": len(activities),
+        "keys": keys,
+        "bytes": used,
+        "bytes_per_user": round(used / users, 1),
+        "gb_per_million_users": round(used / users * 1e6 / 1e9, 2),
+        "store_tx_per_s_in_batches_of_500": round(len(activities) / seconds),
+    }
+
+
+def offline_against_training(transactions: int) -> dict[str, Any]:
+    activities = history(transactions, transactions // 10, seed=2)
+    started = time.perf_counter()
+    state = replay(activities)
+    replay_s = time.perf_counter() - started
+    rng = np.random.default_rng(0)
+    x = np.column_stack([rng.normal(size=(transactions, 29)), state]).astype(np.float32)
+    y = (rng.random(transactions) < 0.002).astype(np.int8)
+    config = TrainingConfig()
+    started = time.perf_counter()  # what `fraudflow train` fits: the classifier, the detector, the baseline
+    fit_classifier(x, y, config)
+    fit_detector(x[:, :29], config)
+    fit_baseline(np.nan_to_num(x), y)
+    training_s = time.perf_counter() - started
+    return {
+        "transactions": transactions,
+        "replay_s": round(replay_s, 2),
+        "replay_tx_per_s": round(transactions / replay_s),
+        "training_s": round(training_s, 2),
+        "replay_over_training": round(replay_s / training_s, 2),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seconds", type=int, default=10, help="length of each measured wrk run")
+    parser.add_argument("--connections", type=int, default=64, help="wrk connections for the maximum rate")
+    parser.add_argument("--users", type=int, default=100_000, help="active users written for the memory figure")
+    parser.add_argument("--history", type=int, default=284_807, help="transactions replayed offline")
+    args = parser.parse_args()
+    if shutil.which("wrk") is None:
+        sys.exit("wrk is not installed: apt-get install wrk")
+
+    work = Path(tempfile.mkdtemp(prefix="fraudflow-bench-"))
+    kinesis = MotoKinesis(log_dir=work)
+    redis = EmbeddedRedis(work / "redis")
+    kinesis.start()
+    redis.start()
+    results: dict[str, Any] = {}
+    try:
+        settings = Settings(
+            AWS_ENDPOINT_URL_KINESIS=kinesis.endpoint_url, FRAUDFLOW_STREAM="bench", FRAUDFLOW_SHARDS=4, _env_file=None
+        )
+
+        async def create() -> None:
+            async with kinesis_client(settings) as client:
+                await ensure_stream(client, "bench", 4)
+
+        asyncio.run(create())
+        env = {
+            "AWS_ENDPOINT_URL_KINESIS": kinesis.endpoint_url,
+            "FRAUDFLOW_STREAM": "bench",
+            "AWS_REGION": "us-east-1",
+            "FRAUDFLOW_LOG_LEVEL": "WARNING",
+        }
+        for name, extra in (("without_store", {}), ("with_store", {"FRAUDFLOW_REDIS_URL": redis.url})):
+            with server("api.main:app", {**env, **extra}, work / f"{name}.log") as (url, process):
+                results[name] = measure(url, process, args.seconds, args.connections)
+                results[f"{name}_at_{RATE:.0f}"] = paced(url, process, args.seconds, RATE)
+                results[name]["scored_without_features"] = degraded(url)
+        results["store_memory"] = asyncio.run(store_memory(redis.url, args.users))
+        results["offline"] = offline_against_training(args.history)
+    finally:
+        redis.stop()
+        kinesis.stop()
+        shutil.rmtree(work, ignore_errors=True)
+
+    without, with_ = results["without_store"], results["with_store"]
+    slow, fast = results[f"with_store_at_{RATE:.0f}"], results[f"without_store_at_{RATE:.0f}"]
+    ratios = {
+        "throughput_with_over_without": round(with_["rps"] / without["rps"], 2),
+        "added_p50_ms_at_1000": round((slow["p50_us"] - fast["p50_us"]) / 1000, 2),
+        "added_p99_ms_at_1000": round((slow["p99_us"] - fast["p99_us"]) / 1000, 2),
+        "cpu_us_per_request_added": round(with_["server_cpu_us_per_request"] - without["server_cpu_us_per_request"]),
+    }
+    goals = {
+        "throughput >= 0.85x": ratios["throughput_with_over_without"] >= 0.85,
+        "<= 1 ms added at p50 at 1,000 req/s": ratios["added_p50_ms_at_1000"] <= 1.0,
+        "offline replay no longer than training": results["offline"]["replay_over_training"] <= 1.0,
+        "every transaction scored with features when the store is up": with_["scored_without_features"] == 0,
+    }
+    summary = [f"{'scenario':<26}{'req/s':>9}{'p50 ms':>9}{'p99 ms':>9}{'cpu us/req':>12}{'non-2xx':>9}"]
+    for name in ("without_store", "with_store", f"without_store_at_{RATE:.0f}", f"with_store_at_{RATE:.0f}"):
+        r = results[name]
+        summary.append(
+            f"{name:<26}{r['rps']:>9.0f}{r['p50_us'] / 1000:>9.2f}{r['p99_us'] / 1000:>9.2f}"
+            f"{r['server_cpu_us_per_request']:>12.0f}{r['non_2xx']:>9}"
+        )
+    summary.append(f"ratios: {ratios}")
+    summary.append(f"store memory: {results['store_memory']}")
+    summary.append(f"offline replay: {results['offline']}")
+    summary += [f"goal {goal}: {'met' if ok else 'NOT met'}" for goal, ok in goals.items()]
+    publish(
+        "features",
+        {
+            "results": results,
+            "ratios": ratios,
+            "goals": goals,
+            "setup": {"uvicorn_workers": 1, "load": f"wrk -t1 -c{args.connections}", "store": "redis-server 6.2"},
+        },
+        summary,
+    )
+
+
+if __name__ == "__main__":
+    main()
