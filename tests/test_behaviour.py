@@ -3,9 +3,14 @@ vectors, retries count once, and state expires with its windows."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import uuid
 from collections.abc import AsyncIterator
+from pathlib import Path
 
+import asyncpg
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -15,6 +20,7 @@ from redis.asyncio import Redis
 from fraudflow.behaviour.definitions import HOUR, N_STATE, NAMES, STATE_FEATURES, Activity, time_features
 from fraudflow.behaviour.offline import replay
 from fraudflow.behaviour.online import OnlineStore
+from fraudflow.behaviour.rebuild import rebuild
 
 T0 = 1_764_000_000.0  # 2025-11-24T16:00:00Z
 
@@ -144,3 +150,34 @@ async def test_online_and_offline_compute_identical_vectors(redis_url: str, step
     finally:
         await client.aclose()
     np.testing.assert_array_equal(np.concatenate(online), replay(activities))
+
+
+async def test_the_store_is_rebuilt_from_the_stored_rows(store: OnlineStore, db: asyncpg.Connection) -> None:
+    for i in range(3):
+        await db.execute(
+            """INSERT INTO fraud_predictions ("timestamp", user_id, source, fraud_prediction, fraud_proba,
+                   anomaly_score, event_id, decision, model_version, amount, device_id, ip_address, country)
+               VALUES (to_timestamp($1), 'u1', 'web', 0, 0.1, 0.1, $2, 'approve', 'v', 5, 'd1', '10.0.0.1', 'FR')""",
+            T0 + 60 * i,
+            uuid.UUID(int=i),
+        )
+    assert await rebuild(db, store) == 3
+    assert await rebuild(db, store) == 3  # again: nothing counted twice
+    (row,) = await store.observe([_activity(99, "u1", T0 + 600, 5.0, device_id="d1", ip_address="10.0.0.1")])
+    named = _named(row)
+    assert (named["user_count_1h"], named["user_amount_1h"], named["ip_count_1h"]) == (4.0, 20.0, 4.0)
+    assert named["user_new_device"] == 0.0
+
+
+def test_rebuild_without_a_store_is_a_clear_error(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FRAUDFLOW_")}
+    result = subprocess.run(
+        [sys.executable, "-m", "fraudflow.cli", "features", "rebuild"],
+        capture_output=True,
+        text=True,
+        env={**env, "FRAUDFLOW_DATA_DIR": str(tmp_path)},
+        check=False,
+    )
+    assert result.returncode == 2
+    assert "FRAUDFLOW_REDIS_URL" in result.stderr
+    assert "Traceback" not in result.stderr

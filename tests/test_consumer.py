@@ -268,3 +268,24 @@ async def test_split_and_merge_while_consuming(
                 checked += 1
     if kinesis_server.name == "kinesis-local":
         assert checked >= 1  # at least one parent and child both carried rows (moto leaves the children empty)
+
+
+async def test_events_of_schema_version_1_and_2_are_both_stored(settings: Settings, db: asyncpg.Connection) -> None:
+    old = event()
+    old["schema_version"] = 1
+    for field in ("behaviour", "features_degraded"):
+        del old[field]
+    old["device_info"] = {"device_type": "mobile", "os_version": None, "app_version": None}
+    new = event()
+    await put(settings, [encode_event(old), encode_event(new)], ["u1", "u1"])
+    async with worker(settings, "w1"):
+        await wait_until(lambda: _count(db, 2), what="2 rows")
+    rows = {
+        str(r["event_id"]): r
+        for r in await db.fetch("SELECT event_id, device_id, behaviour, features_degraded FROM fraud_predictions")
+    }
+    assert (rows[old["event_id"]]["behaviour"], rows[old["event_id"]]["features_degraded"]) == (None, None)
+    assert rows[new["event_id"]]["device_id"] == "dev-1"
+    assert rows[new["event_id"]]["features_degraded"] is False
+    assert rows[new["event_id"]]["behaviour"] == '{"user_count_1h": 1.0, "user_km_from_previous": null}'
+    assert await db.fetchval("SELECT count(*) FROM rejected_records") == 0
