@@ -76,10 +76,15 @@ def _activity(request: PredictRequest, event_id: str) -> Activity:
     )
 
 
-def _behaviour(state: npt.NDArray[np.float64], time_s: float) -> dict[str, float | None]:
-    """The features by name, as the event carries them (null when unknown)."""
-    values: list[float | None] = [None if v != v else v for v in state.tolist()]  # v != v: NaN
-    return dict(zip(NAMES, [*values, *time_features(time_s)], strict=True))
+def _behaviour_matrix(looked: Looked, activities: list[Activity]) -> npt.NDArray[np.float32]:
+    """The behaviour features as the models read them: the store's, then the time of day and week."""
+    times = np.array([time_features(a.time_s) for a in activities], dtype=np.float64)
+    return np.hstack([looked.state, times]).astype(np.float32)
+
+
+def _by_name(row: npt.NDArray[np.float32]) -> dict[str, float | None]:
+    """A transaction's behaviour features by name, as the event carries them (null when unknown)."""
+    return dict(zip(NAMES, [None if v != v else v for v in row.tolist()], strict=True))  # v != v: NaN
 
 
 def _event(
@@ -119,6 +124,7 @@ class _Job:
     outcomes: list[Outcome] = field(default_factory=list)
     activities: list[Activity] = field(default_factory=list)
     looked: Looked | None = None
+    behaviour: npt.NDArray[np.float32] | None = None  # (n, len(NAMES)), what the models were given
     waiting: int = 0
     scored_at: float = 0.0
     deadline: asyncio.TimerHandle | None = None
@@ -169,8 +175,11 @@ class ScoringService:
         if job.done.done():  # the client went away, or the deadline passed first
             return
         job.looked = looked.result()
+        job.behaviour = _behaviour_matrix(job.looked, job.activities)
         requests = job.requests
-        matrix = np.stack([r.data for r in requests]) if len(requests) > 1 else requests[0].data[None, :]
+        raw = np.stack([r.data for r in requests]) if len(requests) > 1 else requests[0].data[None, :]
+        # The scorer's layout (MODEL_INPUTS): each model reads the columns its manifest names.
+        matrix = np.hstack([raw, job.behaviour])
         self.batcher.submit(matrix).add_done_callback(functools.partial(self._scored, job))
 
     def _scored(self, job: _Job, scored: asyncio.Future[Scores]) -> None:
@@ -183,8 +192,9 @@ class ScoringService:
             return
         scores = scored.result()
         job.scored_at = time.perf_counter()
-        looked = job.looked
+        looked, behaviour_matrix = job.looked, job.behaviour
         assert looked is not None  # scoring starts once the behaviour features are known
+        assert behaviour_matrix is not None
         for i, (request, outcome) in enumerate(zip(job.requests, job.outcomes, strict=True)):
             decision = int(scores.decision[i])
             self._decision_counters[decision].inc()
@@ -195,7 +205,7 @@ class ScoringService:
             body["decision"] = DECISIONS[decision]
             body["model_version"] = scores.model_version
             body["features_degraded"] = looked.degraded
-            behaviour = _behaviour(looked.state[i], job.activities[i].time_s)
+            behaviour = _by_name(behaviour_matrix[i])
             try:
                 ack = self.producer.publish(_event(request, body, job.received_at, behaviour), request.metadata.user_id)
             except KeyBacklogFull:

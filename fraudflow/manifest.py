@@ -10,9 +10,12 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 import fraudflow
+from fraudflow.behaviour.definitions import NAMES as BEHAVIOUR
 from fraudflow.data.columns import FEATURES
 
 MANIFEST_FILE = "manifest.json"
+# Everything a model may read: the request's 30 columns, then the behaviour features (the scorer's layout).
+MODEL_INPUTS = (*FEATURES, *BEHAVIOUR)
 
 
 class ModelFile(BaseModel):
@@ -25,6 +28,9 @@ class ModelFile(BaseModel):
     input: str
     output: str
     output_column: int | None = None  # for (n, k) outputs: the column we read
+    # The model's inputs in order, when not the manifest's `features` (the detector cannot take the missing
+    # values behaviour features have, so it may read the reference columns alone).
+    features: list[str] | None = None
 
 
 class Thresholds(BaseModel):
@@ -85,9 +91,25 @@ class Manifest(BaseModel):
 
     @model_validator(mode="after")
     def _known_features(self) -> Manifest:
-        if tuple(self.features) != FEATURES:
-            raise ValueError(f"features must be the {len(FEATURES)} columns Time, V1..V28, Amount in order")
+        for name, columns in (
+            ("features", self.features),
+            ("fraud_classifier.features", self.fraud_classifier.features),
+            ("anomaly_detector.features", self.anomaly_detector.features),
+        ):
+            if columns is None:
+                continue
+            unknown = [c for c in columns if c not in MODEL_INPUTS]
+            if not columns or unknown or len(set(columns)) != len(columns):
+                raise ValueError(
+                    f"{name} must name distinct model inputs: the 30 columns Time, V1..V28, Amount and the "
+                    f"behaviour features of docs/models.md"
+                    + (f" (unknown: {', '.join(unknown[:5])})" if unknown else "")
+                )
         return self
+
+    def inputs(self, model: ModelFile) -> list[str]:
+        """What a model of this set reads, in order."""
+        return model.features if model.features is not None else self.features
 
     @classmethod
     def read(cls, directory: Path) -> Manifest:

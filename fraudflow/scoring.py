@@ -12,7 +12,7 @@ import onnxruntime as ort
 from pydantic import ValidationError
 
 from fraudflow.data.columns import N_FEATURES
-from fraudflow.manifest import MANIFEST_FILE, Manifest, ModelFile, default_models_dir, file_sha256
+from fraudflow.manifest import MANIFEST_FILE, MODEL_INPUTS, Manifest, ModelFile, default_models_dir, file_sha256
 
 
 class ModelError(RuntimeError):
@@ -53,7 +53,7 @@ def session_options(threads: int) -> ort.SessionOptions:
 
 
 class _Model:
-    def __init__(self, directory: Path, spec: ModelFile, name: str, threads: int) -> None:
+    def __init__(self, directory: Path, spec: ModelFile, name: str, threads: int, columns: list[str]) -> None:
         # Messages name files relative to the models directory: they reach API clients (409) and logs.
         path = directory / spec.file
         if not path.is_file():
@@ -76,21 +76,29 @@ class _Model:
         if inputs[0].type != "tensor(float)":
             raise ModelError(f"{name}: the model takes {inputs[0].type}, the scorer sends tensor(float) (float32)")
         width = inputs[0].shape[-1]
-        if width != N_FEATURES:
-            raise ModelError(f"{name}: the model takes {width} features, the scorer sends {N_FEATURES}")
+        if width != len(columns):
+            raise ModelError(f"{name}: the model takes {width} features, the manifest lists {len(columns)}")
         output = next((o for o in self.session.get_outputs() if o.name == spec.output), None)
         if output is None:
             raise ModelError(f"{name}: no output named {spec.output!r}")
-        columns = output.shape[-1] if len(output.shape) == 2 else None
-        if spec.output_column is not None and isinstance(columns, int) and not 0 <= spec.output_column < columns:
+        outputs = output.shape[-1] if len(output.shape) == 2 else None
+        if spec.output_column is not None and isinstance(outputs, int) and not 0 <= spec.output_column < outputs:
             raise ModelError(
-                f"{name}: output {spec.output!r} has {columns} columns, the manifest reads column {spec.output_column}"
+                f"{name}: output {spec.output!r} has {outputs} columns, the manifest reads column {spec.output_column}"
             )
         self.name = name
         self.spec = spec
+        # Where its inputs are in the scorer's layout (MODEL_INPUTS); None: the 30 request columns as they are.
+        where = [MODEL_INPUTS.index(c) for c in columns]
+        self.columns = None if where == list(range(N_FEATURES)) else np.array(where)
 
     def run(self, matrix: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
-        out = np.asarray(self.session.run([self.spec.output], {self.spec.input: matrix})[0], dtype=np.float32)
+        """Score a (n, 30) or (n, len(MODEL_INPUTS)) float32 matrix in the scorer's layout."""
+        if self.columns is None:
+            x = matrix if matrix.shape[1] == N_FEATURES else np.ascontiguousarray(matrix[:, :N_FEATURES])
+        else:
+            x = np.ascontiguousarray(matrix[:, self.columns])
+        out = np.asarray(self.session.run([self.spec.output], {self.spec.input: x})[0], dtype=np.float32)
         if out.ndim == 2:
             return out[:, self.spec.output_column or 0]
         return out
@@ -111,8 +119,22 @@ class ModelSet:
             first = error.errors()[0]
             where = ".".join(str(p) for p in first["loc"])
             raise ModelError(f"{MANIFEST_FILE} is invalid at {where or 'top level'}: {first['msg']}") from None
-        self.classifier = _Model(directory, self.manifest.fraud_classifier, "fraud_classifier", threads)
-        self.detector = _Model(directory, self.manifest.anomaly_detector, "anomaly_detector", threads)
+        manifest = self.manifest
+        self.classifier = _Model(
+            directory,
+            manifest.fraud_classifier,
+            "fraud_classifier",
+            threads,
+            manifest.inputs(manifest.fraud_classifier),
+        )
+        self.detector = _Model(
+            directory,
+            manifest.anomaly_detector,
+            "anomaly_detector",
+            threads,
+            manifest.inputs(manifest.anomaly_detector),
+        )
+        self.uses_behaviour = self.classifier.columns is not None or self.detector.columns is not None
         thresholds = self.manifest.thresholds
         self._cuts = np.array([thresholds.review, thresholds.decline], dtype=np.float32)
         scale = self.manifest.anomaly_scale
@@ -122,8 +144,9 @@ class ModelSet:
     def _check_on_sample(self) -> None:
         """Run both models on a fixed sample (which also warms them up): a set that fails, or answers NaN or
         probabilities outside [0, 1], is refused here rather than on live traffic."""
-        sample = np.random.default_rng(0).normal(size=(16, N_FEATURES)).astype(np.float32)
+        sample = np.random.default_rng(0).normal(size=(16, len(MODEL_INPUTS))).astype(np.float32)
         sample[0] = 0.0
+        sample[1, N_FEATURES:] = np.nan  # behaviour unknown: the store was down
         for model in (self.classifier, self.detector):
             try:
                 out = model.run(sample)
@@ -139,8 +162,14 @@ class ModelSet:
         return self.manifest.version
 
     def score(self, matrix: npt.NDArray[np.float32]) -> Scores:
-        if matrix.dtype != np.float32 or matrix.ndim != 2 or matrix.shape[1] != N_FEATURES:
-            raise ValueError(f"expected a float32 (n, {N_FEATURES}) matrix, got {matrix.dtype} {matrix.shape}")
+        """Score the request columns (n, 30), or those and the behaviour features (n, len(MODEL_INPUTS))."""
+        if matrix.dtype != np.float32 or matrix.ndim != 2 or matrix.shape[1] not in (N_FEATURES, len(MODEL_INPUTS)):
+            raise ValueError(
+                f"expected a float32 (n, {N_FEATURES}) or (n, {len(MODEL_INPUTS)}) matrix, got {matrix.dtype} "
+                f"{matrix.shape}"
+            )
+        if matrix.shape[1] == N_FEATURES and self.uses_behaviour:  # none given: every behaviour feature unknown
+            matrix = np.hstack([matrix, np.full((len(matrix), len(MODEL_INPUTS) - N_FEATURES), np.nan, np.float32)])
         proba = self.classifier.run(matrix)
         # The detector's raw score is high for normal rows; flip it and map the validation range onto [0, 1].
         anomaly = np.clip((-self.detector.run(matrix) - self._low) / self._span, 0.0, 1.0).astype(np.float32)

@@ -95,7 +95,7 @@ def test_missing_file_is_refused(models: Path) -> None:
 @pytest.mark.parametrize(
     ("edit", "message"),
     [
-        ({"features": ["Time", "Amount"]}, "features must be the 30 columns"),
+        ({"features": ["Time", "Amount"]}, "the model takes 30 features, the manifest lists 2"),
         ({"thresholds.review": 0.9, "thresholds.decline": 0.1}, "review threshold must not exceed"),
         ({"fraud_classifier.sha256": "xyz"}, "invalid at fraud_classifier.sha256"),
     ],
@@ -116,7 +116,7 @@ def test_wrong_feature_count_is_refused(models: Path) -> None:
     path = models / "anomaly_detector.onnx"
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), path)
     _edit_manifest(models, {"anomaly_detector.sha256": file_sha256(path)})
-    with pytest.raises(ModelError, match="takes 29 features, the scorer sends 30"):
+    with pytest.raises(ModelError, match="takes 29 features, the manifest lists 30"):
         Scorer(models)
 
 
@@ -224,3 +224,48 @@ def test_failed_reload_keeps_the_current_models(models: Path, tmp_path: Path) ->
         scorer.reload(tmp_path / "empty")
     assert scorer.models is before
     assert Manifest.read(models).version == before.version
+
+
+def test_a_model_reading_behaviour_features_is_served_with_them(tmp_path: Path) -> None:
+    """The classifier reads V1..V28, Amount and the behaviour features (missing ones included), the detector
+    the request columns alone; each gets its own columns from the scorer's layout."""
+    from fraudflow.behaviour.definitions import NAMES
+    from fraudflow.manifest import MODEL_INPUTS
+    from fraudflow.training.export import export_classifier, export_detector
+    from fraudflow.training.pipeline import TrainingConfig, fit_classifier, fit_detector
+
+    rng = np.random.default_rng(0)
+    raw = generate(3_000, fraud_rate=0.05, seed=1)
+    behaviour = rng.normal(size=(3_000, len(NAMES))).astype(np.float32)
+    behaviour[raw.labels == 1, 0] += 4.0  # user_count_1h: frauds come in bursts
+    behaviour[rng.random(3_000) < 0.3] = np.nan  # the store was down for some
+    inputs = [*MODEL_INPUTS[1:30], *NAMES]
+    full = np.hstack([raw.features, behaviour])
+    x = full[:, [MODEL_INPUTS.index(c) for c in inputs]]
+    config = TrainingConfig(trees=40)
+    target = tmp_path / "models"
+    shutil.copytree(default_models_dir(), target)
+    classifier = export_classifier(fit_classifier(x, raw.labels, config), target / "fraud_classifier.onnx")
+    detector = export_detector(fit_detector(raw.features, config), target / "anomaly_detector.onnx")
+    manifest = Manifest.read(target).model_copy(
+        update={
+            "features": inputs,
+            "fraud_classifier": classifier,
+            "anomaly_detector": detector.model_copy(update={"features": list(MODEL_INPUTS[:30])}),
+        }
+    )
+    manifest.write(target)
+    scorer = Scorer(target)
+    assert scorer.models.uses_behaviour
+    with_behaviour = scorer.score_batch(full)
+    assert with_behaviour.fraud_proba[raw.labels == 1].mean() > 3 * with_behaviour.fraud_proba[raw.labels == 0].mean()
+    without = scorer.score_batch(raw.features)  # no behaviour given: all missing, still scored
+    assert np.isfinite(without.fraud_proba).all()
+    assert not np.allclose(without.fraud_proba, with_behaviour.fraud_proba)
+    np.testing.assert_array_equal(without.anomaly, with_behaviour.anomaly)  # the detector reads none of them
+
+
+def test_a_manifest_naming_an_unknown_input_is_refused(models: Path) -> None:
+    _edit_manifest(models, {"features": [*Manifest.read(models).features[:29], "user_count_1y"]})
+    with pytest.raises(ModelError, match="unknown: user_count_1y"):
+        Scorer(models)

@@ -16,7 +16,6 @@ from onnxmltools.convert.common.data_types import FloatTensorType as MlFloatTens
 from sklearn.ensemble import IsolationForest
 from sklearn.ensemble._iforest import _average_path_length
 
-from fraudflow.data.columns import N_FEATURES
 from fraudflow.manifest import ModelFile, file_sha256
 
 INPUT = "features"
@@ -48,7 +47,7 @@ def _save(model: onnx.ModelProto, path: Path, kind: str, output: str, column: in
 
 def export_classifier(model: lgb.LGBMClassifier, path: Path) -> ModelFile:
     proto = convert_lightgbm(
-        model, initial_types=[(INPUT, MlFloatTensorType([None, N_FEATURES]))], zipmap=False, target_opset=15
+        model, initial_types=[(INPUT, MlFloatTensorType([None, model.n_features_in_]))], zipmap=False, target_opset=15
     )
     # The converter declares the label output as (1,): onnxruntime then warns on every batch that fetches it.
     for output in proto.graph.output:
@@ -64,7 +63,7 @@ def _isolation_forest_graph(model: IsolationForest) -> onnx.ModelProto:
     Each leaf carries its share of the mean path length, so the ensemble's SUM is E[h]/c(psi) directly.
     skl2onnx emits several nodes per tree instead, which costs ~1 ms per call in fixed overhead.
     """
-    if model._max_features != N_FEATURES:
+    if model._max_features != model.n_features_in_:
         raise ValueError("export assumes the detector sees all features (max_features=1.0)")
     denominator = len(model.estimators_) * float(_average_path_length([model._max_samples])[0])
     attrs: dict[str, Any] = {
@@ -121,7 +120,7 @@ def _isolation_forest_graph(model: IsolationForest) -> onnx.ModelProto:
     graph = helper.make_graph(
         nodes,
         "isolation_forest",
-        [helper.make_tensor_value_info(INPUT, TensorProto.FLOAT, [None, N_FEATURES])],
+        [helper.make_tensor_value_info(INPUT, TensorProto.FLOAT, [None, model.n_features_in_])],
         [helper.make_tensor_value_info("scores", TensorProto.FLOAT, [None, 1])],
         initializer=[
             numpy_helper.from_array(np.array(2.0, dtype=np.float32), "two"),
