@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import ipaddress
+import json
 import uuid
 from typing import Any
 from urllib.parse import quote, unquote
@@ -13,9 +14,16 @@ from dash.dash_table.DataTable import DataTable
 from dash.dcc.Graph import Graph
 
 from dash_app import figures
+from fraudflow.behaviour.definitions import FEATURES as BEHAVIOUR
 from fraudflow.data.columns import FEATURES
 
-KINDS = ("tx", "user", "ip")
+KINDS = ("tx", "user", "ip", "device")
+_NOUNS = {"user": "User", "ip": "IP address", "device": "Device"}
+_OTHERS = {
+    "user": "Other users on this user's IP addresses",
+    "ip": "Users of this IP address",
+    "device": "Users of this device",
+}
 _SECTION = {"background": "#f6f8fa", "padding": "10px 14px", "borderRadius": "8px", "marginBottom": "12px"}
 _GRAPH = {"flex": "1 1 420px", "minWidth": "min(340px, 100%)", "height": "320px"}
 _TABLE_STYLE: dict[str, Any] = {"style_table": {"overflowX": "auto"}, "style_cell": {"fontSize": "13px"}}
@@ -34,10 +42,13 @@ def href(kind: str, value: object) -> str:
 
 
 def target(query: object) -> str | None:
-    """Where a search goes: an event id to its transaction, an IP address to its page, anything else to a user."""
+    """Where a search goes: an event id to its transaction, an IP address to its page, `device:<id>` to a
+    device, anything else to a user."""
     if not isinstance(query, str) or not query.strip():
         return None
     text = query.strip()
+    if text.lower().startswith("device:") and text[7:].strip():
+        return href("device", text[7:].strip())
     try:
         return href("tx", uuid.UUID(text))
     except ValueError:
@@ -96,6 +107,7 @@ def transaction(event_id: str, event: dict[str, Any] | None, model: figures.Serv
                         ("Received by the API (UTC)", f"{event['received_at']:%Y-%m-%d %H:%M:%S.%f}"[:-3]),
                         ("User", _entity_link("user", event["user_id"])),
                         ("IP address", _entity_link("ip", event.get("ip_address"))),
+                        ("Device id", _entity_link("device", event.get("device_id"))),
                         ("Place", place + where),
                         ("Source", event["source"]),
                         (
@@ -109,6 +121,8 @@ def transaction(event_id: str, event: dict[str, Any] | None, model: figures.Serv
                 ),
                 style=_SECTION,
             ),
+            html.H4("Behaviour when it was scored"),
+            behaviour_section(event),
             html.Details(
                 [
                     html.Summary("The 30 model inputs as sent (Time, V1..V28, Amount)"),
@@ -117,6 +131,39 @@ def transaction(event_id: str, event: dict[str, Any] | None, model: figures.Serv
             ),
         ]
     )
+
+
+def _feature_value(name: str, value: float | None) -> str:
+    if value is None:
+        return "unknown"
+    if name.startswith("user_amount_") and name not in ("user_amount_to_mean", "user_amount_zscore"):
+        return f"{value:,.2f}"
+    if name.startswith("user_new_"):
+        return "yes" if value else "no"
+    return f"{value:,.0f}" if float(value).is_integer() else f"{value:,.2f}"
+
+
+def behaviour_section(event: dict[str, Any]) -> html.Div:
+    """The behaviour features a transaction was scored with, each with what it means."""
+    stored = event.get("behaviour")
+    if stored is None:
+        return html.Div("Not recorded: scored before behaviour features existed.", style=_SECTION)
+    values = json.loads(stored) if isinstance(stored, str) else stored
+    rows = [
+        html.Tr(
+            [
+                html.Td(feature.description[:1].upper() + feature.description[1:], style={"paddingRight": "16px"}),
+                html.Td(html.B(_feature_value(feature.name, values.get(feature.name)))),
+            ]
+        )
+        for feature in BEHAVIOUR
+    ]
+    note = (
+        [html.P("The feature store did not answer in time: it was scored without them (unknown below).")]
+        if event.get("features_degraded")
+        else []
+    )
+    return html.Div([*note, html.Table(rows, style={"fontSize": "14px"})], style=_SECTION)
 
 
 def _history_table(rows: list[dict[str, Any]]) -> DataTable:
@@ -157,12 +204,12 @@ def entity(
     kind: str, value: str, rows: list[dict[str, Any]], shared: list[dict[str, Any]], graph: Graph.Config
 ) -> html.Div:
     """`graph` is dcc.Graph's config (figures.graph_config)."""
-    noun = "User" if kind == "user" else "IP address"
+    noun = _NOUNS[kind]
     if not rows:
         return html.Div([html.H3(f"{noun} {value}"), html.P("No stored transaction.")])
     flagged = sum(row["decision"] != "approve" for row in rows)
     amounts = [row["amount"] for row in rows if row["amount"] is not None]
-    others = "Other users on this user's IP addresses" if kind == "user" else "Users of this IP address"
+    others = _OTHERS[kind]
     return html.Div(
         [
             html.H3(f"{noun} {value}"),
@@ -184,13 +231,14 @@ def entity(
                 ],
                 style={"display": "flex", "flexWrap": "wrap", "gap": "10px"},
             ),
+            *([html.H4("Behaviour at its latest transaction"), behaviour_section(rows[0])] if kind == "user" else []),
             _history_table(rows),
             html.H4(others),
             _table(
                 [{**r, "user": f"[{r['user_id']}]({href('user', r['user_id'])})"} for r in shared],
                 [
                     {"name": "User", "id": "user", "presentation": "markdown"},
-                    {"name": "IP", "id": "ip_address"},
+                    {"name": "Device" if kind == "device" else "IP", "id": "via"},
                     {"name": "Transactions", "id": "transactions"},
                 ],
             )

@@ -425,9 +425,11 @@ async def event(conn: asyncpg.Connection, event_id: uuid.UUID) -> dict[str, Any]
     return dict(row) if row else None
 
 
-ENTITIES = {"user": "user_id", "ip": "ip_address"}  # entity pages, by the column that names them
-_HISTORY_COLUMNS = """event_id, received_at, user_id, ip_address, country, city, latitude, longitude, source,
-                      device_type, amount, fraud_proba, anomaly_score, decision"""
+# Entity pages, by the column that names them.
+ENTITIES = {"user": "user_id", "ip": "ip_address", "device": "device_id"}
+_HISTORY_COLUMNS = """event_id, received_at, user_id, ip_address, device_id, country, city, latitude, longitude,
+                      source, device_type, amount, fraud_proba, anomaly_score, decision, behaviour,
+                      features_degraded"""
 
 
 async def history(conn: asyncpg.Connection, entity: str, value: str, limit: int = 50) -> list[dict[str, Any]]:
@@ -442,13 +444,14 @@ async def history(conn: asyncpg.Connection, entity: str, value: str, limit: int 
 
 
 async def shared_with(conn: asyncpg.Connection, entity: str, value: str, limit: int = 20) -> list[dict[str, Any]]:
-    """Other users seen on the IPs this user used (entity "user"), or the users of an IP (entity "ip"), with how
-    many transactions each: one IP shared by many users is a mule or a proxy."""
-    if entity == "ip":
-        sql = """SELECT user_id, ip_address, count(*) AS transactions FROM fraud_predictions
-                  WHERE ip_address = $1 GROUP BY 1, 2 ORDER BY 3 DESC, 1 LIMIT $2"""
+    """Other users seen on the IPs this user used (entity "user"), or the users of an IP or a device, with how
+    many transactions each: one IP or device shared by many users is a mule or a proxy."""
+    if entity in ("ip", "device"):
+        column = ENTITIES[entity]
+        sql = f"""SELECT user_id, {column} AS via, count(*) AS transactions FROM fraud_predictions
+                  WHERE {column} = $1 GROUP BY 1, 2 ORDER BY 3 DESC, 1 LIMIT $2"""
     else:
-        sql = """SELECT other.user_id, other.ip_address, count(*) AS transactions
+        sql = """SELECT other.user_id, other.ip_address AS via, count(*) AS transactions
                    FROM (SELECT DISTINCT ip_address FROM fraud_predictions
                           WHERE user_id = $1 AND ip_address IS NOT NULL) AS mine
                    JOIN fraud_predictions AS other ON other.ip_address = mine.ip_address AND other.user_id <> $1

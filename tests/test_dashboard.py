@@ -49,8 +49,10 @@ async def _insert_row(conn: asyncpg.Connection, user: str, decision: str, proba:
     await conn.execute(
         """INSERT INTO fraud_predictions ("timestamp", user_id, source, fraud_prediction, fraud_proba,
                anomaly_score, device_type, country, city, latitude, longitude, event_id, decision, model_version,
-               amount, features, received_at, processed_at)
-           VALUES ($1, $2, 'web', $3, $4, 0.5, 'mobile', 'FR', 'Paris', 48.86, 2.35, $5, $6, 'v1', 42, $7, $1, $8)""",
+               amount, features, received_at, processed_at, device_id, behaviour, features_degraded)
+           VALUES ($1, $2, 'web', $3, $4, 0.5, 'mobile', 'FR', 'Paris', 48.86, 2.35, $5, $6, 'v1', 42, $7, $1, $8,
+                   'phone-' || $2, '{"user_count_1h": 3, "user_new_device": 1, "user_km_from_previous": null}',
+                   false)""",
         received,
         user,
         int(decision == "decline"),
@@ -232,6 +234,15 @@ def test_transaction_and_user_pages_have_their_own_urls(dashboard: str, browser:
     page = browser.find_element(By.ID, "subject").text
     assert "42.00" in page  # the amount, to the cent
     assert "Fraud probability 0.4500" in page  # scored by "v1": not the served model, so no cuts are claimed
+    # Its behaviour features in words, with what each means.
+    assert "The user's transactions in the last hour, this one included 3" in page
+    assert "1 when the user has not used this device in the last 7 days, else 0 yes" in page
+    assert "Km from the user's previous located transaction (7 days) unknown" in page
+    browser.find_element(By.LINK_TEXT, "phone-user-15").click()
+    wait.until(ec.text_to_be_present_in_element((By.ID, "subject"), "Device phone-user-15"))
+    assert "Users of this device" in browser.find_element(By.ID, "subject").text
+    browser.back()
+    wait.until(ec.text_to_be_present_in_element((By.ID, "subject"), f"Transaction {event_id}"))
     assert browser.find_element(By.ID, "monitor").is_displayed() is False
     browser.find_element(By.LINK_TEXT, "user-15").click()
     wait.until(ec.text_to_be_present_in_element((By.ID, "subject"), "User user-15"))

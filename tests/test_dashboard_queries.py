@@ -275,12 +275,27 @@ async def test_entity_history_and_who_shares_an_ip(db: asyncpg.Connection) -> No
         await queries.history(db, "device_type; DROP TABLE x", "a")
 
 
+async def test_a_device_page_lists_its_users(db: asyncpg.Connection) -> None:
+    for user in ("a", "b", "b"):
+        await db.execute(
+            """INSERT INTO fraud_predictions ("timestamp", user_id, source, fraud_prediction, fraud_proba,
+                   anomaly_score, event_id, decision, model_version, received_at, device_id)
+               VALUES (now(), $1, 'web', 0, 0.1, 0.1, $2, 'approve', 'v1', now(), 'phone-9')""",
+            user,
+            uuid.uuid4(),
+        )
+    assert len(await queries.history(db, "device", "phone-9")) == 3
+    users = await queries.shared_with(db, "device", "phone-9")
+    assert [(r["user_id"], r["via"], r["transactions"]) for r in users] == [("b", "phone-9", 2), ("a", "phone-9", 1)]
+
+
 def test_search_goes_to_the_page_of_what_was_typed() -> None:
     event_id = "6f1c1f2e-7f1d-4a55-9d38-0d8d1f6c1a11"
     assert pages.target(f" {event_id} ") == f"/tx/{event_id}"
     assert pages.target("198.51.100.7") == "/ip/198.51.100.7"
     assert pages.target("2001:db8::1") == "/ip/2001%3Adb8%3A%3A1"
     assert pages.target("user/42 x") == "/user/user%2F42%20x"
+    assert pages.target("device: phone 1") == "/device/phone%201"
     assert pages.target("  ") is None
     assert pages.route("/user/user%2F42%20x") == ("user", "user/42 x")
     assert pages.route("/") is None
