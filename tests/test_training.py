@@ -10,13 +10,24 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from fraudflow.behaviour.definitions import NAMES as BEHAVIOUR
 from fraudflow.data.columns import FEATURES
+from fraudflow.data.dataset import load_creditcard, write_creditcard
+from fraudflow.data.history import generate_history
 from fraudflow.data.synthetic import generate
 from fraudflow.manifest import Manifest, file_sha256
 from fraudflow.scoring import Scorer
 from fraudflow.training.evaluate import choose_thresholds
 from fraudflow.training.export import ParityError, check_parity
-from fraudflow.training.pipeline import TrainingConfig, TrainingError, TrainingReport, time_split, train
+from fraudflow.training.pipeline import (
+    TrainingConfig,
+    TrainingError,
+    TrainingReport,
+    format_report,
+    model_inputs,
+    time_split,
+    train,
+)
 
 
 @pytest.fixture(scope="module")
@@ -120,3 +131,60 @@ def test_train_command_rejects_conflicting_sources(tmp_path: Path) -> None:
     )
     assert result.returncode == 2
     assert "either --data or --synthetic-rows" in result.stderr
+
+
+@pytest.fixture(scope="module")
+def trained_on_history(tmp_path_factory: pytest.TempPathFactory) -> tuple[TrainingReport, Path]:
+    out = tmp_path_factory.mktemp("history-models")
+    return train(generate_history(40_000, fraud_rate=0.01, seed=5), out, TrainingConfig(trees=60)), out
+
+
+def test_a_history_trains_on_behaviour_features_and_the_card_says_what_they_add(
+    trained_on_history: tuple[TrainingReport, Path],
+) -> None:
+    report, out = trained_on_history
+    manifest = Manifest.read(out)
+    assert manifest.features == [*FEATURES[1:], *BEHAVIOUR]  # Time replaced by the behaviour features
+    assert manifest.anomaly_detector.features == list(FEATURES[1:])  # the detector takes no missing values
+    behaviour = manifest.metrics["behaviour"]
+    with_, without = behaviour["pr_auc_with"], behaviour["pr_auc_without"]
+    assert with_["frauds"] == without["frauds"] == manifest.metrics["test_frauds"]
+    assert with_["low"] <= with_["value"] <= with_["high"]
+    # Most frauds of the history show only through behaviour: the features must carry them.
+    assert with_["low"] > without["high"]
+    assert 0 < behaviour["fraud_value_caught"]["at_decline"] <= behaviour["fraud_value_caught"]["at_review"] <= 1
+    assert "behaviour features (test" in format_report(report)
+
+
+def test_a_history_model_serves_with_what_the_api_computes(trained_on_history: tuple[TrainingReport, Path]) -> None:
+    """The rows as the API would send them, with the features the offline replay computed: the served model
+    separates the frauds; without the features (the store down) it still answers."""
+    _, out = trained_on_history
+    data = generate_history(20_000, fraud_rate=0.02, seed=6).time_ordered()
+    inputs = model_inputs(data)
+    scorer = Scorer(out)
+    scores = scorer.score_batch(inputs.full)
+    assert scores.fraud_proba[data.labels == 1].mean() > 5 * scores.fraud_proba[data.labels == 0].mean()
+    assert np.isfinite(scorer.score_batch(data.features).fraud_proba).all()
+
+
+def test_the_real_file_layout_trains_without_behaviour_and_the_card_says_so(
+    trained: tuple[TrainingReport, Path],
+) -> None:
+    report, _ = trained
+    assert report.manifest.metrics["behaviour"]["available"] is False
+    assert "no metadata" in report.manifest.metrics["behaviour"]["why"]
+    assert "behaviour features: not used" in format_report(report)
+
+
+def test_a_history_round_trips_through_its_csv(tmp_path: Path) -> None:
+    data = generate_history(2_000, fraud_rate=0.02, seed=7).time_ordered()
+    write_creditcard(data, tmp_path / "history.csv")
+    again = load_creditcard(tmp_path / "history.csv")
+    assert again.history is not None
+    assert data.history is not None
+    assert again.history.user_id == data.history.user_id
+    assert again.history.device_id == data.history.device_id
+    np.testing.assert_allclose(again.history.timestamp, data.history.timestamp, atol=1e-3)
+    np.testing.assert_array_equal(again.labels, data.labels)
+    assert again.frauds == data.frauds

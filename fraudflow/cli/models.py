@@ -10,6 +10,7 @@ import typer
 
 from fraudflow.cli.runner import CommandError, fail, settings_or_exit
 from fraudflow.data.dataset import DEFAULT_PATH, DatasetError, load_creditcard, write_creditcard
+from fraudflow.data.history import generate_history
 from fraudflow.data.synthetic import DEFAULT_FRAUD_RATE, generate
 
 
@@ -18,10 +19,18 @@ def synth(
     rows: Annotated[int, typer.Option(min=1, help="Number of transactions.")] = 284_807,
     fraud_rate: Annotated[float, typer.Option(min=0.0, max=0.5, help="Share of frauds.")] = DEFAULT_FRAUD_RATE,
     seed: Annotated[int, typer.Option(help="Random seed (same seed, same file).")] = 0,
+    history: Annotated[
+        bool,
+        typer.Option(
+            help="A history of persistent users with devices, IPs and places, and fraud scenarios (card testing, "
+            "account takeover, impossible travel, mule devices); their metadata follow Class."
+        ),
+    ] = False,
 ) -> None:
     """Generate a synthetic creditcard-like data set (Time, V1..V28, Amount, Class). Not real data."""
     started = time.perf_counter()
-    dataset = generate(rows, fraud_rate=fraud_rate, seed=seed).time_ordered()
+    make = generate_history if history else generate
+    dataset = make(rows, fraud_rate=fraud_rate, seed=seed).time_ordered()
     write_creditcard(dataset, out)
     typer.echo(f"wrote {out}: {dataset.rows} rows, {dataset.frauds} frauds ({time.perf_counter() - started:.1f}s)")
 
@@ -38,8 +47,12 @@ def train(
         Path | None, typer.Option(help="Model directory (default: FRAUDFLOW_MODELS_DIR or models/).")
     ] = None,
     seed: Annotated[int, typer.Option(help="Seed for the synthetic data and the models.")] = 0,
+    synthetic_history: Annotated[
+        bool, typer.Option(help="With --synthetic-rows: a synthetic history (behaviour features), as synth --history.")
+    ] = False,
 ) -> None:
-    """Train the fraud classifier and anomaly detector, export them to ONNX and write the manifest."""
+    """Train the fraud classifier and anomaly detector, export them to ONNX and write the manifest. A data set
+    with metadata (synth --history) trains on behaviour features too, computed by replaying it in time order."""
     if data is not None and synthetic_rows is not None:
         fail("give either --data or --synthetic-rows, not both", code=2)
     try:
@@ -53,7 +66,8 @@ def train(
         if synthetic_rows is None and (data is not None or DEFAULT_PATH.exists()):
             dataset = load_creditcard(data or DEFAULT_PATH)
         else:
-            dataset = generate(synthetic_rows or 284_807, seed=seed)
+            make = generate_history if synthetic_history else generate
+            dataset = make(synthetic_rows or 284_807, seed=seed)
             typer.secho("training on SYNTHETIC data: scores are for demonstration only", fg="yellow", err=True)
         report = run_training(dataset, out or settings.models_dir or Path("models"), TrainingConfig(seed=seed))
     except (DatasetError, TrainingError, ParityError, CommandError) as error:

@@ -10,7 +10,9 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
+from fraudflow.behaviour.definitions import Activity
 from fraudflow.data.columns import FEATURES, LABEL, N_FEATURES, TIME_INDEX
+from fraudflow.events import country_code
 
 DEFAULT_PATH = Path("dataset/creditcard.csv")  # where the reference design keeps the real file
 
@@ -19,17 +21,84 @@ class DatasetError(ValueError):
     """The file is missing or not in the creditcard.csv layout; the message says what is wrong."""
 
 
+# The metadata columns a history adds after Class (what the API receives with each transaction).
+HISTORY_COLUMNS = (
+    "event_id",
+    "timestamp",
+    "user_id",
+    "device_id",
+    "ip_address",
+    "country",
+    "city",
+    "latitude",
+    "longitude",
+)
+
+
+@dataclass(frozen=True)
+class History:
+    """Who paid, when, from where: one entry per row (None or NaN where unknown)."""
+
+    event_id: list[str]
+    timestamp: npt.NDArray[np.float64]  # seconds since the epoch, UTC
+    user_id: list[str]
+    device_id: list[str | None]
+    ip_address: list[str | None]
+    country: list[str | None]
+    city: list[str | None]
+    latitude: npt.NDArray[np.float64]
+    longitude: npt.NDArray[np.float64]
+
+    def take(self, order: npt.NDArray[np.intp]) -> History:
+        index = order.tolist()
+        return History(
+            [self.event_id[i] for i in index],
+            self.timestamp[order],
+            [self.user_id[i] for i in index],
+            [self.device_id[i] for i in index],
+            [self.ip_address[i] for i in index],
+            [self.country[i] for i in index],
+            [self.city[i] for i in index],
+            self.latitude[order],
+            self.longitude[order],
+        )
+
+    def activities(self, amounts: npt.NDArray[np.float32]) -> list[Activity]:
+        """The rows as the behaviour features see them (the API builds the same from a request)."""
+        out = []
+        for i, amount in enumerate(amounts.tolist()):
+            lat, lon = float(self.latitude[i]), float(self.longitude[i])
+            located = lat == lat and lon == lon  # not NaN
+            out.append(
+                Activity(
+                    event_id=self.event_id[i],
+                    user_id=self.user_id[i],
+                    time_s=float(self.timestamp[i]),
+                    amount=amount,
+                    device_id=self.device_id[i],
+                    ip_address=self.ip_address[i],
+                    country=country_code(self.country[i]),
+                    latitude=lat if located else None,
+                    longitude=lon if located else None,
+                )
+            )
+        return out
+
+
 @dataclass(frozen=True)
 class Dataset:
     features: npt.NDArray[np.float32]  # (n, 30): Time, V1..V28, Amount
     labels: npt.NDArray[np.int8]  # (n,): 1 = fraud
     source: str
+    history: History | None = None  # the metadata, when the data set has it (the ULB file does not)
 
     def __post_init__(self) -> None:
         if self.features.ndim != 2 or self.features.shape[1] != N_FEATURES:
             raise DatasetError(f"expected {N_FEATURES} feature columns, got shape {self.features.shape}")
         if len(self.labels) != len(self.features):
             raise DatasetError("features and labels differ in length")
+        if self.history is not None and len(self.history.event_id) != len(self.labels):
+            raise DatasetError("the history and the rows differ in length")
 
     @property
     def rows(self) -> int:
@@ -42,11 +111,15 @@ class Dataset:
     def sha256(self) -> str:
         digest = hashlib.sha256(np.ascontiguousarray(self.features).tobytes())
         digest.update(np.ascontiguousarray(self.labels).tobytes())
+        if self.history is not None:
+            digest.update("\x1f".join(self.history.event_id).encode())
+            digest.update("\x1f".join(self.history.user_id).encode())
         return digest.hexdigest()
 
     def time_ordered(self) -> Dataset:
         order = np.argsort(self.features[:, TIME_INDEX], kind="stable")
-        return Dataset(self.features[order], self.labels[order], self.source)
+        history = None if self.history is None else self.history.take(order)
+        return Dataset(self.features[order], self.labels[order], self.source, history)
 
 
 def _strip(token: str) -> str:
@@ -61,8 +134,11 @@ def load_creditcard(path: Path = DEFAULT_PATH) -> Dataset:
     with path.open(newline="", encoding="utf-8-sig") as handle:
         reader = csv.reader(handle)
         expected = [*FEATURES, LABEL]
-        canonical = {name.lower(): name for name in expected}  # `class` or `CLASS` is Class
+        canonical = {name.lower(): name for name in (*expected, *HISTORY_COLUMNS)}  # `class` or `CLASS` is Class
         header = [canonical.get(_strip(name).lower(), _strip(name)) for name in next(reader, [])]
+        with_history = header == [*expected, *HISTORY_COLUMNS]  # `fraudflow synth --history` output
+        if with_history:
+            expected = header
         if header != expected:
             missing = [c for c in expected if c not in header]
             extra = [c for c in header if c not in expected]
@@ -72,13 +148,18 @@ def load_creditcard(path: Path = DEFAULT_PATH) -> Dataset:
                 f"{path}: columns must be {', '.join(expected)} in that order ({detail or 'wrong order'})"
             )
         rows: list[list[float]] = []
+        meta: list[list[str]] = []
+        numbers = N_FEATURES + 1
         for line_number, row in enumerate(reader, start=2):
             if not any(value.strip() for value in row):  # blank lines, a trailing one included
                 continue
             if len(row) != len(expected):
                 raise DatasetError(f"{path}:{line_number}: expected {len(expected)} values, got {len(row)}")
             try:
-                rows.append([float(_strip(value)) for value in row])
+                rows.append([float(_strip(value)) for value in row[:numbers]])
+                if with_history:
+                    meta.append(row[numbers:])
+                    float(row[numbers + 1])  # the timestamp
             except ValueError:
                 raise DatasetError(f"{path}:{line_number}: a value is not a number") from None
     if not rows:
@@ -89,12 +170,64 @@ def load_creditcard(path: Path = DEFAULT_PATH) -> Dataset:
         raise DatasetError(f"{path}: {LABEL} must be 0 or 1")
     if not np.isfinite(table).all():
         raise DatasetError(f"{path}: contains NaN or infinite values")
-    return Dataset(table[:, :-1].astype(np.float32), labels.astype(np.int8), source=str(path))
+    history = _history(meta) if with_history else None
+    return Dataset(table[:, :-1].astype(np.float32), labels.astype(np.int8), source=str(path), history=history)
+
+
+def _history(meta: list[list[str]]) -> History:
+    columns = list(zip(*meta, strict=True))
+
+    def text(i: int) -> list[str | None]:
+        return [value or None for value in columns[i]]
+
+    def number(i: int) -> npt.NDArray[np.float64]:
+        return np.array([float(value) if value else np.nan for value in columns[i]])
+
+    return History(
+        event_id=list(columns[0]),
+        timestamp=number(1),
+        user_id=list(columns[2]),
+        device_id=text(3),
+        ip_address=text(4),
+        country=text(5),
+        city=text(6),
+        latitude=number(7),
+        longitude=number(8),
+    )
 
 
 def write_creditcard(dataset: Dataset, path: Path) -> None:
+    """The creditcard.csv layout; a history's metadata follows Class (HISTORY_COLUMNS)."""
     path.parent.mkdir(parents=True, exist_ok=True)
+    if dataset.history is not None:
+        _write_with_history(dataset, dataset.history, path)
+        return
     table = np.column_stack([dataset.features.astype(np.float64), dataset.labels.astype(np.float64)])
     formats = ["%.0f"] + ["%.6f"] * (N_FEATURES - 2) + ["%.2f", "%d"]
     header = ",".join(f'"{name}"' for name in (*FEATURES, LABEL))
     np.savetxt(path, table, fmt=formats, delimiter=",", header=header, comments="")
+
+
+def _write_with_history(dataset: Dataset, history: History, path: Path) -> None:
+    with path.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow([*FEATURES, LABEL, *HISTORY_COLUMNS])
+        for i, (row, label) in enumerate(zip(dataset.features.tolist(), dataset.labels.tolist(), strict=True)):
+            lat, lon = float(history.latitude[i]), float(history.longitude[i])
+            writer.writerow(
+                [
+                    f"{row[0]:.3f}",
+                    *(f"{v:.6f}" for v in row[1:-1]),
+                    f"{row[-1]:.2f}",
+                    label,
+                    history.event_id[i],
+                    f"{history.timestamp[i]:.3f}",
+                    history.user_id[i],
+                    history.device_id[i] or "",
+                    history.ip_address[i] or "",
+                    history.country[i] or "",
+                    history.city[i] or "",
+                    "" if lat != lat else f"{lat:.4f}",
+                    "" if lon != lon else f"{lon:.4f}",
+                ]
+            )

@@ -48,6 +48,31 @@ def _correlation(rng: np.random.Generator) -> npt.NDArray[np.float64]:
     return corr
 
 
+def _components(
+    rng: np.random.Generator, fraud: npt.NDArray[np.bool_]
+) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+    """V1..V28 (PCA-like, correlated, of decreasing variance) and their unscaled latent values; the `fraud`
+    rows are shifted along the fraud direction, by varying strengths."""
+    rows = len(fraud)
+    scale = np.linspace(1.95, 0.3, _N_V)
+    latent = rng.standard_normal((rows, _N_V)) @ np.linalg.cholesky(_correlation(rng)).T
+    direction = np.zeros(_N_V)
+    for component, shift in _FRAUD_SHIFT.items():
+        direction[component - 1] = shift
+    strength = np.zeros(rows)
+    strength[fraud] = rng.beta(2.0, 2.2, int(fraud.sum())) * 1.7
+    latent[fraud] *= 1.6  # frauds are more spread out
+    suspicious = ~fraud & (rng.random(rows) < _SUSPICIOUS_LEGIT_SHARE)
+    strength[suspicious] = rng.uniform(0.2, 0.9, int(suspicious.sum()))
+    latent += strength[:, None] * direction[None, :]
+    return latent * scale, latent
+
+
+def v_components(rng: np.random.Generator, signal: npt.NDArray[np.bool_]) -> npt.NDArray[np.float64]:
+    """V1..V28 for rows whose fraud shows (`signal`) in the reference columns or not."""
+    return _components(rng, signal)[0]
+
+
 def generate(rows: int, *, fraud_rate: float = DEFAULT_FRAUD_RATE, seed: int = 0) -> Dataset:
     if rows < 1:
         raise ValueError("rows must be at least 1")
@@ -63,18 +88,7 @@ def generate(rows: int, *, fraud_rate: float = DEFAULT_FRAUD_RATE, seed: int = 0
     times[~fraud] = _sample_times(rng, rows - n_fraud, flatness=0.08)
     times[fraud] = _sample_times(rng, n_fraud, flatness=0.55)  # frauds keep later hours than customers
 
-    scale = np.linspace(1.95, 0.3, _N_V)
-    latent = rng.standard_normal((rows, _N_V)) @ np.linalg.cholesky(_correlation(rng)).T
-    direction = np.zeros(_N_V)
-    for component, shift in _FRAUD_SHIFT.items():
-        direction[component - 1] = shift
-    strength = np.zeros(rows)
-    strength[fraud] = rng.beta(2.0, 2.2, n_fraud) * 1.7
-    latent[fraud] *= 1.6  # frauds are more spread out
-    suspicious = ~fraud & (rng.random(rows) < _SUSPICIOUS_LEGIT_SHARE)
-    strength[suspicious] = rng.uniform(0.2, 0.9, int(suspicious.sum()))
-    latent += strength[:, None] * direction[None, :]
-    v = latent * scale
+    v, latent = _components(rng, fraud)
 
     log_amount = rng.normal(3.0, 1.25, rows) + 0.35 * latent[:, 6] - 0.25 * latent[:, 19]
     card_testing = fraud & (rng.random(rows) < 0.45)

@@ -57,6 +57,16 @@ def export_classifier(model: lgb.LGBMClassifier, path: Path) -> ModelFile:
     return _save(proto, path, "lightgbm", "probabilities", 1)
 
 
+def _float32_at_most(threshold: float) -> float:
+    """The largest float32 not above a float64 threshold. sklearn compares float32 inputs with float64
+    thresholds; ONNX keeps float32 ones, and a threshold rounded up could send an input equal to the
+    rounded value the other way (seen with amounts in cents)."""
+    value = np.float32(threshold)
+    if float(value) > threshold:
+        value = np.nextafter(value, np.float32(-np.inf))
+    return float(value)
+
+
 def _isolation_forest_graph(model: IsolationForest) -> onnx.ModelProto:
     """One TreeEnsembleRegressor for all trees, then sklearn's 2^(-E[h]/c(psi)) transform.
 
@@ -92,7 +102,7 @@ def _isolation_forest_graph(model: IsolationForest) -> onnx.ModelProto:
             attrs["nodes_treeids"].append(tree_id)
             attrs["nodes_nodeids"].append(node)
             attrs["nodes_featureids"].append(0 if leaf else int(tree.feature[node]))
-            attrs["nodes_values"].append(0.0 if leaf else float(tree.threshold[node]))
+            attrs["nodes_values"].append(0.0 if leaf else _float32_at_most(float(tree.threshold[node])))
             attrs["nodes_modes"].append("LEAF" if leaf else "BRANCH_LEQ")  # sklearn goes left when x <= t
             attrs["nodes_truenodeids"].append(0 if leaf else int(tree.children_left[node]))
             attrs["nodes_falsenodeids"].append(0 if leaf else int(tree.children_right[node]))

@@ -12,14 +12,18 @@ import lightgbm as lgb
 import numpy as np
 import numpy.typing as npt
 from sklearn.ensemble import IsolationForest
+from sklearn.impute import SimpleImputer
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from fraudflow.data.columns import FEATURES, TIME_INDEX
+from fraudflow.behaviour.definitions import NAMES as BEHAVIOUR
+from fraudflow.behaviour.definitions import time_features
+from fraudflow.behaviour.offline import replay
+from fraudflow.data.columns import AMOUNT_INDEX, FEATURES, TIME_INDEX
 from fraudflow.data.dataset import Dataset
-from fraudflow.manifest import AnomalyScale, Manifest, TrainingData, content_version
-from fraudflow.training.evaluate import choose_thresholds, classification_metrics
+from fraudflow.manifest import MODEL_INPUTS, AnomalyScale, Manifest, Thresholds, TrainingData, content_version
+from fraudflow.training.evaluate import bootstrap_pr_auc, choose_thresholds, classification_metrics
 from fraudflow.training.export import check_parity, export_classifier, export_detector, onnx_output
 
 CLASSIFIER_FILE = "fraud_classifier.onnx"
@@ -99,7 +103,37 @@ def fit_detector(x: npt.NDArray[np.float32], config: TrainingConfig) -> Isolatio
 
 
 def fit_baseline(x: npt.NDArray[np.float32], y: npt.NDArray[np.int8]) -> Any:
-    return make_pipeline(StandardScaler(), LogisticRegression(class_weight="balanced", max_iter=2000)).fit(x, y)
+    if np.isnan(x).any():  # behaviour features may be missing: impute, and tell the model where
+        steps = [SimpleImputer(strategy="median", add_indicator=True), StandardScaler()]
+    else:
+        steps = [StandardScaler()]
+    return make_pipeline(*steps, LogisticRegression(class_weight="balanced", max_iter=2000)).fit(x, y)
+
+
+@dataclass(frozen=True)
+class Inputs:
+    """What the models read: all columns in the scorer's layout (MODEL_INPUTS), and the names of each
+    model's (None: the manifest's)."""
+
+    full: npt.NDArray[np.float32]
+    classifier: list[str]
+    detector: list[str] | None
+
+
+def model_inputs(data: Dataset) -> Inputs:
+    """The 30 request columns alone for a data set without metadata (the ULB file); with a history, its
+    behaviour features replace Time (seconds since the data set's first row mean nothing in production) and
+    the detector, which cannot take missing values, reads V1..V28 and Amount."""
+    if data.history is None:
+        return Inputs(data.features, list(FEATURES), None)
+    state = replay(data.history.activities(data.features[:, AMOUNT_INDEX]))
+    times = np.array([time_features(t) for t in data.history.timestamp.tolist()])
+    full = np.hstack([data.features, state, times]).astype(np.float32)
+    return Inputs(full, [*FEATURES[1:], *BEHAVIOUR], list(FEATURES[1:]))
+
+
+def columns(inputs: Inputs, names: list[str]) -> npt.NDArray[np.float32]:
+    return np.ascontiguousarray(inputs.full[:, [MODEL_INPUTS.index(n) for n in names]])
 
 
 def fraud_proba(model: Any, x: npt.NDArray[np.float32]) -> npt.NDArray[np.float64]:
@@ -116,19 +150,22 @@ def train(dataset: Dataset, out_dir: Path, config: TrainingConfig | None = None)
     config = config or TrainingConfig()
     data = dataset.time_ordered()
     split = time_split(data, config)
-    x, y = data.features, data.labels
+    y = data.labels
     for part in ("train", "validation", "test"):
         _require_both_classes(y[getattr(split, part)], part)
+    inputs = model_inputs(data)
+    x = columns(inputs, inputs.classifier)
+    x_detector = columns(inputs, inputs.detector or inputs.classifier)
 
     classifier = fit_classifier(x[split.train], y[split.train], config)
-    detector = fit_detector(x[split.train], config)
+    detector = fit_detector(x_detector[split.train], config)
     baseline = fit_baseline(x[split.train], y[split.train])
 
     targets = {"target_recall": config.target_recall, "target_precision": config.target_precision}
     x_valid, y_valid = x[split.validation], y[split.validation]
     thresholds = choose_thresholds(y_valid, fraud_proba(classifier, x_valid), **targets)
     baseline_thresholds = choose_thresholds(y_valid, fraud_proba(baseline, x_valid), **targets)
-    scale = anomaly_scale(detector.decision_function(x_valid))
+    scale = anomaly_scale(detector.decision_function(x_detector[split.validation]))
 
     out_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=out_dir) as staging:
@@ -137,6 +174,7 @@ def train(dataset: Dataset, out_dir: Path, config: TrainingConfig | None = None)
         classifier_file = export_classifier(classifier, stage / CLASSIFIER_FILE)
         detector_file = export_detector(detector, stage / DETECTOR_FILE)
         x_test = np.ascontiguousarray(x[split.test])
+        x_detector_test = np.ascontiguousarray(x_detector[split.test])
         proba_test = fraud_proba(classifier, x_test)
         parity = {
             "fraud_classifier": check_parity(
@@ -144,8 +182,8 @@ def train(dataset: Dataset, out_dir: Path, config: TrainingConfig | None = None)
             ),
             "anomaly_detector": check_parity(
                 "anomaly_detector",
-                detector.decision_function(x_test),
-                onnx_output(stage / DETECTOR_FILE, detector_file, x_test),
+                detector.decision_function(x_detector_test),
+                onnx_output(stage / DETECTOR_FILE, detector_file, x_detector_test),
             ),
         }
         metrics = classification_metrics(y[split.test], proba_test, thresholds)
@@ -156,15 +194,18 @@ def train(dataset: Dataset, out_dir: Path, config: TrainingConfig | None = None)
         }
         metrics["test_rows"] = int(split.test.stop - split.test.start)
         metrics["test_frauds"] = int(y[split.test].sum())
+        metrics["behaviour"] = behaviour_comparison(data, inputs, split, proba_test, thresholds, config)
         for name in (CLASSIFIER_FILE, DETECTOR_FILE):
             (stage / name).replace(out_dir / name)
 
+    if inputs.detector is not None:
+        detector_file = detector_file.model_copy(update={"features": inputs.detector})
     manifest = Manifest(
         version=content_version(
             classifier_file.sha256, detector_file.sha256, thresholds.model_dump_json(), scale.model_dump_json()
         ),
         created_at=datetime.now(UTC).replace(microsecond=0),
-        features=list(FEATURES),
+        features=inputs.classifier,
         fraud_classifier=classifier_file,
         anomaly_detector=detector_file,
         thresholds=thresholds,
@@ -175,12 +216,45 @@ def train(dataset: Dataset, out_dir: Path, config: TrainingConfig | None = None)
             rows=data.rows,
             frauds=data.frauds,
             sha256=data.sha256(),
-            validation_from_time=float(x[split.validation.start, TIME_INDEX]),
-            test_from_time=float(x[split.test.start, TIME_INDEX]),
+            validation_from_time=float(data.features[split.validation.start, TIME_INDEX]),
+            test_from_time=float(data.features[split.test.start, TIME_INDEX]),
         ),
     )
     manifest.write(out_dir)
     return TrainingReport(manifest=manifest, baseline=baseline_metrics, parity=parity)
+
+
+def behaviour_comparison(
+    data: Dataset,
+    inputs: Inputs,
+    split: Split,
+    proba_test: npt.NDArray[np.float64],
+    thresholds: Thresholds,
+    config: TrainingConfig,
+) -> dict[str, Any]:
+    """What the behaviour features add, on the same time-ordered test split: PR-AUC with and without them
+    (bootstrap 95% intervals, with the number of frauds), and the share of fraud value caught at the cuts."""
+    if data.history is None:
+        return {
+            "available": False,
+            "why": "the data set has no metadata (user, device, IP, place, time): behaviour features are missing",
+        }
+    y = data.labels
+    reference = columns(inputs, list(FEATURES[1:]))
+    without = fit_classifier(reference[split.train], y[split.train], config)
+    y_test = y[split.test]
+    amounts = data.features[split.test, AMOUNT_INDEX].astype(np.float64)
+    fraud_value = float(amounts[y_test == 1].sum())
+    return {
+        "available": True,
+        "inputs": list(BEHAVIOUR),
+        "pr_auc_with": bootstrap_pr_auc(y_test, proba_test, seed=config.seed),
+        "pr_auc_without": bootstrap_pr_auc(y_test, fraud_proba(without, reference[split.test]), seed=config.seed),
+        "fraud_value_caught": {
+            band: round(float(amounts[(y_test == 1) & (proba_test >= cut)].sum()) / fraud_value, 4)
+            for band, cut in (("at_review", thresholds.review), ("at_decline", thresholds.decline))
+        },
+    }
 
 
 def format_report(report: TrainingReport) -> str:
@@ -200,6 +274,19 @@ def format_report(report: TrainingReport) -> str:
         bands = [values[k] for k in ("at_review", "at_decline")]
         cells = [f"{b['precision']:.3f}/{b['recall']:.3f}/{b['f1']:.3f}" for b in bands]
         lines.append(f"{name:<28}{values['pr_auc']:>8.4f}{values['roc_auc']:>9.4f}   {cells[0]:<22}{cells[1]:<22}")
+    behaviour = metrics.get("behaviour", {})
+    if behaviour.get("available"):
+        with_, without = behaviour["pr_auc_with"], behaviour["pr_auc_without"]
+        caught = behaviour["fraud_value_caught"]
+        lines += [
+            "",
+            f"behaviour features (test, {with_['frauds']} frauds, bootstrap 95%): PR-AUC {with_['value']:.4f} "
+            f"[{with_['low']:.4f}, {with_['high']:.4f}] with them, {without['value']:.4f} "
+            f"[{without['low']:.4f}, {without['high']:.4f}] without; fraud value caught "
+            f"{caught['at_review']:.1%} at review, {caught['at_decline']:.1%} at decline",
+        ]
+    elif behaviour:
+        lines += ["", f"behaviour features: not used ({behaviour['why']})"]
     lines += [
         "",
         f"ONNX parity (max |diff| on test): classifier {report.parity['fraud_classifier']:.1e}, "
