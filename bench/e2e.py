@@ -55,7 +55,7 @@ class Answers:
 
 
 async def drive(url: str, plan: Plan, answers: Answers, seed: int) -> float:
-    rows, labels, _ = load_rows(None, None, seed)
+    rows, labels, _, _ = load_rows(None, None, seed)
     replayer = Replayer(url, rows, labels, users(2000, random.Random(seed)), plan, seed=seed, record=answers)  # type: ignore[arg-type]
     started = time.monotonic()
     stats = await replayer.run()

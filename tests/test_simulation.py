@@ -9,6 +9,7 @@ import random
 import shutil
 import subprocess
 import sys
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -19,7 +20,7 @@ from fraudflow.data.dataset import DatasetError, write_creditcard
 from fraudflow.data.synthetic import generate
 from fraudflow.manifest import default_models_dir
 from fraudflow.simulation.population import metadata, users
-from fraudflow.simulation.replay import load_rows
+from fraudflow.simulation.replay import Plan, Replayer, load_rows
 
 
 def test_metadata_is_valid_for_the_api_and_uses_documentation_addresses() -> None:
@@ -52,7 +53,7 @@ def test_frauds_break_the_users_habits_more_often() -> None:
 
 
 def test_replayed_rows_come_from_the_test_period_only() -> None:
-    rows, labels, source = load_rows(None, 100_000.0, seed=3)
+    rows, labels, _, source = load_rows(None, 100_000.0, seed=3)
     assert source == "synthetic"
     assert rows[:, 0].min() >= 100_000.0
     assert len(rows) == len(labels) > 0
@@ -89,3 +90,20 @@ def test_predict_url_joins_the_reference_base_url() -> None:
         "https://abc.execute-api.eu-west-1.amazonaws.com/api/predict"
     )
     assert predict_url("http://127.0.0.1:8000") == "http://127.0.0.1:8000/predict"
+
+
+def test_a_history_is_replayed_with_its_users_devices_and_gaps(tmp_path: Path) -> None:
+    """For models that read behaviour features: each row goes out as its user, from its device, IP and place,
+    at its own event time moved to now (so a user's gaps are the history's, whatever the replay rate)."""
+    rows, labels, history, source = load_rows(None, 600_000.0, seed=3, history=True)
+    assert source == "synthetic history"
+    assert history is not None
+    assert rows[:, 0].min() >= 600_000.0
+    assert len(history.user_id) == len(rows)
+    plan = Plan(rate=0, poisson=False, concurrency=1, max_requests=3, duration_s=None)
+    replayer = Replayer("http://unused", rows, labels, [], plan, history=history)
+    first, second = replayer._body(0)["metadata"], replayer._body(1)["metadata"]
+    assert (first["user_id"], first["device_info"]["device_id"]) == (history.user_id[0], history.device_id[0])
+    assert first["geo"]["country"] == history.country[0]
+    gap = datetime.fromisoformat(second["timestamp"]) - datetime.fromisoformat(first["timestamp"])
+    assert gap.total_seconds() == pytest.approx(history.timestamp[1] - history.timestamp[0], abs=1e-3)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 from typing import Annotated
 
@@ -33,6 +34,8 @@ def services(
             backend=kinesis,
         )
         await stack.start(settings)
+        stop = asyncio.ensure_future(wait_for_stop_signal())
+        await asyncio.sleep(0)  # its handlers are installed before anyone is told to send a signal
         try:
             typer.echo(f"PostgreSQL   {stack.database_url}  (data in {stack.postgres.data_dir})")
             typer.echo(
@@ -44,8 +47,9 @@ def services(
             for key, value in stack.env(settings).items():
                 typer.echo(f"export {key}={value}")
             typer.echo("\nPress Ctrl-C to stop.", err=True)
-            await wait_for_stop_signal()
+            await stop
         finally:
+            stop.cancel()
             await stack.stop()
         typer.echo("stopped", err=True)
 

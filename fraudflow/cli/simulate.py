@@ -11,6 +11,7 @@ from rich.console import Console
 from rich.live import Live
 
 from fraudflow.cli.runner import fail, run, settings_or_exit
+from fraudflow.data.columns import FEATURES
 from fraudflow.data.dataset import DatasetError
 from fraudflow.manifest import Manifest, default_models_dir
 from fraudflow.simulation.population import users
@@ -43,12 +44,14 @@ def simulate(
     if max_requests is None and duration is None:
         fail("give --max-requests or --duration (or both)", code=2)
     try:
-        # The boundary of the models the API serves (FRAUDFLOW_MODELS_DIR), not of the shipped ones.
-        test_from = Manifest.read(settings.models_dir or default_models_dir()).training_data.test_from_time
+        # The models the API serves (FRAUDFLOW_MODELS_DIR), not the shipped ones: their test boundary, and
+        # whether they read behaviour features (then a history of users with their habits is replayed).
+        served = Manifest.read(settings.models_dir or default_models_dir())
+        test_from, behaviour = served.training_data.test_from_time, served.features != list(FEATURES)
     except (OSError, ValueError):
-        test_from = None
+        test_from, behaviour = None, False
     try:
-        rows, labels, source = load_rows(data, test_from, seed)
+        rows, labels, history, source = load_rows(data, test_from, seed, history=behaviour)
     except DatasetError as error:
         fail(str(error), code=2)
     plan = Plan(rate=rate, poisson=poisson, concurrency=concurrency, max_requests=max_requests, duration_s=duration)
@@ -70,6 +73,7 @@ def simulate(
                 api_key=api_key,
                 seed=seed,
                 record=sink,
+                history=history,
             )
             with Live(console=console, refresh_per_second=4, transient=False) as live:
                 stats = await replayer.run(progress=live.update)

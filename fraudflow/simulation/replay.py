@@ -9,6 +9,7 @@ import time
 import uuid
 from collections import Counter
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
 
@@ -16,6 +17,7 @@ import aiohttp
 import numpy as np
 import numpy.typing as npt
 
+from fraudflow.data.dataset import History
 from fraudflow.simulation.population import User, metadata
 
 
@@ -66,9 +68,14 @@ class Replayer:
         api_key: str | None = None,
         seed: int = 0,
         record: IO[str] | None = None,
+        history: History | None = None,
     ) -> None:
         self.url = url
         self.rows, self.labels = rows, labels
+        self.history = history
+        # A history keeps its event times, moved to start now: the gaps between a user's payments, which the
+        # behaviour features measure, are the history's whatever the replay rate.
+        self.time_shift = 0.0 if history is None else time.time() - float(history.timestamp[0])
         self.people = people
         self.plan = plan
         self.headers = {"X-API-Key": api_key} if api_key else {}
@@ -78,10 +85,32 @@ class Replayer:
 
     def _body(self, index: int) -> dict[str, Any]:
         row = self.rows[index % len(self.rows)]
-        is_fraud = bool(self.labels[index % len(self.labels)])
-        meta = metadata(self.rng.choice(self.people), is_fraud, self.rng)
+        if self.history is not None:
+            meta = self._recorded(index % len(self.rows))
+        else:
+            is_fraud = bool(self.labels[index % len(self.labels)])
+            meta = metadata(self.rng.choice(self.people), is_fraud, self.rng)
         meta["transaction_id"] = str(uuid.uuid4())  # the idempotency key: retries reuse it
         return {"metadata": meta, "data": ", ".join(f"{v:.6g}" for v in row)}
+
+    def _recorded(self, i: int) -> dict[str, Any]:
+        """The metadata a history recorded for its row i: the same user, device, IP and place."""
+        history = self.history
+        assert history is not None
+        lat, lon = float(history.latitude[i]), float(history.longitude[i])
+        return {
+            "timestamp": datetime.fromtimestamp(float(history.timestamp[i]) + self.time_shift, UTC).isoformat(),
+            "user_id": history.user_id[i],
+            "source": "simulator",
+            "device_info": {"device_id": history.device_id[i], "device_type": "mobile"},
+            "ip_address": history.ip_address[i],
+            "geo": {
+                "country": history.country[i],
+                "city": history.city[i],
+                "latitude": None if lat != lat else lat,
+                "longitude": None if lon != lon else lon,
+            },
+        }
 
     async def _send(self, session: aiohttp.ClientSession, body: dict[str, Any]) -> None:
         started = time.perf_counter()
@@ -146,21 +175,26 @@ class Replayer:
 
 
 def load_rows(
-    data: Path | None, models_test_from: float | None, seed: int
-) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.int8], str]:
-    """Rows to replay: the test split of creditcard.csv when present, else fresh synthetic rows.
+    data: Path | None, models_test_from: float | None, seed: int, history: bool = False
+) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.int8], History | None, str]:
+    """Rows to replay: the test split of creditcard.csv when present, else fresh synthetic rows (a history of
+    users with their habits when `history`: for models that read behaviour features), in time order.
 
     Only transactions at or after the models' test boundary are used, so training rows are never replayed.
     """
     from fraudflow.data.dataset import DEFAULT_PATH, DatasetError, load_creditcard
+    from fraudflow.data.history import generate_history
     from fraudflow.data.synthetic import generate
 
     path = data or DEFAULT_PATH
     if path.exists():
         dataset, source = load_creditcard(path), str(path)
+    elif history:
+        dataset, source = generate_history(50_000, seed=seed + 1_000_003), "synthetic history"
     else:
         dataset, source = generate(50_000, seed=seed + 1_000_003), "synthetic"  # never the training seed
-    features, labels = dataset.features, dataset.labels
+    dataset = dataset.time_ordered()
+    features, labels, recorded = dataset.features, dataset.labels, dataset.history
     if models_test_from is not None:
         keep = features[:, 0] >= models_test_from
         if not keep.any():
@@ -170,4 +204,5 @@ def load_rows(
                 "later transactions, or serve models trained on earlier ones"
             )
         features, labels = features[keep], labels[keep]
-    return features, labels, source
+        recorded = None if recorded is None else recorded.take(np.flatnonzero(keep))
+    return features, labels, recorded, source
