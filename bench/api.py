@@ -128,6 +128,25 @@ def paced(url: str, process: psutil.Process, seconds: int, target: float, connec
     return result
 
 
+def stream_env(kinesis: MotoKinesis) -> dict[str, str]:
+    """Create the benchmark's stream on the emulator; the environment that points an API process at it."""
+    settings = Settings(
+        AWS_ENDPOINT_URL_KINESIS=kinesis.endpoint_url, FRAUDFLOW_STREAM="bench", FRAUDFLOW_SHARDS=4, _env_file=None
+    )
+
+    async def create() -> None:
+        async with kinesis_client(settings) as client:
+            await ensure_stream(client, "bench", 4)
+
+    asyncio.run(create())
+    return {
+        "AWS_ENDPOINT_URL_KINESIS": kinesis.endpoint_url,
+        "FRAUDFLOW_STREAM": "bench",
+        "AWS_REGION": "us-east-1",
+        "FRAUDFLOW_LOG_LEVEL": "WARNING",
+    }
+
+
 def native_models(path: Path) -> None:
     config = TrainingConfig()
     data = generate(284_807, seed=config.seed).time_ordered()
@@ -149,23 +168,8 @@ def main() -> None:
     kinesis = MotoKinesis(log_dir=work)
     kinesis.start()
     try:
-        settings = Settings(
-            AWS_ENDPOINT_URL_KINESIS=kinesis.endpoint_url, FRAUDFLOW_STREAM="bench", FRAUDFLOW_SHARDS=4, _env_file=None
-        )
-
-        async def create() -> None:
-            async with kinesis_client(settings) as client:
-                await ensure_stream(client, "bench", 4)
-
-        asyncio.run(create())
         native_models(work / "native.pkl")
-        env = {
-            "AWS_ENDPOINT_URL_KINESIS": kinesis.endpoint_url,
-            "FRAUDFLOW_STREAM": "bench",
-            "AWS_REGION": "us-east-1",
-            "FRAUDFLOW_LOG_LEVEL": "WARNING",
-            "BENCH_NATIVE_MODELS": str(work / "native.pkl"),
-        }
+        env = {**stream_env(kinesis), "BENCH_NATIVE_MODELS": str(work / "native.pkl")}
         results: dict[str, Any] = {}
         for name, app in (
             ("a_bare_fastapi", "bench.apps.bare:app"),

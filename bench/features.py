@@ -28,16 +28,13 @@ import httpx
 import numpy as np
 from redis.asyncio import Redis
 
-from bench.api import measure, paced, server
+from bench.api import measure, paced, server, stream_env
 from bench.report import publish
-from fraudflow.aws import kinesis_client
 from fraudflow.behaviour.definitions import DAY, Activity
 from fraudflow.behaviour.offline import replay
 from fraudflow.behaviour.online import OnlineStore
-from fraudflow.config import Settings
 from fraudflow.local.kinesis import MotoKinesis
 from fraudflow.local.redis import EmbeddedRedis
-from fraudflow.streams import ensure_stream
 from fraudflow.training.pipeline import TrainingConfig, fit_baseline, fit_classifier, fit_detector
 
 RATE = 1000.0
@@ -140,21 +137,7 @@ def main() -> None:
     redis.start()
     results: dict[str, Any] = {}
     try:
-        settings = Settings(
-            AWS_ENDPOINT_URL_KINESIS=kinesis.endpoint_url, FRAUDFLOW_STREAM="bench", FRAUDFLOW_SHARDS=4, _env_file=None
-        )
-
-        async def create() -> None:
-            async with kinesis_client(settings) as client:
-                await ensure_stream(client, "bench", 4)
-
-        asyncio.run(create())
-        env = {
-            "AWS_ENDPOINT_URL_KINESIS": kinesis.endpoint_url,
-            "FRAUDFLOW_STREAM": "bench",
-            "AWS_REGION": "us-east-1",
-            "FRAUDFLOW_LOG_LEVEL": "WARNING",
-        }
+        env = stream_env(kinesis)
         for name, extra in (("without_store", {}), ("with_store", {"FRAUDFLOW_REDIS_URL": redis.url})):
             with server("api.main:app", {**env, **extra}, work / f"{name}.log") as (url, process):
                 results[name] = measure(url, process, args.seconds, args.connections)

@@ -119,20 +119,12 @@ class ModelSet:
             first = error.errors()[0]
             where = ".".join(str(p) for p in first["loc"])
             raise ModelError(f"{MANIFEST_FILE} is invalid at {where or 'top level'}: {first['msg']}") from None
-        manifest = self.manifest
-        self.classifier = _Model(
-            directory,
-            manifest.fraud_classifier,
-            "fraud_classifier",
-            threads,
-            manifest.inputs(manifest.fraud_classifier),
-        )
-        self.detector = _Model(
-            directory,
-            manifest.anomaly_detector,
-            "anomaly_detector",
-            threads,
-            manifest.inputs(manifest.anomaly_detector),
+        self.classifier, self.detector = (
+            _Model(directory, spec, name, threads, self.manifest.inputs(spec))
+            for name, spec in (
+                ("fraud_classifier", self.manifest.fraud_classifier),
+                ("anomaly_detector", self.manifest.anomaly_detector),
+            )
         )
         self.uses_behaviour = self.classifier.columns is not None or self.detector.columns is not None
         thresholds = self.manifest.thresholds
