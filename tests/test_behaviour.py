@@ -9,6 +9,7 @@ import sys
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import numpy as np
@@ -115,7 +116,12 @@ def test_every_feature_is_described() -> None:
 
 
 _users = st.sampled_from(["u1", "u2", "u3"])
-_optional = lambda values: st.one_of(st.none(), st.sampled_from(values))  # noqa: E731
+
+
+def _optional(values: list[str]) -> st.SearchStrategy[str | None]:
+    return st.one_of(st.none(), st.sampled_from(values))
+
+
 _step = st.tuples(
     _users,
     st.one_of(st.just(0.0), st.floats(0, 3 * 24 * HOUR, allow_nan=False)),  # gaps, ties included
@@ -129,7 +135,7 @@ _step = st.tuples(
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(steps=st.lists(_step, min_size=1, max_size=40))
-async def test_online_and_offline_compute_identical_vectors(redis_url: str, steps: list[tuple]) -> None:
+async def test_online_and_offline_compute_identical_vectors(redis_url: str, steps: list[tuple[Any, ...]]) -> None:
     activities, batches, t = [], [], T0
     for i, (user, gap, amount, device, ip, place, batch) in enumerate(steps):
         t += gap
