@@ -14,7 +14,6 @@ Keys (cluster mode would need every key of a call in one slot: use a non-cluster
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 
 import numpy as np
@@ -45,9 +44,10 @@ local W = {tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])}
 local DEVICE_W, IP_COUNT_W, IP_USERS_W = tonumber(ARGV[6]), tonumber(ARGV[7]), tonumber(ARGV[8])
 local MIN_TRAVEL, RADIUS, RAD = tonumber(ARGV[9]), tonumber(ARGV[10]), tonumber(ARGV[11])
 local HEADER, PER = 11, 5
+local MISSING = "nan"
 
 local function fmt(x)
-  if x == nil then return "" end
+  if x == nil then return MISSING end
   return string.format("%.17g", x)
 end
 
@@ -112,7 +112,7 @@ local function user_features(entries, current, t, out)
   local amount = tonumber(c[2])
   for k = 1, 3 do out[#out + 1] = fmt(counts[k]) end
   for k = 1, 3 do out[#out + 1] = fmt(sums[k]) end
-  if last_previous == nil then out[#out + 1] = "" else out[#out + 1] = fmt(t - last_previous) end
+  if last_previous == nil then out[#out + 1] = MISSING else out[#out + 1] = fmt(t - last_previous) end
   local ratio, zscore = nil, nil
   if #previous > 0 then
     local mean = previous_sum / #previous
@@ -130,13 +130,13 @@ local function user_features(entries, current, t, out)
     out[#out + 1] = fmt(size(devices_24h))
     out[#out + 1] = fmt(size(devices_7d))
   else
-    out[#out + 1] = ""
-    out[#out + 1] = ""
+    out[#out + 1] = MISSING
+    out[#out + 1] = MISSING
   end
-  if ip ~= "" then out[#out + 1] = fmt(size(ips_24h)) else out[#out + 1] = "" end
-  if country ~= "" then out[#out + 1] = fmt(size(countries)) else out[#out + 1] = "" end
-  if device ~= "" then out[#out + 1] = fmt(seen_device and 0 or 1) else out[#out + 1] = "" end
-  if country ~= "" then out[#out + 1] = fmt(seen_country and 0 or 1) else out[#out + 1] = "" end
+  if ip ~= "" then out[#out + 1] = fmt(size(ips_24h)) else out[#out + 1] = MISSING end
+  if country ~= "" then out[#out + 1] = fmt(size(countries)) else out[#out + 1] = MISSING end
+  if device ~= "" then out[#out + 1] = fmt(seen_device and 0 or 1) else out[#out + 1] = MISSING end
+  if country ~= "" then out[#out + 1] = fmt(seen_country and 0 or 1) else out[#out + 1] = MISSING end
   if c[3] ~= "" and last_place ~= nil then
     local lat1, lon1, lat2, lon2 = last_place[1], last_place[2], tonumber(c[3]), tonumber(c[4])
     local p1, p2 = lat1 * RAD, lat2 * RAD
@@ -146,8 +146,8 @@ local function user_features(entries, current, t, out)
     out[#out + 1] = fmt(km)
     out[#out + 1] = fmt(km / (math.max(t - last_place[3], MIN_TRAVEL) / 3600.0))
   else
-    out[#out + 1] = ""
-    out[#out + 1] = ""
+    out[#out + 1] = MISSING
+    out[#out + 1] = MISSING
   end
 end
 
@@ -164,7 +164,7 @@ for j = 0, (#ARGV - HEADER) / PER - 1 do
   if kept > HISTORY_MAX then redis.call("ZREMRANGEBYRANK", user_key, 0, kept - HISTORY_MAX - 1) end
   redis.call("PEXPIRE", user_key, math.ceil(HISTORY * 1000))
   user_features(redis.call("ZRANGEBYSCORE", user_key, "-inf", fmt(t), "WITHSCORES"), member, t, out)
-  if has_device then out[#out + 1] = distinct(device_key, user, t, DEVICE_W) else out[#out + 1] = "" end
+  if has_device then out[#out + 1] = distinct(device_key, user, t, DEVICE_W) else out[#out + 1] = MISSING end
   if has_ip then
     redis.call("ZADD", ip_events_key, fmt(t), string.sub(member, 1, string.find(member, "|", 1, true) - 1))
     local low = t - IP_COUNT_W
@@ -173,11 +173,12 @@ for j = 0, (#ARGV - HEADER) / PER - 1 do
     out[#out + 1] = fmt(redis.call("ZCOUNT", ip_events_key, "(" .. fmt(low), fmt(t)))
     out[#out + 1] = distinct(ip_users_key, user, t, IP_USERS_W)
   else
-    out[#out + 1] = ""
-    out[#out + 1] = ""
+    out[#out + 1] = MISSING
+    out[#out + 1] = MISSING
   end
 end
-return out
+-- One string for the batch: the client parses it in one call, not a reply per value.
+return table.concat(out, ",")
 """
 
 _HEADER = [
@@ -246,5 +247,5 @@ class OnlineStore:
         if not activities:
             return np.empty((0, N_STATE))
         keys, argv = _call(activities)
-        values = await self._script(keys=keys, args=argv)
-        return np.array([float(v) if v else math.nan for v in values], dtype=np.float64).reshape(-1, N_STATE)
+        reply = await self._script(keys=keys, args=argv)
+        return np.array(reply.split(b",")).astype(np.float64).reshape(-1, N_STATE)  # "nan": unknown
