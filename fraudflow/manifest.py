@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -107,6 +108,15 @@ class Manifest(BaseModel):
                 )
         return self
 
+    def content_version(self) -> str:
+        """The version this manifest's content implies: a hash of everything that decides a score (model
+        files, their inputs and outputs, thresholds, anomaly scale), so a set edited after training (its
+        thresholds set to 0, a model swapped) cannot keep its old name in the audit trail."""
+        serving = self.model_dump(
+            mode="json", include={"features", "fraud_classifier", "anomaly_detector", "thresholds", "anomaly_scale"}
+        )
+        return hashlib.sha256(json.dumps(serving, sort_keys=True).encode()).hexdigest()[:12]
+
     def inputs(self, model: ModelFile) -> list[str]:
         """What a model of this set reads, in order."""
         return model.features if model.features is not None else self.features
@@ -128,8 +138,3 @@ def default_models_dir() -> Path:
 
 def file_sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-def content_version(*parts: str) -> str:
-    """A short content hash: the same models and thresholds always get the same version."""
-    return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:12]

@@ -132,6 +132,11 @@ class ModelSet:
         scale = self.manifest.anomaly_scale
         self._low, self._span = np.float32(scale.low), np.float32(scale.high - scale.low)
         self._check_on_sample()
+        if (implied := self.manifest.content_version()) != self.manifest.version:
+            raise ModelError(
+                f"{MANIFEST_FILE} says version {self.manifest.version!r}, its content is version {implied!r}: it "
+                "was edited after training; publish model sets with `fraudflow train`"
+            )
 
     def _check_on_sample(self) -> None:
         """Run both models on a fixed sample (which also warms them up): a set that fails, or answers NaN or

@@ -24,7 +24,9 @@ def models(tmp_path: Path) -> Path:
     return target
 
 
-def _edit_manifest(directory: Path, edit: dict[str, object]) -> None:
+def _edit_manifest(directory: Path, edit: dict[str, object], restamp: bool = True) -> None:
+    """Edit fields of a manifest; `restamp`: then give it the version its new content implies, as training
+    would (else it keeps a version that no longer matches, as a hand edit does)."""
     path = directory / "manifest.json"
     data = json.loads(path.read_text())
     for dotted, value in edit.items():
@@ -34,6 +36,12 @@ def _edit_manifest(directory: Path, edit: dict[str, object]) -> None:
             node = node[key]
         node[leaf] = value
     path.write_text(json.dumps(data))
+    if restamp:
+        try:
+            manifest = Manifest.read(directory)
+        except ValueError:  # an invalid edit: the scorer reports it
+            return
+        manifest.model_copy(update={"version": manifest.content_version()}).write(directory)
 
 
 def test_shipped_models_score_a_batch() -> None:
@@ -191,9 +199,11 @@ def test_reload_under_concurrent_scoring(models: Path, tmp_path: Path) -> None:
     other = tmp_path / "other"
     shutil.copytree(models, other)
     # A different model set: same files, a different decision band, hence a different version.
-    _edit_manifest(other, {"version": "otherversion", "thresholds.review": 0.0})
+    _edit_manifest(other, {"thresholds.review": 0.0})
+    new = Manifest.read(other).version
     scorer = Scorer(models)
     old = scorer.models.version
+    assert new != old
     data = generate(256, seed=4).features
     seen: set[str] = set()
     errors: list[BaseException] = []
@@ -217,8 +227,8 @@ def test_reload_under_concurrent_scoring(models: Path, tmp_path: Path) -> None:
     for worker in workers:
         worker.join()
     assert not errors
-    assert seen <= {old, "otherversion"}
-    assert scorer.score_batch(data).model_version == "otherversion"
+    assert seen <= {old, new}
+    assert scorer.score_batch(data).model_version == new
     assert (scorer.score_batch(data).decision >= Decision.REVIEW).all()
 
 
@@ -259,7 +269,7 @@ def test_a_model_reading_behaviour_features_is_served_with_them(tmp_path: Path) 
             "anomaly_detector": detector.model_copy(update={"features": list(MODEL_INPUTS[:30])}),
         }
     )
-    manifest.write(target)
+    manifest.model_copy(update={"version": manifest.content_version()}).write(target)
     scorer = Scorer(target)
     assert scorer.models.uses_behaviour
     with_behaviour = scorer.score_batch(full)
@@ -273,4 +283,12 @@ def test_a_model_reading_behaviour_features_is_served_with_them(tmp_path: Path) 
 def test_a_manifest_naming_an_unknown_input_is_refused(models: Path) -> None:
     _edit_manifest(models, {"features": [*Manifest.read(models).features[:29], "user_count_1y"]})
     with pytest.raises(ModelError, match="unknown: user_count_1y"):
+        Scorer(models)
+
+
+def test_a_manifest_edited_by_hand_is_refused_under_its_old_version(models: Path) -> None:
+    """Thresholds set to 0 would decline everything under the old version's name: the audit trail would lie."""
+    version = Manifest.read(models).version
+    _edit_manifest(models, {"thresholds.review": 0.0, "thresholds.decline": 0.0}, restamp=False)
+    with pytest.raises(ModelError, match=f"says version '{version}', its content is version"):
         Scorer(models)

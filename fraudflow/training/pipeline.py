@@ -22,7 +22,7 @@ from fraudflow.behaviour.definitions import time_features
 from fraudflow.behaviour.offline import replay
 from fraudflow.data.columns import AMOUNT_INDEX, FEATURES, TIME_INDEX
 from fraudflow.data.dataset import Dataset
-from fraudflow.manifest import MODEL_INPUTS, AnomalyScale, Manifest, Thresholds, TrainingData, content_version
+from fraudflow.manifest import MODEL_INPUTS, AnomalyScale, Manifest, Thresholds, TrainingData
 from fraudflow.training.evaluate import bootstrap_pr_auc, choose_thresholds, classification_metrics
 from fraudflow.training.export import check_parity, export_classifier, export_detector, onnx_output
 
@@ -201,9 +201,7 @@ def train(dataset: Dataset, out_dir: Path, config: TrainingConfig | None = None)
     if inputs.detector is not None:
         detector_file = detector_file.model_copy(update={"features": inputs.detector})
     manifest = Manifest(
-        version=content_version(
-            classifier_file.sha256, detector_file.sha256, thresholds.model_dump_json(), scale.model_dump_json()
-        ),
+        version="",
         created_at=datetime.now(UTC).replace(microsecond=0),
         features=inputs.classifier,
         fraud_classifier=classifier_file,
@@ -220,6 +218,7 @@ def train(dataset: Dataset, out_dir: Path, config: TrainingConfig | None = None)
             test_from_time=float(data.features[split.test.start, TIME_INDEX]),
         ),
     )
+    manifest = manifest.model_copy(update={"version": manifest.content_version()})
     manifest.write(out_dir)
     return TrainingReport(manifest=manifest, baseline=baseline_metrics, parity=parity)
 
