@@ -24,7 +24,7 @@ from fraudflow.batching import MicroBatcher
 from fraudflow.behaviour.definitions import NAMES, Activity, time_features
 from fraudflow.config import DeliveryMode, Settings
 from fraudflow.data.columns import AMOUNT_INDEX
-from fraudflow.events import build_event, country_code, event_id_for
+from fraudflow.events import build_event, event_id_for
 from fraudflow.heartbeats import Tally, minute_of
 from fraudflow.producer import BufferFull, KeyBacklogFull, KinesisProducer, PublishError, PutResult
 from fraudflow.scoring import Decision, Scores
@@ -62,7 +62,6 @@ class Outcome:
 
 def _activity(request: PredictRequest, event_id: str) -> Activity:
     meta, geo = request.metadata, request.metadata.geo
-    located = geo is not None and geo.latitude is not None and geo.longitude is not None
     return Activity(
         event_id=event_id,
         user_id=meta.user_id,
@@ -70,9 +69,9 @@ def _activity(request: PredictRequest, event_id: str) -> Activity:
         amount=float(request.data[AMOUNT_INDEX]),
         device_id=meta.device_info.device_id if meta.device_info else None,
         ip_address=meta.ip_address,
-        country=country_code(geo.country) if geo else None,
-        latitude=geo.latitude if located and geo else None,
-        longitude=geo.longitude if located and geo else None,
+        country=geo.country if geo else None,
+        latitude=geo.latitude if geo else None,
+        longitude=geo.longitude if geo else None,
     )
 
 

@@ -181,11 +181,18 @@ def graph_config(topojson_url: str) -> Graph.Config:
     return {"displaylogo": False, "topojsonURL": topojson_url}
 
 
+def _map(title: str, points: list[dict[str, Any]], nothing: str) -> go.Figure:
+    """A world map, saying `nothing` when there are no points to draw."""
+    figure = _figure(title, geo=_GEO, margin={"l": 0, "r": 0, "t": 40, "b": 10})
+    if not points:
+        figure.add_annotation(text=nothing, showarrow=False, font={"size": 14, "color": "#57606a"})
+    return figure
+
+
 def places(rows: list[dict[str, Any]]) -> go.Figure:
     """Transactions by city on a world map, sized by count and coloured by mean fraud probability."""
-    figure = _figure("Where transactions come from", geo=_GEO, margin={"l": 0, "r": 0, "t": 40, "b": 10})
+    figure = _map("Where transactions come from", rows, NO_DATA)
     if not rows:
-        figure.add_annotation(text=NO_DATA, showarrow=False, font={"size": 14, "color": "#57606a"})
         return figure
     figure.add_scattergeo(
         lat=[r["latitude"] for r in rows],
@@ -210,9 +217,8 @@ def trail(rows: list[dict[str, Any]]) -> go.Figure:
     """An entity's located transactions, oldest to newest, joined in time order: a jump across the map between
     two close payments is what impossible travel looks like."""
     located = [r for r in reversed(rows) if r.get("latitude") is not None and r.get("longitude") is not None]
-    figure = _figure("Where its transactions were made", geo=_GEO, margin={"l": 0, "r": 0, "t": 40, "b": 10})
+    figure = _map("Where its transactions were made", located, "No located transaction")
     if not located:
-        figure.add_annotation(text="No located transaction", showarrow=False, font={"size": 14, "color": "#57606a"})
         return figure
     figure.add_scattergeo(
         lat=[r["latitude"] for r in located],

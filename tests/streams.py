@@ -15,9 +15,9 @@ if TYPE_CHECKING:
     from types_aiobotocore_kinesis.type_defs import RecordTypeDef
 
 
-async def read_stream(settings: Settings, heartbeats: bool = False) -> list[dict[str, Any]]:
-    """Every user record currently in the stream (KPL aggregates split, as the consumer does), each with its
-    ShardId and SubSequence, in shard order; the API's heartbeats only when asked for."""
+async def read_stream(settings: Settings) -> list[dict[str, Any]]:
+    """Every event currently in the stream (KPL aggregates split, as the consumer does; the API's heartbeats
+    left out), each with its ShardId and SubSequence, in shard order."""
     records: list[dict[str, Any]] = []
     async with kinesis_client(settings) as client:
         shards = (await client.list_shards(StreamName=settings.stream_name))["Shards"]
@@ -33,7 +33,7 @@ async def read_stream(settings: Settings, heartbeats: bool = False) -> list[dict
                     {**r, "Data": user.data, "SubSequence": user.sub_sequence, "ShardId": shard["ShardId"]}
                     for r in page["Records"]
                     for user in _users(r)
-                    if heartbeats or not user.partition_key.startswith(KEY_PREFIX)
+                    if not user.partition_key.startswith(KEY_PREFIX)
                 ]
                 if not page["Records"] or page.get("MillisBehindLatest", 0) == 0:
                     break

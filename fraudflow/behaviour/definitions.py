@@ -19,6 +19,8 @@ import hashlib
 import math
 from dataclasses import dataclass
 
+from fraudflow.events import country_code
+
 HOUR = 3600.0
 DAY = 24 * HOUR
 WINDOWS = {"1h": HOUR, "24h": DAY, "7d": 7 * DAY}
@@ -94,7 +96,7 @@ class Activity:
         100 m), and short digests of device, IP and country (hex, so no separator can occur in them). At most
         64 bytes, which Redis keeps in its compact sorted-set encoding. Built once, here, for both paths; a
         retry of the same event writes the same member, so it is counted once."""
-        located = self.latitude is not None and self.longitude is not None
+        located = self.latitude is not None and self.longitude is not None  # a place needs both
         return "|".join(
             (
                 self.event_key(),
@@ -103,7 +105,7 @@ class Activity:
                 f"{self.longitude:.3f}" if located else "",
                 digest(self.device_id)[:6],
                 digest(self.ip_address)[:6],
-                digest(self.country)[:6],
+                digest(country_code(self.country))[:6],
             )
         )
 

@@ -23,7 +23,6 @@ SELECT event_id, user_id, "timestamp", amount, device_id, ip_address, country, l
 
 
 def _activity(row: asyncpg.Record) -> Activity:
-    located = row["latitude"] is not None and row["longitude"] is not None
     return Activity(
         event_id=str(row["event_id"]),
         user_id=row["user_id"],
@@ -32,8 +31,8 @@ def _activity(row: asyncpg.Record) -> Activity:
         device_id=row["device_id"],
         ip_address=row["ip_address"],
         country=row["country"],
-        latitude=row["latitude"] if located else None,
-        longitude=row["longitude"] if located else None,
+        latitude=row["latitude"],
+        longitude=row["longitude"],
     )
 
 

@@ -12,7 +12,6 @@ import numpy.typing as npt
 
 from fraudflow.behaviour.definitions import Activity
 from fraudflow.data.columns import FEATURES, LABEL, N_FEATURES, TIME_INDEX
-from fraudflow.events import country_code
 
 DEFAULT_PATH = Path("dataset/creditcard.csv")  # where the reference design keeps the real file
 
@@ -68,7 +67,6 @@ class History:
         out = []
         for i, amount in enumerate(amounts.tolist()):
             lat, lon = float(self.latitude[i]), float(self.longitude[i])
-            located = lat == lat and lon == lon  # not NaN
             out.append(
                 Activity(
                     event_id=self.event_id[i],
@@ -77,9 +75,9 @@ class History:
                     amount=amount,
                     device_id=self.device_id[i],
                     ip_address=self.ip_address[i],
-                    country=country_code(self.country[i]),
-                    latitude=lat if located else None,
-                    longitude=lon if located else None,
+                    country=self.country[i],
+                    latitude=None if lat != lat else lat,  # NaN: not located
+                    longitude=None if lon != lon else lon,
                 )
             )
         return out
