@@ -259,3 +259,11 @@ def test_iam_database_authentication_needs_a_host(monkeypatch: pytest.MonkeyPatc
     monkeypatch.setenv("FRAUDFLOW_DB_IAM_AUTH", "true")
     with pytest.raises(SettingsError, match="POSTGRES_HOST"):
         database_with_iam(Settings(_env_file=None))
+
+
+@pytest.mark.parametrize("url", ["http://cache:6379", "cache:6379", "postgresql://x"])
+def test_a_feature_store_url_of_another_scheme_is_refused(monkeypatch: pytest.MonkeyPatch, url: str) -> None:
+    monkeypatch.setenv("FRAUDFLOW_REDIS_URL", url)
+    with pytest.raises(SettingsError, match="FRAUDFLOW_REDIS_URL.*redis://, rediss:// or unix://") as refused:
+        load_settings()
+    assert url not in str(refused.value)  # a URL may hold a password: never echoed

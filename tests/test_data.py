@@ -108,3 +108,17 @@ def test_loader_errors_are_clear(tmp_path: Path, content: str, message: str) -> 
 def test_missing_file_suggests_synth(tmp_path: Path) -> None:
     with pytest.raises(DatasetError, match="fraudflow synth"):
         load_creditcard(tmp_path / "nope.csv")
+
+
+def test_a_history_with_a_bad_timestamp_names_the_line(tmp_path: Path) -> None:
+    from fraudflow.data.history import generate_history
+
+    path = tmp_path / "history.csv"
+    write_creditcard(generate_history(200, fraud_rate=0.05, seed=1), path)
+    lines = path.read_text().splitlines()
+    fields = lines[3].split(",")
+    fields[32] = "yesterday"  # the timestamp column, after the 31 reference columns and the event id
+    lines[3] = ",".join(fields)
+    path.write_text("\n".join(lines) + "\n")
+    with pytest.raises(DatasetError, match=r"history.csv:4: a value is not a number"):
+        load_creditcard(path)
