@@ -20,6 +20,7 @@ from api.exposure import GuardOperatorPaths
 from api.heartbeat import beating, new_tally
 from api.metrics import ApiMetrics
 from api.middleware import RequestContext
+from api.policy import PolicyWatcher
 from api.protocol import STATE_KEY
 from api.readiness import Readiness
 from api.responses import JSONResponse, error_items, problem
@@ -31,6 +32,7 @@ from fraudflow.aws import client_config, kinesis_client
 from fraudflow.batching import MicroBatcher
 from fraudflow.behaviour.online import feature_store
 from fraudflow.config import Settings, SettingsError, load_settings
+from fraudflow.db.target import DatabaseTarget, resolve_database
 from fraudflow.logging import configure_logging, get_logger
 from fraudflow.producer import KinesisProducer
 from fraudflow.scoring import Scorer
@@ -77,6 +79,14 @@ def document(app: FastAPI) -> None:
     app.openapi = openapi  # type: ignore[method-assign]
 
 
+async def policy_target(settings: Settings) -> DatabaseTarget | None:
+    """Where the rules and lists are; None without a database (the model alone decides)."""
+    try:
+        return await resolve_database(settings)
+    except SettingsError:
+        return None
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or load_settings()
     check_security(settings)
@@ -95,7 +105,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             on_batch=metrics.scoring_batch.observe,
         )
         behaviour = BehaviourLookup(feature_store(settings), metrics, budget_s=settings.features_budget_ms / 1000)
-        async with batcher, behaviour, kinesis_client(settings, config) as client:
+        watcher = PolicyWatcher(await policy_target(settings), metrics)
+        async with batcher, behaviour, watcher.watching(), kinesis_client(settings, config) as client:
             # On the way out the producer flushes first: nothing acknowledged to a client may be lost.
             producer = KinesisProducer(
                 client,
@@ -114,7 +125,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                     settings=settings,
                     metrics=metrics,
                     scorer=scorer,
-                    scoring=ScoringService(settings, batcher, behaviour, producer, metrics, tally),
+                    scoring=ScoringService(settings, batcher, behaviour, watcher, producer, metrics, tally),
+                    policy=watcher,
                     readiness=Readiness(client, settings.stream_name, producer, settings.publish_timeout_s),
                 )
                 # Everything loaded at start-up (models, botocore's service models, numpy, pydantic) lives for
@@ -124,6 +136,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 gc.freeze()
                 if behaviour.store is None:
                     log.warning("no feature store (FRAUDFLOW_REDIS_URL): scoring without behaviour features")
+                if watcher.target is None:
+                    log.warning("no database (DATABASE_URL): no rules or lists, the model alone decides")
                 if not settings.api_key_list:
                     log.warning("no API keys configured (FRAUDFLOW_API_KEYS): serving loopback clients only")
                 log.info(

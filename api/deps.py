@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from fastapi import Request
 
 from api.metrics import ApiMetrics
+from api.policy import PolicyWatcher
 from api.readiness import Readiness
 from api.security import authorize_admin
 from api.service import ScoringService
@@ -21,6 +22,7 @@ class Services:
     scorer: Scorer
     scoring: ScoringService
     readiness: Readiness
+    policy: PolicyWatcher
 
 
 def _services(request: Request) -> Services:

@@ -49,6 +49,32 @@ class ApiMetrics:
         self.features_seconds = Histogram(
             "fraudflow_features_seconds", "Online feature store call latency", buckets=_LATENCY_BUCKETS, registry=r
         )
+        self.decided_by = Counter(
+            "fraudflow_decisions", "Decisions by what decided them", ["decided_by", "decision"], registry=r
+        )
+        self.rule_failures = Counter(
+            "fraudflow_rule_failures",
+            "Rule evaluations that raised at run time (the rule was skipped)",
+            ["rule"],
+            registry=r,
+        )
+        self.rule_unevaluated = Counter(
+            "fraudflow_rule_unevaluated",
+            "Rule evaluations skipped because a field the rule reads was unknown (e.g. features degraded)",
+            ["rule"],
+            registry=r,
+        )
+        self.policy_stale = Gauge(
+            "fraudflow_policy_stale",
+            "1 while the rules and lists cannot be refreshed from PostgreSQL (the last ones loaded apply)",
+            registry=r,
+        )
+        self.policy_age = Gauge(
+            "fraudflow_policy_revision_age_seconds",
+            "Seconds since the rules and lists were last confirmed current",
+            registry=r,
+        )
+        self.policy_rules = Gauge("fraudflow_policy_rules", "Enabled rules applied by this process", registry=r)
         self.model = Gauge("fraudflow_model_info", "Model set being served (value 1)", ["version"], registry=r)
 
     def producer_hooks(self) -> ProducerHooks:

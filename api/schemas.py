@@ -9,7 +9,7 @@ import numpy as np
 import numpy.typing as npt
 from pydantic import BaseModel, ConfigDict, Field, PlainValidator, WithJsonSchema
 
-from fraudflow.events import DeviceInfo, Geo, IpAddress, LongText, Source, UserId, UtcTime
+from fraudflow.events import DecidedBy, DeviceInfo, Geo, IpAddress, LongText, Reason, Source, UserId, UtcTime
 from fraudflow.features import parse_features
 
 EXAMPLE_DATA = ", ".join(
@@ -133,6 +133,8 @@ class PredictResponse(BaseModel):
         description="true when the behaviour features could not be computed in time (the feature store is down "
         "or slow, or none is configured): the transaction was scored without them"
     )
+    decided_by: DecidedBy = Field(description="What decided: an allow or deny list, a rule, or the model")
+    reasons: list[Reason] = Field(description="Why, the deciding reason first; the model's view is always given")
     timing: Timing
 
 
@@ -165,6 +167,13 @@ class BatchResponse(BaseModel):
     model_version: str
 
 
+class PolicyStatus(BaseModel):
+    rules: int = Field(description="Enabled rules applied")
+    lists: int = Field(description="Lists applied")
+    current: bool = Field(description="false while PostgreSQL cannot be reached: the last rules and lists apply")
+    problem: str | None = None
+
+
 class Readiness(BaseModel):
     status: Literal["ready", "not ready"]
     model_version: str
@@ -172,6 +181,7 @@ class Readiness(BaseModel):
     buffered_records: int = Field(description="Records accepted and not yet acknowledged by Kinesis")
     oldest_buffered_s: float = Field(description="How long the oldest of them has waited")
     problems: list[str] = Field(description="Why the process is not ready; empty when it is")
+    policy: PolicyStatus
 
 
 class ReloadResult(BaseModel):

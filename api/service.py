@@ -19,11 +19,14 @@ import numpy.typing as npt
 from api.behaviour import BehaviourLookup, Looked
 from api.ids import IdSource
 from api.metrics import ApiMetrics
+from api.policy import PolicyWatcher
 from api.schemas import PredictRequest
+from api.verdicts import facts, identities, model_reason
 from fraudflow.batching import MicroBatcher
 from fraudflow.behaviour.definitions import NAMES, Activity, time_features
 from fraudflow.config import DeliveryMode, Settings
 from fraudflow.data.columns import AMOUNT_INDEX
+from fraudflow.decisions.policy import Verdict
 from fraudflow.events import build_event, event_id_for
 from fraudflow.heartbeats import Tally, minute_of
 from fraudflow.producer import BufferFull, KeyBacklogFull, KinesisProducer, PublishError, PutResult
@@ -89,6 +92,7 @@ def _by_name(row: npt.NDArray[np.float32]) -> dict[str, float | None]:
 def _event(
     request: PredictRequest, body: dict[str, Any], received_at: datetime, behaviour: dict[str, float | None]
 ) -> bytes:
+    """The record body: the answer's values, with what the transaction was scored from."""
     meta = request.metadata
     return build_event(
         event_id=body["event_id"],
@@ -108,6 +112,8 @@ def _event(
         geo=meta.geo,
         behaviour=behaviour,
         features_degraded=body["features_degraded"],
+        decided_by=body["decided_by"],
+        reasons=body["reasons"],
     )
 
 
@@ -135,17 +141,19 @@ class ScoringService:
         settings: Settings,
         batcher: MicroBatcher,
         behaviour: BehaviourLookup,
+        policy: PolicyWatcher,
         producer: KinesisProducer,
         metrics: ApiMetrics,
         tally: Tally,
     ) -> None:
         self.settings = settings
         self.behaviour = behaviour
+        self.policy = policy
         self.tally = tally
         self.batcher = batcher
         self.producer = producer
         self.metrics = metrics
-        self._decision_counters = [metrics.transactions.labels(label) for label in DECISIONS]
+        self._decision_counters = {label: metrics.transactions.labels(label) for label in DECISIONS}
         self._ack = settings.delivery_mode is DeliveryMode.ACK
         self._keys = IdSource()  # for requests without an idempotency key: the 503 answer hands it out
 
@@ -194,17 +202,30 @@ class ScoringService:
         looked, behaviour_matrix = job.looked, job.behaviour
         assert looked is not None  # scoring starts once the behaviour features are known
         assert behaviour_matrix is not None
+        policy = self.policy.policy  # one version for the whole batch
+        now = time.time()
         for i, (request, outcome) in enumerate(zip(job.requests, job.outcomes, strict=True)):
-            decision = int(scores.decision[i])
-            self._decision_counters[decision].inc()
-            prediction = int(decision == Decision.DECLINE)
+            proba, anomaly = float(scores.fraud_proba[i]), float(scores.anomaly[i])
+            model_decision = DECISIONS[scores.decision[i]]
+            behaviour = _by_name(behaviour_matrix[i])
+            reason = model_reason(model_decision, proba, scores.thresholds)
+            if policy.active:
+                activity = job.activities[i]
+                values = facts(request, activity, proba, anomaly, model_decision, behaviour)
+                verdict = policy.decide(values, identities(activity), reason, now)
+                self._count_rules(verdict)
+            else:
+                verdict = Verdict(model_decision, "model", [reason])
+            self._decision_counters[verdict.decision].inc()
+            self.metrics.decided_by.labels(verdict.decided_by, verdict.decision).inc()
             body = outcome.body
-            body["anomaly_detector"] = {"score": float(scores.anomaly[i])}
-            body["fraud_classifier"] = {"pred_proba": float(scores.fraud_proba[i]), "prediction": prediction}
-            body["decision"] = DECISIONS[decision]
+            body["anomaly_detector"] = {"score": anomaly}
+            body["fraud_classifier"] = {"pred_proba": proba, "prediction": int(verdict.decision == "decline")}
+            body["decision"] = verdict.decision
+            body["decided_by"] = verdict.decided_by
+            body["reasons"] = verdict.reasons
             body["model_version"] = scores.model_version
             body["features_degraded"] = looked.degraded
-            behaviour = _by_name(behaviour_matrix[i])
             try:
                 ack = self.producer.publish(_event(request, body, job.received_at, behaviour), request.metadata.user_id)
             except KeyBacklogFull:
@@ -222,6 +243,12 @@ class ScoringService:
                 ack.add_done_callback(functools.partial(self._acknowledged, job, outcome))
         if not job.waiting:
             self._finish(job)
+
+    def _count_rules(self, verdict: Verdict) -> None:
+        for rule in verdict.failed_rules:
+            self.metrics.rule_failures.labels(rule).inc()
+        for rule in verdict.unevaluated_rules:
+            self.metrics.rule_unevaluated.labels(rule).inc()
 
     def _published(self, minute: int, result: asyncio.Future[PutResult]) -> None:
         if not result.cancelled() and result.exception() is None:

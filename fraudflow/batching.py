@@ -124,5 +124,9 @@ class MicroBatcher:
 
 def _slice(scores: Scores, start: int, stop: int) -> Scores:
     return Scores(
-        scores.fraud_proba[start:stop], scores.anomaly[start:stop], scores.decision[start:stop], scores.model_version
+        scores.fraud_proba[start:stop],
+        scores.anomaly[start:stop],
+        scores.decision[start:stop],
+        scores.model_version,
+        scores.thresholds,
     )

@@ -1,4 +1,4 @@
-"""The scored event: the Kinesis record body the API writes and the consumer reads (schema version 1).
+"""The scored event: the Kinesis record body the API writes and the consumer reads (schema version 3).
 
 A superset of the reference design's record (timestamp, user_id, source, fraud_prediction, fraud_proba,
 anomaly_score, device_info, ip_address, geo), documented in docs/events.md. Producers encode with orjson
@@ -22,7 +22,8 @@ from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Fie
 
 from fraudflow.data.columns import N_FEATURES
 
-SCHEMA_VERSION = 2  # 2 added behaviour, features_degraded and device_info.device_id; readers take 1 and 2
+# 2 added behaviour, features_degraded and device_info.device_id; 3 decided_by and reasons. Readers take 1 to 3.
+SCHEMA_VERSION = 3
 # Event ids derived from a client's idempotency key: the same key always names the same event.
 EVENT_NAMESPACE = uuid.UUID("5b0b8a5e-2f43-4c1e-9f7e-8d6f6c1c9a11")
 FLOAT32_MAX = 3.4028234663852886e38
@@ -126,12 +127,46 @@ class Geo(BaseModel):
     longitude: float | None = Field(None, ge=-180, le=180, strict=True)
 
 
-class ScoredEvent(BaseModel):
-    """The record body, schema versions 1 and 2; unknown fields are ignored so readers tolerate additions."""
+Decision = Literal["approve", "review", "decline"]
+DecidedBy = Literal["allow_list", "deny_list", "rule", "model"]
+ReasonText = Annotated[str, Field(max_length=1000), _NO_NUL]
+
+
+class Contribution(BaseModel):
+    """One feature's share of the model's score (log-odds), and what it was, in words."""
 
     model_config = ConfigDict(extra="ignore")
 
-    schema_version: Literal[1, 2]
+    feature: ShortText
+    value: Float32 | None = None
+    contribution: Float32
+    text: ReasonText
+
+
+class Reason(BaseModel):
+    """Why a transaction got its decision: the list or rule that decided, or the model (with its top
+    contributions when the transaction was flagged)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    source: DecidedBy
+    text: ReasonText
+    list_name: ShortText | None = None
+    matched: LongText | None = None
+    rule: ShortText | None = None
+    version: int | None = Field(None, ge=0, le=2**31 - 1)
+    action: ShortText | None = None
+    decision: Decision | None = None
+    fraud_proba: float | None = Field(None, ge=0, le=1)
+    contributions: list[Contribution] | None = Field(None, max_length=10)
+
+
+class ScoredEvent(BaseModel):
+    """The record body, schema versions 1 to 3; unknown fields are ignored so readers tolerate additions."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    schema_version: Literal[1, 2, 3]
     event_id: uuid.UUID
     timestamp: UtcTime
     received_at: UtcTime
@@ -140,7 +175,7 @@ class ScoredEvent(BaseModel):
     fraud_prediction: Literal[0, 1]
     fraud_proba: float = Field(ge=0, le=1)
     anomaly_score: float = Field(ge=0, le=1)
-    decision: Literal["approve", "review", "decline"]
+    decision: Decision
     model_version: Annotated[str, Field(min_length=1, max_length=64), _NO_NUL]
     amount: Float32
     features: list[Float32] = Field(min_length=N_FEATURES, max_length=N_FEATURES)
@@ -151,6 +186,9 @@ class ScoredEvent(BaseModel):
     # whether the online store failed to give them (then all state features are null).
     behaviour: dict[Annotated[str, Field(max_length=64)], Float32 | None] | None = Field(None, max_length=64)
     features_degraded: bool | None = None
+    # Version 3: what decided (a list, a rule, the model) and why, the deciding reason first.
+    decided_by: DecidedBy | None = None
+    reasons: list[Reason] | None = Field(None, max_length=8)
 
 
 def _device(device: DeviceInfo | None) -> dict[str, Any] | None:
@@ -195,6 +233,8 @@ def build_event(
     geo: Geo | None,
     behaviour: dict[str, float | None],
     features_degraded: bool,
+    decided_by: str,
+    reasons: list[dict[str, Any]],
 ) -> bytes:
     """The record body for values already valid (the API's validated request): no second validation pass."""
     return encode_event(
@@ -217,6 +257,8 @@ def build_event(
             "geo": _geo(geo),
             "behaviour": behaviour,
             "features_degraded": features_degraded,
+            "decided_by": decided_by,
+            "reasons": reasons,
         }
     )
 
@@ -244,6 +286,8 @@ def sample_event(**fields: Any) -> dict[str, Any]:
         "geo": {"country": "fr", "region": "IDF", "city": "Paris", "latitude": 1.0, "longitude": 2.0},
         "behaviour": {"user_count_1h": 1.0, "user_km_from_previous": None},
         "features_degraded": False,
+        "decided_by": "model",
+        "reasons": [{"source": "model", "text": "model: fraud probability 0.100", "decision": "approve"}],
     }
     return event | fields
 

@@ -12,7 +12,15 @@ import onnxruntime as ort
 from pydantic import ValidationError
 
 from fraudflow.data.columns import N_FEATURES
-from fraudflow.manifest import MANIFEST_FILE, MODEL_INPUTS, Manifest, ModelFile, default_models_dir, file_sha256
+from fraudflow.manifest import (
+    MANIFEST_FILE,
+    MODEL_INPUTS,
+    Manifest,
+    ModelFile,
+    Thresholds,
+    default_models_dir,
+    file_sha256,
+)
 
 
 class ModelError(RuntimeError):
@@ -35,6 +43,7 @@ class Scores:
     anomaly: npt.NDArray[np.float32]  # (n,) in [0, 1], higher = more anomalous
     decision: npt.NDArray[np.int8]  # (n,) Decision codes
     model_version: str
+    thresholds: Thresholds  # the cuts the decisions came from
 
     def __len__(self) -> int:
         return len(self.fraud_proba)
@@ -171,7 +180,7 @@ class ModelSet:
         # The detector's raw score is high for normal rows; flip it and map the validation range onto [0, 1].
         anomaly = np.clip((-self.detector.run(matrix) - self._low) / self._span, 0.0, 1.0).astype(np.float32)
         decision = np.searchsorted(self._cuts, proba, side="right").astype(np.int8)
-        return Scores(proba, anomaly, decision, self.version)
+        return Scores(proba, anomaly, decision, self.version, self.manifest.thresholds)
 
 
 class Scorer:

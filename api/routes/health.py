@@ -35,6 +35,8 @@ async def readyz(services: Annotated[Services, Depends(services)]) -> Any:
         "buffered_records": services.scoring.producer.depth,
         "oldest_buffered_s": round(services.scoring.producer.oldest_age_s(), 3),
         "problems": problems,
+        # Stale rules and lists keep applying (the last ones loaded): said here, not a reason to take traffic away.
+        "policy": services.policy.status(),
     }
     return JSONResponse(body, status_code=200 if not problems else 503)
 

@@ -1,0 +1,61 @@
+"""From a scored transaction to the facts the policy reads, and the model's own reason in words."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from api.schemas import PredictRequest
+from fraudflow.behaviour.definitions import Activity
+from fraudflow.decisions.lists import EntityKind
+from fraudflow.events import country_code
+from fraudflow.manifest import Thresholds
+
+
+def identities(activity: Activity) -> dict[EntityKind, str | None]:
+    return {
+        EntityKind.USER: activity.user_id,
+        EntityKind.DEVICE: activity.device_id,
+        EntityKind.IP: activity.ip_address,
+        EntityKind.COUNTRY: country_code(activity.country),
+    }
+
+
+def facts(
+    request: PredictRequest,
+    activity: Activity,
+    proba: float,
+    anomaly: float,
+    model_decision: str,
+    behaviour: dict[str, float | None],
+) -> dict[str, Any]:
+    """The fields a rule reads (fraudflow.decisions.fields), but `lists`, which the policy adds."""
+    geo = request.metadata.geo
+    return {
+        "amount": activity.amount,
+        "user_id": activity.user_id,
+        "device_id": activity.device_id,
+        "ip_address": activity.ip_address,
+        "country": country_code(activity.country),
+        "city": geo.city if geo else None,
+        "source": request.metadata.source,
+        "fraud_proba": proba,
+        "anomaly_score": anomaly,
+        "expected_loss": proba * activity.amount,
+        "model_decision": model_decision,
+        **behaviour,
+    }
+
+
+def model_reason(decision: str, proba: float, thresholds: Thresholds) -> dict[str, Any]:
+    if decision == "decline":
+        where = f"at or above the decline cut {thresholds.decline:.3f}"
+    elif decision == "review":
+        where = f"at or above the review cut {thresholds.review:.3f}"
+    else:
+        where = f"below the review cut {thresholds.review:.3f}"
+    return {
+        "source": "model",
+        "decision": decision,
+        "fraud_proba": proba,
+        "text": f"model: fraud probability {proba:.3f}, {where}",
+    }
