@@ -29,6 +29,12 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     FRAUDFLOW_ENV=production \
     FRAUDFLOW_LOG_FORMAT=json \
     FRAUDFLOW_DATA_DIR=/tmp/fraudflow
+# libgomp1: the OpenMP runtime LightGBM's wheel links against (the reasons' TreeSHAP). The base image is
+# patch-pinned, so its bookworm release decides the package's version.
+# hadolint ignore=DL3008
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends libgomp1 \
+    && rm -rf /var/lib/apt/lists/*
 RUN groupadd --system --gid 10001 fraudflow \
     && useradd --system --uid 10001 --gid fraudflow --no-create-home --shell /usr/sbin/nologin fraudflow
 WORKDIR /app

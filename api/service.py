@@ -208,7 +208,8 @@ class ScoringService:
             proba, anomaly = float(scores.fraud_proba[i]), float(scores.anomaly[i])
             model_decision = DECISIONS[scores.decision[i]]
             behaviour = _by_name(behaviour_matrix[i])
-            reason = model_reason(model_decision, proba, scores.thresholds)
+            explained = scores.explanations[i] if scores.explanations else None
+            reason = model_reason(model_decision, proba, scores.thresholds, explained)
             if policy.active:
                 activity = job.activities[i]
                 values = facts(request, activity, proba, anomaly, model_decision, behaviour)

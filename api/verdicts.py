@@ -46,16 +46,23 @@ def facts(
     }
 
 
-def model_reason(decision: str, proba: float, thresholds: Thresholds) -> dict[str, Any]:
+def model_reason(
+    decision: str, proba: float, thresholds: Thresholds, contributions: list[dict[str, Any]] | None = None
+) -> dict[str, Any]:
+    """The model's view; for a transaction it flagged, the features that pushed it there the most."""
     if decision == "decline":
         where = f"at or above the decline cut {thresholds.decline:.3f}"
     elif decision == "review":
         where = f"at or above the review cut {thresholds.review:.3f}"
     else:
         where = f"below the review cut {thresholds.review:.3f}"
-    return {
+    reason: dict[str, Any] = {
         "source": "model",
         "decision": decision,
         "fraud_proba": proba,
         "text": f"model: fraud probability {proba:.3f}, {where}",
     }
+    if contributions:
+        reason["contributions"] = contributions
+        reason["text"] += "; mostly " + "; ".join(c["text"] for c in contributions)
+    return reason

@@ -129,4 +129,5 @@ def _slice(scores: Scores, start: int, stop: int) -> Scores:
         scores.decision[start:stop],
         scores.model_version,
         scores.thresholds,
+        scores.explanations[start:stop],
     )

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import enum
 import json
-from functools import cached_property
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -196,7 +195,7 @@ class Settings(BaseSettings):
     def admin_key_list(self) -> list[str]:
         return _key_list(self.admin_keys)
 
-    @cached_property
+    @property  # not cached: a copy with another DATABASE_URL (model_copy) must not keep this one's
     def static_database_url(self) -> str | None:
         """The database URL known without network calls: DATABASE_URL, or one built from POSTGRES_*.
 

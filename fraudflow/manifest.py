@@ -6,7 +6,7 @@ import hashlib
 import json
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -32,6 +32,16 @@ class ModelFile(BaseModel):
     # The model's inputs in order, when not the manifest's `features` (the detector cannot take the missing
     # values behaviour features have, so it may read the reference columns alone).
     features: list[str] | None = None
+
+
+class ExplainerFile(BaseModel):
+    """The classifier as LightGBM saved it: its TreeSHAP contributions explain flagged transactions."""
+
+    model_config = ConfigDict(frozen=True)
+
+    file: str
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    kind: Literal["lightgbm_text"] = "lightgbm_text"
 
 
 class Thresholds(BaseModel):
@@ -89,6 +99,9 @@ class Manifest(BaseModel):
     anomaly_scale: AnomalyScale
     metrics: dict[str, Any]
     training_data: TrainingData
+    explainer: ExplainerFile | None = None
+    # What a legitimate transaction usually has (median over the training split's), for reasons in words.
+    typical: dict[str, float] = Field(default_factory=dict)
 
     @model_validator(mode="after")
     def _known_features(self) -> Manifest:
@@ -115,6 +128,8 @@ class Manifest(BaseModel):
         serving = self.model_dump(
             mode="json", include={"features", "fraud_classifier", "anomaly_detector", "thresholds", "anomaly_scale"}
         )
+        if self.explainer is not None:  # sets from before explanations keep their version
+            serving |= self.model_dump(mode="json", include={"explainer", "typical"})
         return hashlib.sha256(json.dumps(serving, sort_keys=True).encode()).hexdigest()[:12]
 
     def inputs(self, model: ModelFile) -> list[str]:

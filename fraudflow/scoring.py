@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -12,6 +13,7 @@ import onnxruntime as ort
 from pydantic import ValidationError
 
 from fraudflow.data.columns import N_FEATURES
+from fraudflow.decisions.explain import Explainer
 from fraudflow.manifest import (
     MANIFEST_FILE,
     MODEL_INPUTS,
@@ -21,6 +23,8 @@ from fraudflow.manifest import (
     default_models_dir,
     file_sha256,
 )
+
+EXPLAINER_TOLERANCE = 1e-4  # float32 ONNX trees against LightGBM's float64 ones
 
 
 class ModelError(RuntimeError):
@@ -44,6 +48,8 @@ class Scores:
     decision: npt.NDArray[np.int8]  # (n,) Decision codes
     model_version: str
     thresholds: Thresholds  # the cuts the decisions came from
+    # Per row, the classifier's top contributions when the model flagged it (empty: none, or no explainer).
+    explanations: list[list[dict[str, Any]]] = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.fraud_proba)
@@ -101,12 +107,15 @@ class _Model:
         where = [MODEL_INPUTS.index(c) for c in columns]
         self.columns = None if where == list(range(N_FEATURES)) else np.array(where)
 
-    def run(self, matrix: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
-        """Score a (n, 30) or (n, len(MODEL_INPUTS)) float32 matrix in the scorer's layout."""
+    def inputs(self, matrix: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+        """Its columns of a (n, 30) or (n, len(MODEL_INPUTS)) float32 matrix in the scorer's layout."""
         if self.columns is None:
-            x = matrix if matrix.shape[1] == N_FEATURES else np.ascontiguousarray(matrix[:, :N_FEATURES])
-        else:
-            x = np.ascontiguousarray(matrix[:, self.columns])
+            return matrix if matrix.shape[1] == N_FEATURES else np.ascontiguousarray(matrix[:, :N_FEATURES])
+        return np.ascontiguousarray(matrix[:, self.columns])
+
+    def run(self, matrix: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+        """Score a matrix in the scorer's layout."""
+        x = self.inputs(matrix)
         out = np.asarray(self.session.run([self.spec.output], {self.spec.input: x})[0], dtype=np.float32)
         if out.ndim == 2:
             return out[:, self.spec.output_column or 0]
@@ -136,6 +145,7 @@ class ModelSet:
             )
         )
         self.uses_behaviour = self.classifier.columns is not None or self.detector.columns is not None
+        self.explainer = self._explainer()
         thresholds = self.manifest.thresholds
         self._cuts = np.array([thresholds.review, thresholds.decline], dtype=np.float32)
         scale = self.manifest.anomaly_scale
@@ -146,6 +156,20 @@ class ModelSet:
                 f"{MANIFEST_FILE} says version {self.manifest.version!r}, its content is version {implied!r}: it "
                 "was edited after training; publish model sets with `fraudflow train`"
             )
+
+    def _explainer(self) -> Explainer | None:
+        spec = self.manifest.explainer
+        if spec is None:
+            return None
+        path = self.directory / spec.file
+        if not path.is_file():
+            raise ModelError(f"explainer: file {spec.file} is missing")
+        if file_sha256(path) != spec.sha256:
+            raise ModelError(f"explainer: {spec.file} does not match the manifest's sha256")
+        try:
+            return Explainer(path, self.manifest.inputs(self.manifest.fraud_classifier), self.manifest.typical)
+        except Exception as error:  # lightgbm raises its own LightGBMError for unreadable files
+            raise ModelError(f"explainer: lightgbm cannot load {spec.file}: {type(error).__name__}") from None
 
     def _check_on_sample(self) -> None:
         """Run both models on a fixed sample (which also warms them up): a set that fails, or answers NaN or
@@ -162,6 +186,11 @@ class ModelSet:
                 raise ModelError(f"{model.name}: answers NaN, infinite or misshapen scores on a sample batch")
         if not ((proba := self.classifier.run(sample)) >= 0).all() or not (proba <= 1).all():
             raise ModelError(f"{self.classifier.name}: probabilities outside [0, 1] on a sample batch")
+        if self.explainer is not None:
+            # The reasons must explain the model that decides: the booster and the ONNX graph agree.
+            gap = np.abs(self.explainer.probabilities(self.classifier.inputs(sample)) - proba).max()
+            if gap > EXPLAINER_TOLERANCE:
+                raise ModelError(f"explainer: disagrees with {self.classifier.name} by {gap:.1e} on a sample batch")
 
     @property
     def version(self) -> str:
@@ -180,7 +209,13 @@ class ModelSet:
         # The detector's raw score is high for normal rows; flip it and map the validation range onto [0, 1].
         anomaly = np.clip((-self.detector.run(matrix) - self._low) / self._span, 0.0, 1.0).astype(np.float32)
         decision = np.searchsorted(self._cuts, proba, side="right").astype(np.int8)
-        return Scores(proba, anomaly, decision, self.version, self.manifest.thresholds)
+        explanations: list[list[dict[str, Any]]] = []
+        if self.explainer is not None and (flagged := np.flatnonzero(decision >= Decision.REVIEW)).size:
+            explanations = [[] for _ in range(len(matrix))]
+            rows = self.explainer.explain(self.classifier.inputs(matrix)[flagged])
+            for i, explained in zip(flagged.tolist(), rows, strict=True):
+                explanations[i] = explained
+        return Scores(proba, anomaly, decision, self.version, self.manifest.thresholds, explanations)
 
 
 class Scorer:

@@ -14,7 +14,7 @@ import pytest
 from pydantic import SecretStr
 
 from fraudflow.config import Settings
-from fraudflow.events import ScoredEvent
+from fraudflow.events import SCHEMA_VERSION, ScoredEvent
 from fraudflow.local.redis import EmbeddedRedis
 from tests.consumer_helpers import wait_until, worker
 from tests.streams import read_stream
@@ -43,7 +43,7 @@ async def test_a_burst_is_counted_and_the_vector_is_logged_and_stored(
     events = [ScoredEvent.model_validate_json(r["Data"]) for r in await read_stream(settings)]
     counts = [e.behaviour["user_count_1h"] for e in events if e.behaviour]
     assert counts == [1, 2, 3, 4, 5, 5]  # the retry counted once
-    assert events[0].schema_version == 2
+    assert events[0].schema_version == SCHEMA_VERSION
     assert events[1].behaviour is not None
     assert events[1].behaviour["user_seconds_since_previous"] == 1.0
     assert events[1].behaviour["hour_of_day"] == 10.0

@@ -121,6 +121,7 @@ def test_wheel_carries_the_packages_and_the_models(tmp_path: Path) -> None:
         "fraudflow/bundled_models/manifest.json",
         "fraudflow/bundled_models/fraud_classifier.onnx",
         "fraudflow/bundled_models/anomaly_detector.onnx",
+        "fraudflow/bundled_models/fraud_classifier.lgb.txt",  # the reasons' explainer
         "fraudflow/db/migrations/0001_initial.sql",
         "fraudflow/db/rds-ca-bundle.pem",  # what verify-full checks RDS against, with no download
     ]:

@@ -38,35 +38,118 @@ RADIANS = math.pi / 180.0
 class Feature:
     name: str
     description: str
+    phrase: str  # a value in words, for reasons: str.format with `v` (the value)
 
 
 # Computed from the stored history (online.py and offline.py), in this order.
 STATE_FEATURES = (
-    Feature("user_count_1h", "the user's transactions in the last hour, this one included"),
-    Feature("user_count_24h", "the user's transactions in the last 24 hours, this one included"),
-    Feature("user_count_7d", "the user's transactions in the last 7 days, this one included"),
-    Feature("user_amount_1h", "the user's total amount in the last hour, this one included"),
-    Feature("user_amount_24h", "the user's total amount in the last 24 hours, this one included"),
-    Feature("user_amount_7d", "the user's total amount in the last 7 days, this one included"),
-    Feature("user_seconds_since_previous", "seconds since the user's previous transaction (7 days at most)"),
-    Feature("user_amount_to_mean", "this amount divided by the mean of the user's previous amounts (7 days)"),
-    Feature("user_amount_zscore", "standard deviations between this amount and the user's previous mean"),
-    Feature("user_devices_24h", "distinct device ids of the user in the last 24 hours, this one included"),
-    Feature("user_devices_7d", "distinct device ids of the user in the last 7 days, this one included"),
-    Feature("user_ips_24h", "distinct IP addresses of the user in the last 24 hours, this one included"),
-    Feature("user_countries_7d", "distinct countries of the user in the last 7 days, this one included"),
-    Feature("user_new_device", "1 when the user has not used this device in the last 7 days, else 0"),
-    Feature("user_new_country", "1 when the user has not paid from this country in the last 7 days, else 0"),
-    Feature("user_km_from_previous", "km from the user's previous located transaction (7 days)"),
-    Feature("user_speed_kmh", "implied travel speed from that transaction (km/h): impossible travel"),
-    Feature("device_users_24h", "distinct users of this device in the last 24 hours (shared devices, mules)"),
-    Feature("ip_count_1h", "transactions from this IP address in the last hour, this one included"),
-    Feature("ip_users_24h", "distinct users of this IP address in the last 24 hours"),
+    Feature(
+        "user_count_1h",
+        "the user's transactions in the last hour, this one included",
+        "{v:g} payments by the user in the last hour",
+    ),
+    Feature(
+        "user_count_24h",
+        "the user's transactions in the last 24 hours, this one included",
+        "{v:g} payments by the user in the last 24 hours",
+    ),
+    Feature(
+        "user_count_7d",
+        "the user's transactions in the last 7 days, this one included",
+        "{v:g} payments by the user in the last 7 days",
+    ),
+    Feature(
+        "user_amount_1h",
+        "the user's total amount in the last hour, this one included",
+        "{v:,.2f} spent by the user in the last hour",
+    ),
+    Feature(
+        "user_amount_24h",
+        "the user's total amount in the last 24 hours, this one included",
+        "{v:,.2f} spent by the user in the last 24 hours",
+    ),
+    Feature(
+        "user_amount_7d",
+        "the user's total amount in the last 7 days, this one included",
+        "{v:,.2f} spent by the user in the last 7 days",
+    ),
+    Feature(
+        "user_seconds_since_previous",
+        "seconds since the user's previous transaction (7 days at most)",
+        "{v:,.0f} s since the user's previous payment",
+    ),
+    Feature(
+        "user_amount_to_mean",
+        "this amount divided by the mean of the user's previous amounts (7 days)",
+        "an amount {v:.1f} times the user's mean",
+    ),
+    Feature(
+        "user_amount_zscore",
+        "standard deviations between this amount and the user's previous mean",
+        "an amount {v:.1f} standard deviations from the user's mean",
+    ),
+    Feature(
+        "user_devices_24h",
+        "distinct device ids of the user in the last 24 hours, this one included",
+        "{v:g} devices used by the user in 24 hours",
+    ),
+    Feature(
+        "user_devices_7d",
+        "distinct device ids of the user in the last 7 days, this one included",
+        "{v:g} devices used by the user in 7 days",
+    ),
+    Feature(
+        "user_ips_24h",
+        "distinct IP addresses of the user in the last 24 hours, this one included",
+        "{v:g} IP addresses used by the user in 24 hours",
+    ),
+    Feature(
+        "user_countries_7d",
+        "distinct countries of the user in the last 7 days, this one included",
+        "{v:g} countries for the user in 7 days",
+    ),
+    Feature(
+        "user_new_device",
+        "1 when the user has not used this device in the last 7 days, else 0",
+        "new device for the user: {v:g} (1 = yes)",
+    ),
+    Feature(
+        "user_new_country",
+        "1 when the user has not paid from this country in the last 7 days, else 0",
+        "new country for the user: {v:g} (1 = yes)",
+    ),
+    Feature(
+        "user_km_from_previous",
+        "km from the user's previous located transaction (7 days)",
+        "{v:,.0f} km from the user's previous payment",
+    ),
+    Feature(
+        "user_speed_kmh",
+        "implied travel speed from that transaction (km/h): impossible travel",
+        "an implied travel speed of {v:,.0f} km/h",
+    ),
+    Feature(
+        "device_users_24h",
+        "distinct users of this device in the last 24 hours (shared devices, mules)",
+        "{v:g} users on this device in 24 hours",
+    ),
+    Feature(
+        "ip_count_1h",
+        "transactions from this IP address in the last hour, this one included",
+        "{v:g} payments from this IP address in the last hour",
+    ),
+    Feature(
+        "ip_users_24h",
+        "distinct users of this IP address in the last 24 hours",
+        "{v:g} users on this IP address in 24 hours",
+    ),
 )
 # Computed from the transaction alone.
 TIME_FEATURES = (
-    Feature("hour_of_day", "hour of the transaction time in UTC (0-23)"),
-    Feature("day_of_week", "day of the transaction time in UTC (0 = Monday)"),
+    Feature("hour_of_day", "hour of the transaction time in UTC (0-23)", "paid at hour {v:g} UTC"),
+    Feature(
+        "day_of_week", "day of the transaction time in UTC (0 = Monday)", "paid on day {v:g} of the week (0 = Monday)"
+    ),
 )
 FEATURES = STATE_FEATURES + TIME_FEATURES
 NAMES = tuple(feature.name for feature in FEATURES)

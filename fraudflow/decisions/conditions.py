@@ -41,6 +41,19 @@ class Condition:
     fields: tuple[str, ...]  # what it reads
     reads_null: bool  # it tests for null itself: evaluated even when a field it reads is unknown
 
+    def applies(self, values: dict[str, Any]) -> bool:
+        """Whether it is evaluated on these values: not when a field it reads is unknown (null), unless it
+        tests for null itself."""
+        return self.reads_null or all(values.get(f) is not None for f in self.fields)
+
+    def matches(self, values: dict[str, Any]) -> bool | None:
+        """One evaluation outside the hot path (a test, a backtest row): None when it does not apply."""
+        if not self.applies(values):
+            return None
+        context = cel.Context()
+        context.update({f: values[f] for f in self.fields})
+        return self.evaluate(context)
+
     def evaluate(self, context: Any) -> bool:
         """True or false on a context holding its fields (cel.Context); raises what CEL raises at run time
         (a division by zero, a type error that the samples did not reach)."""

@@ -92,7 +92,7 @@ class Policy:
             context.update({"lists": [index.info.name for index, _, _ in listed]})
         for rule in self.rules:
             condition = rule.condition
-            if not condition.reads_null and any(values.get(f, ()) is None for f in condition.fields):
+            if not condition.reads_null and any(values[f] is None for f in condition.fields if f != "lists"):
                 verdict.unevaluated_rules.append(rule.name)
                 continue
             try:

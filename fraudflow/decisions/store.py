@@ -36,6 +36,14 @@ class PolicyError(ValueError):
     """A change that cannot be made (unknown rule or list, bad value); the message says why."""
 
 
+class UnknownName(PolicyError):
+    """No rule, list or entry of that name."""
+
+
+class NameTaken(PolicyError):
+    """A rule or list of that name exists."""
+
+
 @dataclass(frozen=True)
 class StoredRule:
     name: str
@@ -118,7 +126,7 @@ async def add_rule(
                 _author(author),
             )
         except asyncpg.UniqueViolationError:
-            raise PolicyError(f"rule {name} exists; change it with `fraudflow rules update`") from None
+            raise NameTaken(f"rule {name} exists; change it with `fraudflow rules update`") from None
         rule = _stored(row)
         await _audit(conn, rule.author, "rule", name, "created", rule.as_dict())
         await _notify(conn, "rules")
@@ -139,7 +147,7 @@ async def update_rule(
     async with conn.transaction():
         current = await conn.fetchrow("SELECT * FROM rules WHERE name = $1 FOR UPDATE", name)
         if current is None:
-            raise PolicyError(f"no rule named {name}")
+            raise UnknownName(f"no rule named {name}")
         if action is not None and action not in RuleAction.__members__.values():
             raise PolicyError(f"action {action!r}: one of decline, review, allow")
         text = current["expression"]
@@ -171,7 +179,7 @@ async def get_rules(conn: asyncpg.Connection, enabled_only: bool = False) -> lis
 async def get_rule(conn: asyncpg.Connection, name: str) -> StoredRule:
     row = await conn.fetchrow("SELECT * FROM rules WHERE name = $1", name)
     if row is None:
-        raise PolicyError(f"no rule named {name}")
+        raise UnknownName(f"no rule named {name}")
     return _stored(row)
 
 
@@ -237,7 +245,7 @@ async def create_list(
                 _author(author),
             )
         except asyncpg.UniqueViolationError:
-            raise PolicyError(f"list {name} exists") from None
+            raise NameTaken(f"list {name} exists") from None
         detail = {"kind": kind, "action": action, "description": description}
         await _audit(conn, author, "list", name, "created", detail)
         await _notify(conn, f"list:{name}")
@@ -247,7 +255,7 @@ async def create_list(
 async def list_info(conn: asyncpg.Connection, name: str) -> ListInfo:
     row = await conn.fetchrow("SELECT * FROM lists WHERE name = $1", name)
     if row is None:
-        raise PolicyError(f"no list named {name}; create it with `fraudflow lists create`")
+        raise UnknownName(f"no list named {name}; create it with `fraudflow lists create`")
     return _info(row)
 
 
@@ -262,11 +270,11 @@ async def add_entries(
         info = await list_info(conn, name)
         who = _author(author)
         rows = []
-        for value, reason, expires in entries:
+        for number, (value, reason, expires) in enumerate(entries, start=1):
             try:
                 rows.append((name, normalise(info.kind, value), reason, who, expires))
             except ListError as error:
-                raise PolicyError(f"list {name}: {error}") from None
+                raise PolicyError(f"list {name}, entry {number}: {error}; nothing was added") from None
         if not rows:
             return 0
         # COPY into a temporary table, then one upsert: a million entries in seconds, not minutes.
@@ -300,7 +308,7 @@ async def remove_entry(conn: asyncpg.Connection, name: str, value: str, author: 
             "DELETE FROM list_entries WHERE list_name = $1 AND value = $2 RETURNING reason, author", name, value
         )
         if removed is None:
-            raise PolicyError(f"{value} is not on list {name}")
+            raise UnknownName(f"{value} is not on list {name}")
         await _audit(conn, _author(author), "list", name, "entry removed", {"value": value, **dict(removed)})
         await _notify(conn, f"entry:{name}:{value}" if len(value) <= MAX_NOTIFY_VALUE else f"list:{name}")
 

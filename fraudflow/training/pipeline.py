@@ -22,12 +22,21 @@ from fraudflow.behaviour.definitions import time_features
 from fraudflow.behaviour.offline import replay
 from fraudflow.data.columns import AMOUNT_INDEX, FEATURES, TIME_INDEX
 from fraudflow.data.dataset import Dataset
-from fraudflow.manifest import MODEL_INPUTS, AnomalyScale, Manifest, Thresholds, TrainingData
+from fraudflow.manifest import (
+    MODEL_INPUTS,
+    AnomalyScale,
+    ExplainerFile,
+    Manifest,
+    Thresholds,
+    TrainingData,
+    file_sha256,
+)
 from fraudflow.training.evaluate import bootstrap_pr_auc, choose_thresholds, classification_metrics
 from fraudflow.training.export import check_parity, export_classifier, export_detector, onnx_output
 
 CLASSIFIER_FILE = "fraud_classifier.onnx"
 DETECTOR_FILE = "anomaly_detector.onnx"
+EXPLAINER_FILE = "fraud_classifier.lgb.txt"  # the same trees as LightGBM saves them: TreeSHAP for the reasons
 
 
 class TrainingError(RuntimeError):
@@ -140,6 +149,13 @@ def fraud_proba(model: Any, x: npt.NDArray[np.float32]) -> npt.NDArray[np.float6
     return np.asarray(model.predict_proba(x), dtype=np.float64)[:, 1]
 
 
+def typical_values(legitimate: npt.NDArray[np.float32], names: list[str]) -> dict[str, float]:
+    """The median of each input over legitimate training transactions (inputs always missing left out)."""
+    known = ~np.isnan(legitimate).all(axis=0)
+    medians = np.nanmedian(legitimate[:, known], axis=0)
+    return {name: round(float(m), 4) for name, m in zip(np.array(names)[known].tolist(), medians, strict=True)}
+
+
 def anomaly_scale(raw: npt.NDArray[np.float64]) -> AnomalyScale:
     # The detector's decision_function is high for normal rows; we flip it so higher means more anomalous.
     outlier = -raw
@@ -173,6 +189,8 @@ def train(dataset: Dataset, out_dir: Path, config: TrainingConfig | None = None)
         stage = Path(staging)
         classifier_file = export_classifier(classifier, stage / CLASSIFIER_FILE)
         detector_file = export_detector(detector, stage / DETECTOR_FILE)
+        classifier.booster_.save_model(stage / EXPLAINER_FILE)
+        explainer_file = ExplainerFile(file=EXPLAINER_FILE, sha256=file_sha256(stage / EXPLAINER_FILE))
         x_test = np.ascontiguousarray(x[split.test])
         x_detector_test = np.ascontiguousarray(x_detector[split.test])
         proba_test = fraud_proba(classifier, x_test)
@@ -195,7 +213,7 @@ def train(dataset: Dataset, out_dir: Path, config: TrainingConfig | None = None)
         metrics["test_rows"] = int(split.test.stop - split.test.start)
         metrics["test_frauds"] = int(y[split.test].sum())
         metrics["behaviour"] = behaviour_comparison(data, inputs, split, proba_test, thresholds, config)
-        for name in (CLASSIFIER_FILE, DETECTOR_FILE):
+        for name in (CLASSIFIER_FILE, DETECTOR_FILE, EXPLAINER_FILE):
             (stage / name).replace(out_dir / name)
 
     if inputs.detector is not None:
@@ -209,6 +227,8 @@ def train(dataset: Dataset, out_dir: Path, config: TrainingConfig | None = None)
         thresholds=thresholds,
         anomaly_scale=scale,
         metrics=metrics,
+        explainer=explainer_file,
+        typical=typical_values(x[split.train][y[split.train] == 0], inputs.classifier),
         training_data=TrainingData(
             source=data.source,
             rows=data.rows,
