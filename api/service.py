@@ -209,7 +209,8 @@ class ScoringService:
             model_decision = DECISIONS[scores.decision[i]]
             behaviour = _by_name(behaviour_matrix[i])
             explained = scores.explanations[i] if scores.explanations else None
-            reason = model_reason(model_decision, proba, scores.thresholds, explained)
+            amount = job.activities[i].amount
+            reason = model_reason(model_decision, proba, amount, anomaly, scores, explained)
             if policy.active:
                 activity = job.activities[i]
                 values = facts(request, activity, proba, anomaly, model_decision, behaviour)

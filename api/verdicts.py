@@ -4,11 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
+
 from api.schemas import PredictRequest
 from fraudflow.behaviour.definitions import Activity
 from fraudflow.decisions.lists import EntityKind
 from fraudflow.events import country_code
-from fraudflow.manifest import Thresholds
+from fraudflow.manifest import CostPolicy, Thresholds
+from fraudflow.scoring import Scores
 
 
 def identities(activity: Activity) -> dict[EntityKind, str | None]:
@@ -46,21 +49,45 @@ def facts(
     }
 
 
+def _why(decision: str, proba: float, amount: float, anomaly: float, policy: CostPolicy) -> str:
+    approving, review, declining = policy.costs(np.array([proba]), np.array([amount]))
+    approve, decline = float(approving[0]), float(declining[0])
+    loss = f"expected loss {approve:,.2f}"
+    if decision == "decline":
+        return (
+            f"declining costs {decline:,.2f} in expectation, less than approving ({loss}) or a review ({review:,.2f})"
+        )
+    if decision == "review" and review >= approve:  # reviewed for its anomaly score alone
+        return f"anomaly score {anomaly:.2f} at or above {policy.anomaly_review_from:.2f} ({loss})"
+    if decision == "review":
+        return f"{loss} above a review's cost {review:,.2f}"
+    return f"{loss} below a review's cost {review:,.2f}"
+
+
+def _cut(decision: str, thresholds: Thresholds) -> str:
+    if decision == "decline":
+        return f"at or above the decline cut {thresholds.decline:.3f}"
+    if decision == "review":
+        return f"at or above the review cut {thresholds.review:.3f}"
+    return f"below the review cut {thresholds.review:.3f}"
+
+
 def model_reason(
-    decision: str, proba: float, thresholds: Thresholds, contributions: list[dict[str, Any]] | None = None
+    decision: str,
+    proba: float,
+    amount: float,
+    anomaly: float,
+    scores: Scores,
+    contributions: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """The model's view; for a transaction it flagged, the features that pushed it there the most."""
-    if decision == "decline":
-        where = f"at or above the decline cut {thresholds.decline:.3f}"
-    elif decision == "review":
-        where = f"at or above the review cut {thresholds.review:.3f}"
-    else:
-        where = f"below the review cut {thresholds.review:.3f}"
+    policy = scores.policy
+    why = _cut(decision, scores.thresholds) if policy is None else _why(decision, proba, amount, anomaly, policy)
     reason: dict[str, Any] = {
         "source": "model",
         "decision": decision,
         "fraud_proba": proba,
-        "text": f"model: fraud probability {proba:.3f}, {where}",
+        "text": f"model: fraud probability {proba:.3f}, {why}",
     }
     if contributions:
         reason["contributions"] = contributions

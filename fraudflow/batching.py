@@ -129,5 +129,6 @@ def _slice(scores: Scores, start: int, stop: int) -> Scores:
         scores.decision[start:stop],
         scores.model_version,
         scores.thresholds,
+        scores.policy,
         scores.explanations[start:stop],
     )

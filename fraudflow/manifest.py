@@ -8,6 +8,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
 
+import numpy as np
+import numpy.typing as npt
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 import fraudflow
@@ -61,6 +63,59 @@ class Thresholds(BaseModel):
         return self
 
 
+class Calibration(BaseModel):
+    """Platt scaling fitted on the validation split: the classifier's score (trained with class weights, so
+    too high) mapped to a probability that matches the frauds seen, which the cost policy needs."""
+
+    model_config = ConfigDict(frozen=True)
+
+    slope: float
+    intercept: float
+
+    def apply(self, proba: npt.NDArray[Any]) -> npt.NDArray[np.float32]:
+        clipped = np.clip(proba.astype(np.float64), 1e-12, 1 - 1e-12)
+        logit = np.log(clipped / (1 - clipped))
+        return (1 / (1 + np.exp(-(self.slope * logit + self.intercept)))).astype(np.float32)
+
+
+class CostPolicy(BaseModel):
+    """The model's decision by expected cost (docs/decisions.md): approving costs the expected loss
+    p x (amount + chargeback fee), reviewing the review cost (plus a penalty keeping reviews within the team's
+    capacity on validation), declining the expected cost of turning away a good customer,
+    (1 - p) x (share x amount + fixed). The cheapest wins."""
+
+    model_config = ConfigDict(frozen=True)
+
+    review_cost: float = Field(gt=0)
+    chargeback_fee: float = Field(ge=0)
+    false_decline_share: float = Field(ge=0, le=1)
+    false_decline_fixed: float = Field(ge=0)
+    review_capacity: float = Field(gt=0, le=1)
+    capacity_penalty: float = Field(ge=0)
+    # Review an otherwise approved transaction this anomalous; None: the detector only informs (it did not
+    # measurably lower the cost on validation).
+    anomaly_review_from: float | None = Field(None, ge=0, le=1)
+
+    def costs(
+        self, proba: npt.NDArray[Any], amount: npt.NDArray[Any]
+    ) -> tuple[npt.NDArray[np.float64], float, npt.NDArray[np.float64]]:
+        """Expected cost of approving, reviewing and declining each transaction."""
+        p, a = proba.astype(np.float64), np.maximum(amount.astype(np.float64), 0.0)
+        approve = p * (a + self.chargeback_fee)
+        decline = (1 - p) * (self.false_decline_share * a + self.false_decline_fixed)
+        return approve, self.review_cost + self.capacity_penalty, decline
+
+    def decide(
+        self, proba: npt.NDArray[Any], amount: npt.NDArray[Any], anomaly: npt.NDArray[Any]
+    ) -> npt.NDArray[np.int8]:
+        """0 approve, 1 review, 2 decline."""
+        approve, review, decline = self.costs(proba, amount)
+        decision = np.where(decline <= np.minimum(approve, review), 2, np.where(review < approve, 1, 0))
+        if self.anomaly_review_from is not None:
+            decision = np.where((decision == 0) & (anomaly >= self.anomaly_review_from), 1, decision)
+        return decision.astype(np.int8)
+
+
 class AnomalyScale(BaseModel):
     """Maps the detector's raw outlier score (higher = more anomalous) onto [0, 1]."""
 
@@ -74,6 +129,12 @@ class AnomalyScale(BaseModel):
         if not self.high > self.low:
             raise ValueError("anomaly scale needs high > low")
         return self
+
+    def apply(self, raw: npt.NDArray[Any]) -> npt.NDArray[np.float32]:
+        """The detector's raw score (high for normal rows) flipped and mapped onto [0, 1]."""
+        low, span = np.float32(self.low), np.float32(self.high - self.low)
+        scaled: npt.NDArray[np.float32] = np.clip((-raw.astype(np.float32) - low) / span, 0.0, 1.0)
+        return scaled.astype(np.float32)
 
 
 class TrainingData(BaseModel):
@@ -100,6 +161,9 @@ class Manifest(BaseModel):
     metrics: dict[str, Any]
     training_data: TrainingData
     explainer: ExplainerFile | None = None
+    # The decision by expected cost on calibrated probabilities; without them, the thresholds decide.
+    calibration: Calibration | None = None
+    policy: CostPolicy | None = None
     # What a legitimate transaction usually has (median over the training split's), for reasons in words.
     typical: dict[str, float] = Field(default_factory=dict)
 
@@ -128,8 +192,10 @@ class Manifest(BaseModel):
         serving = self.model_dump(
             mode="json", include={"features", "fraud_classifier", "anomaly_detector", "thresholds", "anomaly_scale"}
         )
-        if self.explainer is not None:  # sets from before explanations keep their version
-            serving |= self.model_dump(mode="json", include={"explainer", "typical"})
+        # Sets from before explanations and the cost policy keep their version.
+        for added in ("explainer", "calibration", "policy"):
+            if getattr(self, added) is not None:
+                serving |= self.model_dump(mode="json", include={added, "typical"} if added == "explainer" else {added})
         return hashlib.sha256(json.dumps(serving, sort_keys=True).encode()).hexdigest()[:12]
 
     def inputs(self, model: ModelFile) -> list[str]:

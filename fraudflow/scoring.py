@@ -12,11 +12,12 @@ import numpy.typing as npt
 import onnxruntime as ort
 from pydantic import ValidationError
 
-from fraudflow.data.columns import N_FEATURES
+from fraudflow.data.columns import AMOUNT_INDEX, N_FEATURES
 from fraudflow.decisions.explain import Explainer
 from fraudflow.manifest import (
     MANIFEST_FILE,
     MODEL_INPUTS,
+    CostPolicy,
     Manifest,
     ModelFile,
     Thresholds,
@@ -47,7 +48,8 @@ class Scores:
     anomaly: npt.NDArray[np.float32]  # (n,) in [0, 1], higher = more anomalous
     decision: npt.NDArray[np.int8]  # (n,) Decision codes
     model_version: str
-    thresholds: Thresholds  # the cuts the decisions came from
+    thresholds: Thresholds  # the cuts the decisions came from, without a cost policy
+    policy: CostPolicy | None  # the decision by expected cost, when the set has one
     # Per row, the classifier's top contributions when the model flagged it (empty: none, or no explainer).
     explanations: list[list[dict[str, Any]]] = field(default_factory=list)
 
@@ -148,8 +150,6 @@ class ModelSet:
         self.explainer = self._explainer()
         thresholds = self.manifest.thresholds
         self._cuts = np.array([thresholds.review, thresholds.decline], dtype=np.float32)
-        scale = self.manifest.anomaly_scale
-        self._low, self._span = np.float32(scale.low), np.float32(scale.high - scale.low)
         self._check_on_sample()
         if (implied := self.manifest.content_version()) != self.manifest.version:
             raise ModelError(
@@ -205,17 +205,21 @@ class ModelSet:
             )
         if matrix.shape[1] == N_FEATURES and self.uses_behaviour:  # none given: every behaviour feature unknown
             matrix = np.hstack([matrix, np.full((len(matrix), len(MODEL_INPUTS) - N_FEATURES), np.nan, np.float32)])
-        proba = self.classifier.run(matrix)
-        # The detector's raw score is high for normal rows; flip it and map the validation range onto [0, 1].
-        anomaly = np.clip((-self.detector.run(matrix) - self._low) / self._span, 0.0, 1.0).astype(np.float32)
-        decision = np.searchsorted(self._cuts, proba, side="right").astype(np.int8)
+        raw = self.classifier.run(matrix)
+        manifest = self.manifest
+        anomaly = manifest.anomaly_scale.apply(self.detector.run(matrix))
+        proba = raw if manifest.calibration is None else manifest.calibration.apply(raw)
+        if manifest.policy is not None:
+            decision = manifest.policy.decide(proba, matrix[:, AMOUNT_INDEX], anomaly)
+        else:  # the cut points were chosen on the classifier's own scores
+            decision = np.searchsorted(self._cuts, raw, side="right").astype(np.int8)
         explanations: list[list[dict[str, Any]]] = []
         if self.explainer is not None and (flagged := np.flatnonzero(decision >= Decision.REVIEW)).size:
             explanations = [[] for _ in range(len(matrix))]
             rows = self.explainer.explain(self.classifier.inputs(matrix)[flagged])
             for i, explained in zip(flagged.tolist(), rows, strict=True):
                 explanations[i] = explained
-        return Scores(proba, anomaly, decision, self.version, self.manifest.thresholds, explanations)
+        return Scores(proba, anomaly, decision, self.version, manifest.thresholds, manifest.policy, explanations)
 
 
 class Scorer:

@@ -53,8 +53,9 @@ def test_shipped_models_score_a_batch() -> None:
     assert scores.anomaly.dtype == np.float32
     assert ((scores.fraud_proba >= 0) & (scores.fraud_proba <= 1)).all()
     assert ((scores.anomaly >= 0) & (scores.anomaly <= 1)).all()
-    t = scorer.models.manifest.thresholds
-    expected = np.where(scores.fraud_proba >= t.decline, 2, np.where(scores.fraud_proba >= t.review, 1, 0))
+    policy = scorer.models.manifest.policy  # the shipped set decides by expected cost (test_policy.py)
+    assert policy is not None
+    expected = policy.decide(scores.fraud_proba, data.features[:, -1], scores.anomaly)
     assert np.array_equal(scores.decision, expected)
     assert scores.model_version == scorer.models.manifest.version
     assert {Decision(int(code)).label for code in np.unique(scores.decision)} <= {"approve", "review", "decline"}
@@ -198,8 +199,8 @@ def test_a_manifest_that_is_not_utf8_is_refused_without_paths(models: Path) -> N
 def test_reload_under_concurrent_scoring(models: Path, tmp_path: Path) -> None:
     other = tmp_path / "other"
     shutil.copytree(models, other)
-    # A different model set: same files, a different decision band, hence a different version.
-    _edit_manifest(other, {"thresholds.review": 0.0})
+    # A different model set: same files, deciding by a probability band that reviews everything.
+    _edit_manifest(other, {"thresholds.review": 0.0, "policy": None})
     new = Manifest.read(other).version
     scorer = Scorer(models)
     old = scorer.models.version
@@ -270,6 +271,11 @@ def test_a_model_reading_behaviour_features_is_served_with_them(tmp_path: Path) 
         }
     )
     manifest.model_copy(update={"version": manifest.content_version()}).write(target)
+    # The shipped explainer explains the shipped classifier, not this one: refused.
+    with pytest.raises(ModelError, match="explainer: disagrees with fraud_classifier"):
+        Scorer(target)
+    manifest = manifest.model_copy(update={"explainer": None})
+    manifest.model_copy(update={"version": manifest.content_version()}).write(target)
     scorer = Scorer(target)
     assert scorer.models.uses_behaviour
     with_behaviour = scorer.score_batch(full)
@@ -292,3 +298,36 @@ def test_a_manifest_edited_by_hand_is_refused_under_its_old_version(models: Path
     _edit_manifest(models, {"thresholds.review": 0.0, "thresholds.decline": 0.0}, restamp=False)
     with pytest.raises(ModelError, match=f"says version '{version}', its content is version"):
         Scorer(models)
+
+
+def test_flagged_rows_are_explained_by_the_served_model_in_words() -> None:
+    """LightGBM's own TreeSHAP on the booster the ONNX classifier came from: contributions (log-odds) and the
+    bias add up to the served classifier's score (before calibration); only rows the model flagged are
+    explained."""
+    from fraudflow.decisions.explain import phrase
+    from fraudflow.manifest import MODEL_INPUTS
+
+    scorer = Scorer()
+    explainer = scorer.models.explainer
+    assert explainer is not None
+    rng = np.random.default_rng(3)
+    matrix = np.abs(rng.normal(size=(400, len(MODEL_INPUTS)))).astype(np.float32)
+    matrix[:200, MODEL_INPUTS.index("user_count_1h")] = rng.integers(5, 30, 200)  # bursts
+    for name, usual in scorer.models.manifest.typical.items():  # the others: what is usual
+        matrix[200:, MODEL_INPUTS.index(name)] = usual
+    scores = scorer.score_batch(matrix)
+    flagged = scores.decision >= Decision.REVIEW
+    assert 0 < flagged.sum() < len(matrix)
+    assert [bool(e) for e in scores.explanations] == flagged.tolist()
+    for explained in (e for e in scores.explanations if e):
+        contributions = [c["contribution"] for c in explained]
+        assert contributions == sorted(contributions, reverse=True)
+        assert all(c > 0 for c in contributions)
+        assert all(c["feature"] in MODEL_INPUTS and c["text"] for c in explained)
+    full = np.asarray(explainer.booster.predict(scorer.models.classifier.inputs(matrix), pred_contrib=True))
+    served = scorer.models.classifier.run(matrix)
+    np.testing.assert_allclose(1 / (1 + np.exp(-full.sum(axis=1))), served, atol=1e-5)
+    texts = [c["text"] for e in scores.explanations for c in e]
+    assert any("; usual: " in t for t in texts)
+    assert phrase("user_count_1h", 7.0, 0.4) == "7 payments by the user in the last hour; usual: 0.4"
+    assert phrase("user_km_from_previous", float("nan")) == "user_km_from_previous unknown"

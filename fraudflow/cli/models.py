@@ -50,15 +50,29 @@ def train(
     synthetic_history: Annotated[
         bool, typer.Option(help="With --synthetic-rows: a synthetic history (behaviour features), as synth --history.")
     ] = False,
+    review_cost: Annotated[float, typer.Option(min=0.01, help="Cost of one manual review.")] = 5.0,
+    chargeback_fee: Annotated[float, typer.Option(min=0.0, help="Added to the amount of a fraud approved.")] = 15.0,
+    false_decline_share: Annotated[
+        float, typer.Option(min=0.0, max=1.0, help="Share of the amount lost when a good payment is declined.")
+    ] = 0.25,
+    false_decline_fixed: Annotated[
+        float, typer.Option(min=0.0, help="Fixed cost of declining a good payment (goodwill).")
+    ] = 2.0,
+    review_capacity: Annotated[
+        float, typer.Option(min=0.0001, max=1.0, help="Share of transactions the team can review.")
+    ] = 0.02,
 ) -> None:
     """Train the fraud classifier and anomaly detector, export them to ONNX and write the manifest. A data set
-    with metadata (synth --history) trains on behaviour features too, computed by replaying it in time order."""
+    with metadata (synth --history) trains on behaviour features too, computed by replaying it in time order.
+    The model decides by expected cost (the cost options; docs/decisions.md), with cut points chosen on the
+    validation split."""
     if data is not None and synthetic_rows is not None:
         fail("give either --data or --synthetic-rows, not both", code=2)
     try:
         from fraudflow.training.export import ParityError
         from fraudflow.training.pipeline import TrainingConfig, TrainingError, format_report
         from fraudflow.training.pipeline import train as run_training
+        from fraudflow.training.policy import Costs
     except ImportError:
         fail("training needs the `train` extra: pip install 'fraudflow[train]'")
     settings = settings_or_exit()
@@ -69,7 +83,9 @@ def train(
             make = generate_history if synthetic_history else generate
             dataset = make(synthetic_rows or 284_807, seed=seed)
             typer.secho("training on SYNTHETIC data: scores are for demonstration only", fg="yellow", err=True)
-        report = run_training(dataset, out or settings.models_dir or Path("models"), TrainingConfig(seed=seed))
+        costs = Costs(review_cost, chargeback_fee, false_decline_share, false_decline_fixed, review_capacity)
+        config = TrainingConfig(seed=seed, costs=costs)
+        report = run_training(dataset, out or settings.models_dir or Path("models"), config)
     except (DatasetError, TrainingError, ParityError, CommandError) as error:
         fail(str(error))
     typer.echo(format_report(report))

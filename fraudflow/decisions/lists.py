@@ -39,7 +39,7 @@ class ListInfo:
     description: str = ""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)  # lists hold millions: no per-entry __dict__
 class Entry:
     value: str
     reason: str | None = None

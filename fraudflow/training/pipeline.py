@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import tempfile
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -33,6 +33,7 @@ from fraudflow.manifest import (
 )
 from fraudflow.training.evaluate import bootstrap_pr_auc, choose_thresholds, classification_metrics
 from fraudflow.training.export import check_parity, export_classifier, export_detector, onnx_output
+from fraudflow.training.policy import Costs, calibration_card, choose_policy, fit_calibration, policy_card
 
 CLASSIFIER_FILE = "fraud_classifier.onnx"
 DETECTOR_FILE = "anomaly_detector.onnx"
@@ -58,6 +59,7 @@ class TrainingConfig:
     fraud_weight: float = 5.0
     detector_trees: int = 100
     threads: int = 2  # fixed so a re-run reproduces the same trees
+    costs: Costs = field(default_factory=Costs)
 
 
 @dataclass(frozen=True)
@@ -182,6 +184,13 @@ def train(dataset: Dataset, out_dir: Path, config: TrainingConfig | None = None)
     thresholds = choose_thresholds(y_valid, fraud_proba(classifier, x_valid), **targets)
     baseline_thresholds = choose_thresholds(y_valid, fraud_proba(baseline, x_valid), **targets)
     scale = anomaly_scale(detector.decision_function(x_detector[split.validation]))
+    raw_valid = fraud_proba(classifier, x_valid)
+    calibration = fit_calibration(raw_valid, y_valid)
+    amounts = data.features[:, AMOUNT_INDEX].astype(np.float64)
+    anomaly_valid = scale.apply(detector.decision_function(x_detector[split.validation]))
+    policy, anomaly_finding = choose_policy(
+        calibration.apply(raw_valid), amounts[split.validation], anomaly_valid, y_valid, config.costs, config.seed
+    )
 
     out_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=out_dir) as staging:
@@ -213,6 +222,24 @@ def train(dataset: Dataset, out_dir: Path, config: TrainingConfig | None = None)
         metrics["test_rows"] = int(split.test.stop - split.test.start)
         metrics["test_frauds"] = int(y[split.test].sum())
         metrics["behaviour"] = behaviour_comparison(data, inputs, split, proba_test, thresholds, config)
+        anomaly_test = scale.apply(detector.decision_function(x_detector_test))
+        metrics["policy"] = {
+            "costs": asdict(config.costs),
+            "anomaly_detector": anomaly_finding,
+            "calibration": calibration_card(y[split.test], proba_test, calibration.apply(proba_test)),
+            "test": policy_card(
+                {
+                    "cost_policy": policy.decide(calibration.apply(proba_test), amounts[split.test], anomaly_test),
+                    "probability_policy": np.searchsorted(
+                        [thresholds.review, thresholds.decline], proba_test, side="right"
+                    ).astype(np.int8),
+                },
+                y[split.test],
+                amounts[split.test],
+                config.costs,
+                config.seed,
+            ),
+        }
         for name in (CLASSIFIER_FILE, DETECTOR_FILE, EXPLAINER_FILE):
             (stage / name).replace(out_dir / name)
 
@@ -228,6 +255,8 @@ def train(dataset: Dataset, out_dir: Path, config: TrainingConfig | None = None)
         anomaly_scale=scale,
         metrics=metrics,
         explainer=explainer_file,
+        calibration=calibration,
+        policy=policy,
         typical=typical_values(x[split.train][y[split.train] == 0], inputs.classifier),
         training_data=TrainingData(
             source=data.source,
@@ -276,6 +305,40 @@ def behaviour_comparison(
     }
 
 
+_POLICY_ROWS = (
+    ("frauds_caught", "frauds caught", "{:.0f}"),
+    ("fraud_value_caught", "fraud value caught", "{:.1%}"),
+    ("reviews_per_1000", "reviews per 1,000", "{:.1f}"),
+    ("false_declines_per_1000", "false declines per 1,000", "{:.2f}"),
+    ("cost_per_1000", "cost per 1,000", "{:,.0f}"),
+)
+
+
+def _policy_lines(policy: dict[str, Any] | None) -> list[str]:
+    if not policy:
+        return []
+    test = policy["test"]
+    lines = [
+        "",
+        f"decision policy (test, {test['frauds']} frauds, bootstrap 95%){'':<4}{'by expected cost':<28}"
+        "probability cuts only",
+    ]
+    for key, label, form in _POLICY_ROWS:
+        cells = []
+        for name in ("cost_policy", "probability_policy"):
+            m = test[name][key]
+            cells.append(f"{form.format(m['value'])} [{form.format(m['low'])}, {form.format(m['high'])}]")
+        lines.append(f"  {label:<56}{cells[0]:<28}{cells[1]}")
+    anomaly, calibration = policy["anomaly_detector"], policy["calibration"]
+    lines += [
+        f"anomaly detector: {'joins the decision' if anomaly['joins_decision'] else 'monitoring only'} "
+        f"({anomaly['why']}; validation cost change {anomaly['validation_cost_change']})",
+        f"calibration ({calibration['method']}): Brier {calibration['brier_raw']:.5f} -> "
+        f"{calibration['brier_calibrated']:.5f} on test",
+    ]
+    return lines
+
+
 def format_report(report: TrainingReport) -> str:
     m = report.manifest
     metrics = m.metrics
@@ -306,6 +369,7 @@ def format_report(report: TrainingReport) -> str:
         ]
     elif behaviour:
         lines += ["", f"behaviour features: not used ({behaviour['why']})"]
+    lines += _policy_lines(metrics.get("policy"))
     lines += [
         "",
         f"ONNX parity (max |diff| on test): classifier {report.parity['fraud_classifier']:.1e}, "
