@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from fraudflow.producer import ProducerHooks
@@ -13,6 +15,7 @@ class ApiMetrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
         r = self.registry
+        self._children: dict[tuple[Counter, tuple[str, ...]], Any] = {}
         self.requests = Counter("fraudflow_api_requests", "HTTP requests", ["route", "method", "status"], registry=r)
         self.latency = Histogram(
             "fraudflow_api_request_seconds",
@@ -86,6 +89,15 @@ class ApiMetrics:
             self.publish_failures.labels(reason).inc(records)
 
         return ProducerHooks(on_call=on_call, on_failure=on_failure)
+
+    def child(self, metric: Counter, *labels: str) -> Any:
+        """A labelled child, cached: `labels()` takes a lock and builds a key on every call, which counts when
+        it runs per transaction and per rule."""
+        key = (metric, labels)
+        found = self._children.get(key)
+        if found is None:
+            found = self._children[key] = metric.labels(*labels)
+        return found
 
     def serving(self, version: str) -> None:
         self.model.clear()

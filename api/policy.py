@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -54,6 +55,9 @@ class PolicyWatcher:
     def _install(self, policy: Policy) -> None:
         self.policy = policy  # one reference assignment: a transaction sees the old policy or the new one
         self.metrics.policy_rules.set(len(policy.rules))
+        # Lists of millions of entries live until the next change: out of the collector's reach, or each
+        # full collection walks them again (as the app does with what it loads at start-up).
+        gc.freeze()
 
     async def _apply(self, conn: asyncpg.Connection, payload: str) -> None:
         kind, _, rest = payload.partition(":")

@@ -219,7 +219,7 @@ class ScoringService:
             else:
                 verdict = Verdict(model_decision, "model", [reason])
             self._decision_counters[verdict.decision].inc()
-            self.metrics.decided_by.labels(verdict.decided_by, verdict.decision).inc()
+            self.metrics.child(self.metrics.decided_by, verdict.decided_by, verdict.decision).inc()
             body = outcome.body
             body["anomaly_detector"] = {"score": anomaly}
             body["fraud_classifier"] = {"pred_proba": proba, "prediction": int(verdict.decision == "decline")}
@@ -248,9 +248,9 @@ class ScoringService:
 
     def _count_rules(self, verdict: Verdict) -> None:
         for rule in verdict.failed_rules:
-            self.metrics.rule_failures.labels(rule).inc()
+            self.metrics.child(self.metrics.rule_failures, rule).inc()
         for rule in verdict.unevaluated_rules:
-            self.metrics.rule_unevaluated.labels(rule).inc()
+            self.metrics.child(self.metrics.rule_unevaluated, rule).inc()
 
     def _published(self, minute: int, result: asyncio.Future[PutResult]) -> None:
         if not result.cancelled() and result.exception() is None:

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
-
 from api.schemas import PredictRequest
 from fraudflow.behaviour.definitions import Activity
 from fraudflow.decisions.lists import EntityKind
@@ -50,8 +48,7 @@ def facts(
 
 
 def _why(decision: str, proba: float, amount: float, anomaly: float, policy: CostPolicy) -> str:
-    approving, review, declining = policy.costs(np.array([proba]), np.array([amount]))
-    approve, decline = float(approving[0]), float(declining[0])
+    approve, review, decline = policy.costs(proba, amount)
     loss = f"expected loss {approve:,.2f}"
     if decision == "decline":
         return (

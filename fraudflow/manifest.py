@@ -96,13 +96,11 @@ class CostPolicy(BaseModel):
     # measurably lower the cost on validation).
     anomaly_review_from: float | None = Field(None, ge=0, le=1)
 
-    def costs(
-        self, proba: npt.NDArray[Any], amount: npt.NDArray[Any]
-    ) -> tuple[npt.NDArray[np.float64], float, npt.NDArray[np.float64]]:
-        """Expected cost of approving, reviewing and declining each transaction."""
-        p, a = proba.astype(np.float64), np.maximum(amount.astype(np.float64), 0.0)
-        approve = p * (a + self.chargeback_fee)
-        decline = (1 - p) * (self.false_decline_share * a + self.false_decline_fixed)
+    def costs(self, proba: Any, amount: Any) -> tuple[Any, float, Any]:
+        """Expected cost of approving, reviewing and declining: arrays for arrays, numbers for numbers."""
+        a = np.maximum(amount, 0.0)
+        approve = proba * (a + self.chargeback_fee)
+        decline = (1 - proba) * (self.false_decline_share * a + self.false_decline_fixed)
         return approve, self.review_cost + self.capacity_penalty, decline
 
     def decide(

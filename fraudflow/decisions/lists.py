@@ -8,6 +8,7 @@ import ipaddress
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from fraudflow.events import country_code
 
@@ -39,8 +40,9 @@ class ListInfo:
     description: str = ""
 
 
-@dataclass(frozen=True, slots=True)  # lists hold millions: no per-entry __dict__
-class Entry:
+class Entry(NamedTuple):
+    """A tuple of plain values: with millions of them, the garbage collector stops tracking them."""
+
     value: str
     reason: str | None = None
     author: str = ""

@@ -90,9 +90,10 @@ class Policy:
         context.update({name: values[name] for name in self.fields if name != "lists"})
         if "lists" in self.fields:
             context.update({"lists": [index.info.name for index, _, _ in listed]})
+        unknown = {name for name in self.fields if values.get(name, ()) is None}  # `lists` is never null
         for rule in self.rules:
             condition = rule.condition
-            if not condition.reads_null and any(values[f] is None for f in condition.fields if f != "lists"):
+            if unknown and not condition.reads_null and not unknown.isdisjoint(condition.fields):
                 verdict.unevaluated_rules.append(rule.name)
                 continue
             try:
