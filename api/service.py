@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -203,6 +204,7 @@ class ScoringService:
         assert looked is not None  # scoring starts once the behaviour features are known
         assert behaviour_matrix is not None
         policy = self.policy.policy  # one version for the whole batch
+        skipped: list[Verdict] = []
         now = time.time()
         for i, (request, outcome) in enumerate(zip(job.requests, job.outcomes, strict=True)):
             proba, anomaly = float(scores.fraud_proba[i]), float(scores.anomaly[i])
@@ -215,7 +217,8 @@ class ScoringService:
                 activity = job.activities[i]
                 values = facts(request, activity, proba, anomaly, model_decision, behaviour)
                 verdict = policy.decide(values, identities(activity), reason, now)
-                self._count_rules(verdict)
+                if verdict.failed_rules or verdict.unevaluated_rules:
+                    skipped.append(verdict)
             else:
                 verdict = Verdict(model_decision, "model", [reason])
             self._decision_counters[verdict.decision].inc()
@@ -243,14 +246,19 @@ class ScoringService:
             if self._ack:
                 job.waiting += 1
                 ack.add_done_callback(functools.partial(self._acknowledged, job, outcome))
+        if skipped:
+            self._count_rules(skipped)
         if not job.waiting:
             self._finish(job)
 
-    def _count_rules(self, verdict: Verdict) -> None:
-        for rule in verdict.failed_rules:
-            self.metrics.child(self.metrics.rule_failures, rule).inc()
-        for rule in verdict.unevaluated_rules:
-            self.metrics.child(self.metrics.rule_unevaluated, rule).inc()
+    def _count_rules(self, verdicts: list[Verdict]) -> None:
+        """Rules skipped in a batch, counted once per rule (a counter's increment takes a lock)."""
+        for metric, rules in (
+            (self.metrics.rule_failures, Counter(r for v in verdicts for r in v.failed_rules)),
+            (self.metrics.rule_unevaluated, Counter(r for v in verdicts for r in v.unevaluated_rules)),
+        ):
+            for rule, count in rules.items():
+                self.metrics.child(metric, rule).inc(count)
 
     def _published(self, minute: int, result: asyncio.Future[PutResult]) -> None:
         if not result.cancelled() and result.exception() is None:

@@ -298,3 +298,24 @@ async def test_a_backtest_matches_a_hand_count(db: asyncpg.Connection) -> None:
         (day, t, m) for day, (t, m) in sorted(by_day.items())
     ]
     assert set(result["examples"]) == {str(r["event_id"]) for r in changed}
+
+
+async def test_a_rule_failing_at_run_time_is_counted_and_skipped_never_a_5xx(settings: Settings) -> None:
+    async with running(settings) as (app, http):
+        rules = (
+            ("divides", "int(amount) / int(fraud_proba) > 1"),  # fraud_proba < 1: a division by zero
+            ("far", "user_km_from_previous > 500.0"),  # no feature store here: the distance is unknown
+        )
+        for name, when in rules:
+            rule = {"name": name, "when": when, "action": "decline", **AUTHOR}
+            assert (await http.post("/admin/rules", json=rule)).status_code == 201
+
+        async def applied() -> bool:
+            return len(app.state.services.policy.policy.rules) == 2
+
+        await wait_until(applied, deadline_s=2, what="the rules applied")
+        answers = [await _decision(http, transaction_id=f"t{i}") for i in range(3)]
+        metrics = (await http.get("/metrics")).text
+    assert all(a["decided_by"] == "model" for a in answers)
+    assert 'fraudflow_rule_failures_total{rule="divides"} 3.0' in metrics
+    assert 'fraudflow_rule_unevaluated_total{rule="far"} 3.0' in metrics
