@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dash import Dash
 
+from dash_app import decisions
 from dash_app.auth import HEALTH_PATH, protect
 from dash_app.callbacks import register
 from dash_app.database import Database
@@ -27,6 +28,13 @@ def served_model(settings: Settings) -> ServedModel | None:
     except (OSError, ValueError):
         return None
     metrics = manifest.metrics
+    if manifest.policy is not None:  # decided by expected cost: no single cut on p(fraud) to draw
+        card = metrics.get("policy", {}).get("test", {}).get("cost_policy", {})
+        per_1000 = {k: card[k]["value"] / 1000 for k in ("reviews_per_1000", "declines_per_1000") if k in card}
+        expected = {}
+        if len(per_1000) == 2:
+            expected = {"flagged": sum(per_1000.values()), "declined": per_1000["declines_per_1000"]}
+        return ServedModel(manifest.version, {}, expected)
     rows = metrics.get("test_rows") or 0
     expected = {
         # The card counts transactions at or above each cut on its test split: flagged, then declined.
@@ -44,7 +52,9 @@ def create_app(settings: Settings, database: DatabaseTarget | str) -> Dash:
     check_security(settings)
     app = Dash(__name__, title="fraudflow", update_title="", serve_locally=True, compress=True)
     app.layout = layout(settings.dashboard_refresh_s, app.get_asset_url(TOPOJSON))
-    register(app, Database(database, max_size=settings.db_pool_max), served_model(settings))
+    db = Database(database, max_size=settings.db_pool_max)
+    register(app, db, served_model(settings))
+    decisions.register(app, db)
     protect(app.server, settings)
     # Liveness only: it says nothing about the database, so a PostgreSQL failover does not restart every task.
     app.server.add_url_rule(HEALTH_PATH, "healthz", lambda: "ok")

@@ -128,6 +128,7 @@ def decision_rates(
 def distribution(
     rows: list[dict[str, Any]], metric: str, title: str, cuts: dict[str, float] | None = None, bins: int = 20
 ) -> go.Figure:
+    """`cuts`: the served model's cut points on this score; empty when it decides by expected cost."""
     # A log count axis: approvals outnumber the flagged by orders of magnitude, which would leave one tall bar.
     figure = _figure(
         title, barmode="stack", xaxis={"title": "score (0-1)", "range": [0, 1]}, yaxis_title="transactions (log)"
@@ -151,6 +152,16 @@ def distribution(
             x=cut,
             line={"color": DECISION_COLOURS[decision], "dash": "dash"},
             annotation={"text": f"{decision} ≥ {cut:.3g}", "font": {"size": 11}},
+        )
+    if cuts == {}:  # the served model decides by expected cost: the cut moves with the amount
+        figure.add_annotation(
+            text="decided by expected cost (p x amount): no single cut",
+            xref="paper",
+            yref="paper",
+            x=1,
+            y=1,
+            showarrow=False,
+            font={"size": 11},
         )
     return figure
 

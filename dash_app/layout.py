@@ -5,6 +5,7 @@ from __future__ import annotations
 from dash import dcc, html
 from dash.dash_table.DataTable import DataTable
 
+from dash_app import decisions
 from dash_app.figures import graph_config
 from dash_app.queries import FLAGGED_COUNT_LIMIT
 
@@ -235,6 +236,7 @@ def layout(refresh_s: float, topojson_url: str) -> html.Div:
     header = html.Div(
         [
             html.H2(dcc.Link("fraudflow · live fraud monitor", href="/", style=_PLAIN), style={"margin": "4px 0"}),
+            dcc.Link("Rules and lists", href=decisions.PATH),
             dcc.Input(
                 id="search",
                 type="search",
@@ -250,6 +252,7 @@ def layout(refresh_s: float, topojson_url: str) -> html.Div:
             dcc.Location(id="url", refresh=False),
             header,
             html.Div(id="subject"),  # a transaction's, a user's or an IP's page, at its own URL
+            html.Div(decisions.layout(), id="decisions", style={"display": "none"}),  # /rules
             monitor,
             dcc.Interval(id="tick", interval=int(refresh_s * 1000)),
             dcc.Store(id="selected-event"),

@@ -24,6 +24,7 @@ _OTHERS = {
     "ip": "Users of this IP address",
     "device": "Users of this device",
 }
+_MUTED = {"color": "#57606a", "fontSize": "12px"}
 _SECTION = {"background": "#f6f8fa", "padding": "10px 14px", "borderRadius": "8px", "marginBottom": "12px"}
 _GRAPH = {"flex": "1 1 420px", "minWidth": "min(340px, 100%)", "height": "320px"}
 _TABLE_STYLE: dict[str, Any] = {"style_table": {"overflowX": "auto"}, "style_cell": {"fontSize": "13px"}}
@@ -81,6 +82,8 @@ def _against_cuts(proba: float, version: str, model: figures.ServedModel | None)
     """The probability with the cuts it was decided by, when the dashboard knows that model's card."""
     if model is None or model.version != version:
         return f"{proba:.4f}"
+    if not model.cuts:
+        return f"{proba:.4f} (decided by expected cost with the amount: see why below)"
     cuts = ", ".join(f"{decision} from {cut:.4g}" for decision, cut in sorted(model.cuts.items(), key=lambda c: c[1]))
     return f"{proba:.4f} ({cuts})"
 
@@ -99,6 +102,7 @@ def transaction(event_id: str, event: dict[str, Any] | None, model: figures.Serv
                 _fields(
                     [
                         ("Decision", html.B(event["decision"])),
+                        ("Decided by", _DECIDED_BY.get(event.get("decided_by") or "", "-")),
                         ("Amount", _amount(event.get("amount"))),
                         ("Fraud probability", _against_cuts(event["fraud_proba"], event["model_version"], model)),
                         ("Anomaly score", f"{event['anomaly_score']:.4f}"),
@@ -121,6 +125,8 @@ def transaction(event_id: str, event: dict[str, Any] | None, model: figures.Serv
                 ),
                 style=_SECTION,
             ),
+            html.H4("Why"),
+            reasons_section(event),
             html.H4("Behaviour when it was scored"),
             behaviour_section(event),
             html.Details(
@@ -141,6 +147,33 @@ def _feature_value(name: str, value: float | None) -> str:
     if name.startswith("user_new_"):
         return "yes" if value else "no"
     return f"{value:,.0f}" if float(value).is_integer() else f"{value:,.2f}"
+
+
+_DECIDED_BY = {"allow_list": "an allow list", "deny_list": "a deny list", "rule": "a rule", "model": "the model"}
+
+
+def reasons_section(event: dict[str, Any]) -> html.Div:
+    """What decided, then the model's view with the features that pushed it towards fraud, in words."""
+    stored = event.get("reasons")
+    if stored is None:
+        return html.Div("Not recorded: scored before reasons were kept.", style=_SECTION)
+    reasons = json.loads(stored) if isinstance(stored, str) else stored
+    items = []
+    for reason in reasons:
+        item: list[Any] = [reason["text"].split("; mostly ")[0]]
+        if reason.get("source") == "rule":
+            item.append(html.Span(f" (rule {reason['rule']}, version {reason['version']})", style=_MUTED))
+        if contributions := reason.get("contributions"):
+            item.append(
+                html.Ul(
+                    [
+                        html.Li([c["text"], html.Span(f" (+{c['contribution']:.2f} log-odds)", style=_MUTED)])
+                        for c in contributions
+                    ]
+                )
+            )
+        items.append(html.Li(item))
+    return html.Div(html.Ol(items, style={"margin": "0", "paddingLeft": "20px"}), style=_SECTION)
 
 
 def behaviour_section(event: dict[str, Any]) -> html.Div:

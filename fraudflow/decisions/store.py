@@ -90,6 +90,13 @@ async def _notify(conn: asyncpg.Connection, payload: str) -> None:
     await conn.execute("SELECT pg_notify($1, $2)", CHANNEL, payload)
 
 
+def _name(name: str) -> str:
+    try:
+        return check_name(name)
+    except ListError as error:
+        raise PolicyError(str(error)) from None
+
+
 def _author(author: str) -> str:
     author = author.strip()
     if not author:
@@ -108,7 +115,7 @@ async def add_rule(
     conn: asyncpg.Connection, name: str, expression: str, action: str, description: str, author: str
 ) -> StoredRule:
     """A new rule, enabled; its condition is checked first (ConditionError names the problem)."""
-    check = check_name(name)
+    check = _name(name)
     try:
         verb = RuleAction(action)
     except ValueError:
@@ -226,7 +233,7 @@ def _entry(row: asyncpg.Record) -> Entry:
 async def create_list(
     conn: asyncpg.Connection, name: str, kind: str, action: str, description: str, author: str
 ) -> ListInfo:
-    check_name(name)
+    _name(name)
     try:
         info = ListInfo(name, EntityKind(kind), ListAction(action), description.strip())
     except ValueError:

@@ -130,6 +130,7 @@ def _outcomes(
         "frauds_caught": float((flagged & fraud).sum()),
         "fraud_value_caught": float(amount[flagged & fraud].sum()) / value if value else 0.0,
         "reviews_per_1000": 1000 * float((decision == 1).sum()) / n,
+        "declines_per_1000": 1000 * float((decision == 2).sum()) / n,
         "false_declines_per_1000": 1000 * float(((decision == 2) & ~fraud).sum()) / n,
         "cost_per_1000": 1000 * float(realised_cost(decision, labels, amount, costs).sum()) / n,
     }
