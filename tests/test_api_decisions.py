@@ -319,3 +319,41 @@ async def test_a_rule_failing_at_run_time_is_counted_and_skipped_never_a_5xx(set
     assert all(a["decided_by"] == "model" for a in answers)
     assert 'fraudflow_rule_failures_total{rule="divides"} 3.0' in metrics
     assert 'fraudflow_rule_unevaluated_total{rule="far"} 3.0' in metrics
+
+
+def test_lists_import_a_csv_all_or_none_and_rules_test_a_stored_transaction(settings: Settings, tmp_path: Path) -> None:
+    assert _cli(settings, "lists", "create", "bad_ips", "--kind", "ip", "--action", "deny").exit_code == 0
+    good = tmp_path / "good.csv"
+    good.write_text("\ufeffValue,Reason,expires_at\n203.0.113.0/24,proxy farm,2099-01-01T00:00:00\n10.0.0.7,,\n\n")
+    result = _cli(settings, "lists", "import", "bad_ips", str(good), "--author", "ana")
+    assert result.exit_code == 0, result.output
+    assert "2 entries imported into bad_ips" in result.output
+    bad = tmp_path / "bad.csv"
+    bad.write_text("value\n198.51.100.1\nnot-an-ip\n")
+    result = _cli(settings, "lists", "import", "bad_ips", str(bad))
+    assert result.exit_code == 1
+    assert f"{bad}:3: list bad_ips, entry 2: 'not-an-ip' is not an IP address" in " ".join(result.output.split())
+    assert "nothing was added" in result.output
+    shown = orjson.loads(_cli(settings, "lists", "show", "bad_ips").output)
+    assert sorted(e["value"] for e in shown["entries"]) == ["10.0.0.7", "203.0.113.0/24"]
+    assert [h["change"] for h in shown["history"]] == ["entries added", "created"]
+
+    result = _cli(settings, "rules", "test", '"bad_ips" in lists && amount > 10.0', "--set", "amount=12.5")
+    assert result.exit_code == 0, result.output
+    assert result.output.startswith("false")  # no IP given: on no list
+    result = _cli(settings, "rules", "test", "user_count_1h >= 3.0", "--set", "user_count_1h=null")
+    assert result.output.startswith("unknown (a field it reads is null)")
+    result = _cli(settings, "rules", "test", "amount > 1.0", "--event", str(uuid.uuid4()))
+    assert result.exit_code == 1
+    assert "no stored transaction with event id" in result.output
+
+
+async def test_each_batch_item_has_its_reasons(settings: Settings) -> None:
+    async with running(settings) as (_, http):
+        items = [body(user_id=f"u{i}", transaction_id=f"b{i}") for i in range(3)]
+        response = await http.post("/predict/batch", json={"transactions": items})
+    assert response.status_code == 200, response.text
+    for item in response.json()["results"]:
+        result = item["result"]
+        assert result["decided_by"] == "model"
+        assert result["reasons"][0]["decision"] == result["decision"]

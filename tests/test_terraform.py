@@ -342,16 +342,19 @@ def actions(document: str) -> set[str]:
     return {action for statement in statements(document) for action in statement["actions"]}
 
 
-def test_api_may_only_publish_to_its_stream() -> None:
+def test_api_may_only_publish_to_its_stream_and_log_in_as_its_database_user() -> None:
     assert actions("api") == {
         "kinesis:PutRecord",
         "kinesis:PutRecords",
         "kinesis:DescribeStreamSummary",
         "kinesis:DescribeStream",
         "kms:GenerateDataKey",
+        "rds-db:connect",  # its rules and lists (docs/decisions.md)
     }
     for statement in statements("api"):
-        assert statement["resources"] in (["${aws_kinesis_stream.events.arn}"], ["${aws_kms_key.this.arn}"])
+        assert statement["resources"][0] in ("${aws_kinesis_stream.events.arn}", "${aws_kms_key.this.arn}") or (
+            statement["resources"][0].endswith("/${local.database_users.api}")
+        )
 
 
 def test_consumer_may_only_read() -> None:

@@ -15,7 +15,7 @@ import asyncpg
 import orjson
 import typer
 
-from fraudflow.cli.runner import CommandError, run, settings_or_exit
+from fraudflow.cli.runner import CommandError, fail, run, settings_or_exit
 from fraudflow.db.target import resolve_database_url
 from fraudflow.decisions import store
 from fraudflow.decisions.backtest import backtest as run_backtest
@@ -246,21 +246,25 @@ def lists_show(
     _echo_json(_with_db(work))
 
 
-def _rows(path: Path) -> Iterator[tuple[str, str | None, datetime | None]]:
+def _rows(path: Path) -> Iterator[tuple[int, tuple[str, str | None, datetime | None]]]:
+    """(line, entry) for each row with a value; a blank line or one without a value is skipped."""
     with sys.stdin if str(path) == "-" else path.open(newline="", encoding="utf-8-sig") as handle:
         reader = csv.DictReader(handle)
         if reader.fieldnames is None or "value" not in [f.strip().lower() for f in reader.fieldnames]:
             raise CommandError(f"{path}: a CSV with a header naming `value` (and optionally `reason`, `expires_at`)")
-        for line, row in enumerate(reader, start=2):
-            row = {k.strip().lower(): (v or "").strip() for k, v in row.items() if k}
+        for row in reader:
+            line = reader.line_num
+            fields = {k.strip().lower(): (v or "").strip() for k, v in row.items() if k}
             expires = None
-            if row.get("expires_at"):
+            if fields.get("expires_at"):
                 try:
-                    expires = _expiry(datetime.fromisoformat(row["expires_at"]))
+                    expires = _expiry(datetime.fromisoformat(fields["expires_at"]))
                 except ValueError:
-                    raise CommandError(f"{path}:{line}: expires_at {row['expires_at']!r} is not an ISO time") from None
-            if row.get("value"):
-                yield row["value"], row.get("reason") or None, expires
+                    raise CommandError(
+                        f"{path}:{line}: expires_at {fields['expires_at']!r} is not an ISO time"
+                    ) from None
+            if fields.get("value"):
+                yield line, (fields["value"], fields.get("reason") or None, expires)
 
 
 @lists_app.command("import")
@@ -270,6 +274,19 @@ def lists_import(
     author: Author = "",
 ) -> None:
     """Add every entry of a CSV file, all or none (a bad value names its line)."""
-    rows = list(_rows(path))
-    count = _with_db(lambda conn: store.add_entries(conn, name, rows, _who(author)))
+    if str(path) != "-" and not path.is_file():
+        fail(f"{path}: no such file", code=2)
+    try:
+        rows = list(_rows(path))
+    except (CommandError, UnicodeDecodeError, csv.Error) as error:
+        fail(str(error) if isinstance(error, CommandError) else f"{path}: not a UTF-8 CSV file ({error})")
+    lines = [line for line, _ in rows]
+
+    async def work(conn: asyncpg.Connection) -> int:
+        try:
+            return await store.add_entries(conn, name, [entry for _, entry in rows], _who(author))
+        except store.BadEntry as error:
+            raise store.PolicyError(f"{path}:{lines[error.number - 1]}: {error}") from None
+
+    count = _with_db(work)
     typer.echo(f"{count:,} entries imported into {name}")

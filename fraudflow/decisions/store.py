@@ -44,6 +44,14 @@ class NameTaken(PolicyError):
     """A rule or list of that name exists."""
 
 
+class BadEntry(PolicyError):
+    """An entry that cannot be listed; `number` is its position (from 1) among those given."""
+
+    def __init__(self, message: str, number: int) -> None:
+        super().__init__(message)
+        self.number = number
+
+
 @dataclass(frozen=True)
 class StoredRule:
     name: str
@@ -281,7 +289,7 @@ async def add_entries(
             try:
                 rows.append((name, normalise(info.kind, value), reason, who, expires))
             except ListError as error:
-                raise PolicyError(f"list {name}, entry {number}: {error}; nothing was added") from None
+                raise BadEntry(f"list {name}, entry {number}: {error}; nothing was added", number) from None
         if not rows:
             return 0
         # COPY into a temporary table, then one upsert: a million entries in seconds, not minutes.

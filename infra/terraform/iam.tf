@@ -112,6 +112,12 @@ data "aws_iam_policy_document" "api" {
       values   = ["kinesis.${var.aws_region}.amazonaws.com"]
     }
   }
+
+  statement {
+    sid       = "ConnectAsApi"
+    actions   = ["rds-db:connect"]
+    resources = ["arn:${local.partition}:rds-db:${var.aws_region}:${local.account_id}:dbuser:${aws_db_instance.this.resource_id}/${local.database_users.api}"]
+  }
 }
 
 data "aws_iam_policy_document" "consumer" {

@@ -30,14 +30,17 @@ locals {
     POSTGRES_DB          = aws_db_instance.this.db_name
     FRAUDFLOW_DB_SSLMODE = "verify-full"
   }
-  # The master user (its secret) is for migrations only; the consumer and the dashboard log in as their own
-  # users (created by migration 0007 with the writer and reader roles) through IAM database authentication.
+  # The master user (its secret) is for migrations only; the consumer, the dashboard and the API log in as
+  # their own users (created by migrations 0007 and 0013 with the writer, reader and policy roles) through IAM
+  # database authentication. The API reads its rules and lists there (and changes them on its admin routes).
   migrate_environment = merge(local.database_location, {
     SECRETS_MANAGER_ID = aws_db_instance.this.master_user_secret[0].secret_arn
   })
-  database_users = { consumer = "fraudflow_consumer", dashboard = "fraudflow_dashboard" }
+  database_users = { consumer = "fraudflow_consumer", dashboard = "fraudflow_dashboard", api = "fraudflow_api" }
   # The API reaches the feature store over TLS (rediss); its token comes from Secrets Manager (ecs.tf).
-  api_environment = merge(local.stream_environment, {
+  api_environment = merge(local.stream_environment, local.database_location, {
+    POSTGRES_USER           = local.database_users.api
+    FRAUDFLOW_DB_IAM_AUTH   = "true"
     FRAUDFLOW_DELIVERY_MODE = var.delivery_mode
     FRAUDFLOW_REDIS_URL     = "rediss://${aws_elasticache_replication_group.feature_store.primary_endpoint_address}:${local.feature_store_port}/0"
   })

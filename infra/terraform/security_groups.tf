@@ -1,4 +1,5 @@
-# Who may talk to whom: clients -> ALB -> API/dashboard; consumer, dashboard, migrate -> PostgreSQL; tasks -> AWS APIs.
+# Who may talk to whom: clients -> ALB -> API/dashboard; API (rules and lists), consumer, dashboard, migrate ->
+# PostgreSQL; tasks -> AWS APIs.
 resource "aws_security_group" "alb" {
   name        = "${var.name}-alb"
   description = "fraudflow load balancer: HTTPS from clients, to the API and dashboard tasks"
@@ -46,7 +47,7 @@ resource "aws_vpc_security_group_egress_rule" "alb_to_dashboard" {
 
 resource "aws_security_group" "api" {
   name        = "${var.name}-api"
-  description = "fraudflow API tasks: from the load balancer; to AWS APIs"
+  description = "fraudflow API tasks: from the load balancer; to PostgreSQL, the feature store and AWS APIs"
   vpc_id      = local.vpc_id
 }
 
@@ -92,7 +93,7 @@ resource "aws_vpc_security_group_egress_rule" "tasks_to_aws_apis" {
 }
 
 resource "aws_vpc_security_group_egress_rule" "tasks_to_database" {
-  for_each                     = { consumer = aws_security_group.consumer.id, dashboard = aws_security_group.dashboard.id }
+  for_each                     = { api = aws_security_group.api.id, consumer = aws_security_group.consumer.id, dashboard = aws_security_group.dashboard.id }
   security_group_id            = each.value
   description                  = "PostgreSQL"
   referenced_security_group_id = aws_security_group.database.id
@@ -103,12 +104,12 @@ resource "aws_vpc_security_group_egress_rule" "tasks_to_database" {
 
 resource "aws_security_group" "database" {
   name        = "${var.name}-database"
-  description = "fraudflow PostgreSQL: from the consumer and dashboard tasks (migrations run as a consumer-group task)"
+  description = "fraudflow PostgreSQL: from the API, consumer and dashboard tasks (migrations run as a consumer-group task)"
   vpc_id      = local.vpc_id
 }
 
 resource "aws_vpc_security_group_ingress_rule" "database_from_tasks" {
-  for_each                     = { consumer = aws_security_group.consumer.id, dashboard = aws_security_group.dashboard.id }
+  for_each                     = { api = aws_security_group.api.id, consumer = aws_security_group.consumer.id, dashboard = aws_security_group.dashboard.id }
   security_group_id            = aws_security_group.database.id
   description                  = "PostgreSQL from the ${each.key} tasks"
   referenced_security_group_id = each.value

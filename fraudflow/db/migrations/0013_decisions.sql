@@ -44,11 +44,19 @@ CREATE TABLE policy_audit (
 );
 CREATE INDEX policy_audit_name_idx ON policy_audit (object, name, id);
 
--- The API reads the policy (SELECT, granted to both roles by default) and, for its admin routes, changes it.
+-- fraudflow_policy reads and changes rules and lists: the API (its admin routes) and the dashboard (its rules
+-- page). On RDS the API's user is created here, logging in with IAM database authentication, like 0007's.
 DO $$
 BEGIN
     IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'fraudflow_policy') THEN
         CREATE ROLE fraudflow_policy NOLOGIN;
+    END IF;
+    IF EXISTS (SELECT FROM pg_roles WHERE rolname = 'rds_iam')
+            AND NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'fraudflow_api') THEN
+        CREATE ROLE fraudflow_api LOGIN IN ROLE fraudflow_policy, rds_iam;
+    END IF;
+    IF EXISTS (SELECT FROM pg_roles WHERE rolname = 'fraudflow_dashboard') THEN
+        GRANT fraudflow_policy TO fraudflow_dashboard;
     END IF;
 END
 $$;
