@@ -12,7 +12,8 @@ from dash_app.figures import TOPOJSON, ServedModel
 from dash_app.layout import layout
 from fraudflow.config import Settings, SettingsError
 from fraudflow.db.target import DatabaseTarget
-from fraudflow.manifest import Manifest, default_models_dir
+from fraudflow.manifest import Manifest
+from fraudflow.registry import default_models_root, resolve
 
 
 def check_security(settings: Settings) -> None:
@@ -24,7 +25,7 @@ def served_model(settings: Settings) -> ServedModel | None:
     """What the model card of the served set says, for the charts; None without a readable manifest (the
     dashboard does not need the models to run)."""
     try:
-        manifest = Manifest.read(settings.models_dir or default_models_dir())
+        manifest = Manifest.read(resolve(settings.models_dir or default_models_root()))
     except (OSError, ValueError):
         return None
     metrics = manifest.metrics

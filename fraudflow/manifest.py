@@ -12,7 +12,6 @@ import numpy as np
 import numpy.typing as npt
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-import fraudflow
 from fraudflow.behaviour.definitions import NAMES as BEHAVIOUR
 from fraudflow.data.columns import FEATURES
 
@@ -44,6 +43,16 @@ class ExplainerFile(BaseModel):
     file: str
     sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
     kind: Literal["lightgbm_text"] = "lightgbm_text"
+
+
+class SampleFile(BaseModel):
+    """Validation rows with the decisions the set gave them at training: checked again at every load."""
+
+    model_config = ConfigDict(frozen=True)
+
+    file: str
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    rows: int = Field(ge=1)
 
 
 class Thresholds(BaseModel):
@@ -162,6 +171,7 @@ class Manifest(BaseModel):
     # The decision by expected cost on calibrated probabilities; without them, the thresholds decide.
     calibration: Calibration | None = None
     policy: CostPolicy | None = None
+    sample: SampleFile | None = None
     # What a legitimate transaction usually has (median over the training split's), for reasons in words.
     typical: dict[str, float] = Field(default_factory=dict)
 
@@ -191,7 +201,7 @@ class Manifest(BaseModel):
             mode="json", include={"features", "fraud_classifier", "anomaly_detector", "thresholds", "anomaly_scale"}
         )
         # Sets from before explanations and the cost policy keep their version.
-        for added in ("explainer", "calibration", "policy"):
+        for added in ("explainer", "calibration", "policy", "sample"):
             if getattr(self, added) is not None:
                 serving |= self.model_dump(mode="json", include={added, "typical"} if added == "explainer" else {added})
         return hashlib.sha256(json.dumps(serving, sort_keys=True).encode()).hexdigest()[:12]
@@ -206,13 +216,6 @@ class Manifest(BaseModel):
 
     def write(self, directory: Path) -> None:
         (directory / MANIFEST_FILE).write_text(self.model_dump_json(indent=2) + "\n")
-
-
-def default_models_dir() -> Path:
-    """`models/` of a source checkout, else the copy shipped inside the wheel."""
-    package = Path(fraudflow.__file__).resolve().parent
-    checkout = package.parent / "models"
-    return checkout if (checkout / MANIFEST_FILE).exists() else package / "bundled_models"
 
 
 def file_sha256(path: Path) -> str:

@@ -21,9 +21,9 @@ from fraudflow.manifest import (
     Manifest,
     ModelFile,
     Thresholds,
-    default_models_dir,
     file_sha256,
 )
+from fraudflow.registry import default_models_root, resolve
 
 EXPLAINER_TOLERANCE = 1e-4  # float32 ONNX trees against LightGBM's float64 ones
 
@@ -156,6 +156,24 @@ class ModelSet:
                 f"{MANIFEST_FILE} says version {self.manifest.version!r}, its content is version {implied!r}: it "
                 "was edited after training; publish model sets with `fraudflow train`"
             )
+        self._check_stored_sample()
+
+    def _check_stored_sample(self) -> None:
+        """The validation rows stored at training must get the same decisions now: the same name must mean
+        the same behaviour, whatever changed underneath (a file, the runtime, the policy's code)."""
+        spec = self.manifest.sample
+        if spec is None:
+            return
+        path = self.directory / spec.file
+        if not path.is_file() or file_sha256(path) != spec.sha256:
+            raise ModelError(f"sample: {spec.file} is missing or does not match the manifest's sha256")
+        with np.load(path) as stored:
+            rows, expected = stored["rows"], stored["decisions"]
+        differ = int(np.sum(self.score(np.ascontiguousarray(rows, dtype=np.float32)).decision != expected))
+        if differ:
+            raise ModelError(
+                f"decides {differ} of {len(expected)} stored validation transactions differently than at training"
+            )
 
     def _explainer(self) -> Explainer | None:
         spec = self.manifest.explainer
@@ -226,11 +244,14 @@ class Scorer:
     """Scores batches with the current model set; `reload()` swaps in a new one atomically.
 
     A call in flight keeps using the model set it started with, so a reload never fails or mixes requests.
+    `directory` is a model registry (the version its CURRENT names is served, read again at each reload) or a
+    set's own folder.
     """
 
     def __init__(self, directory: Path | None = None, threads: int = 1) -> None:
         self.threads = threads
-        self._models = ModelSet(directory or default_models_dir(), threads)
+        self.root = directory or default_models_root()
+        self._models = ModelSet(resolve(self.root), threads)
 
     @property
     def models(self) -> ModelSet:
@@ -240,7 +261,8 @@ class Scorer:
         return self._models.score(matrix)
 
     def reload(self, directory: Path | None = None) -> ModelSet:
-        """Load and verify the new set fully before swapping; on any error the current set stays."""
-        fresh = ModelSet(directory or self._models.directory, self.threads)
+        """Load and verify the new set (the registry's current version, or `directory`) fully before
+        swapping; on any error the current set stays."""
+        fresh = ModelSet(resolve(directory or self.root), self.threads)
         self._models = fresh  # a single reference assignment: atomic for concurrent readers
         return fresh

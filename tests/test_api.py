@@ -353,7 +353,7 @@ async def test_admin_reload(settings: Settings, tmp_path: Any) -> None:
         client_key = await http.post("/admin/reload-models", headers={"X-API-Key": "client-key"})
         admin_scores = await http.post("/predict", json=body(), headers={"X-API-Key": "admin-key"})
         ok = await http.post("/admin/reload-models", headers={"X-API-Key": "admin-key"})
-        app.state.services.scorer.models.directory = tmp_path  # point the next reload at an empty directory
+        app.state.services.scorer.root = tmp_path  # point the next reload at an empty directory
         refused = await http.post("/admin/reload-models", headers={"X-API-Key": "admin-key"})
         still = await http.post("/predict", json=body(), headers={"X-API-Key": "client-key"})
     assert (unauthenticated.status_code, client_key.status_code, admin_scores.status_code) == (401, 401, 401)

@@ -114,14 +114,17 @@ def test_wheel_carries_the_packages_and_the_models(tmp_path: Path) -> None:
     )
     (wheel,) = tmp_path.glob("fraudflow-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
+    served = f"fraudflow/bundled_models/versions/{(ROOT / 'models' / 'CURRENT').read_text().strip()}"
     for required in [
         "api/main.py",
         "consumers/coordinator/scheduler.py",
         "dash_app/wsgi.py",
-        "fraudflow/bundled_models/manifest.json",
-        "fraudflow/bundled_models/fraud_classifier.onnx",
-        "fraudflow/bundled_models/anomaly_detector.onnx",
-        "fraudflow/bundled_models/fraud_classifier.lgb.txt",  # the reasons' explainer
+        "fraudflow/bundled_models/CURRENT",  # the registry's pointer, and the version it names
+        f"{served}/manifest.json",
+        f"{served}/fraud_classifier.onnx",
+        f"{served}/anomaly_detector.onnx",
+        f"{served}/fraud_classifier.lgb.txt",  # the reasons' explainer
+        f"{served}/sample.npz",  # the decisions checked at every load
         "fraudflow/db/migrations/0001_initial.sql",
         "fraudflow/db/rds-ca-bundle.pem",  # what verify-full checks RDS against, with no download
     ]:

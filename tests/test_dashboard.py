@@ -29,8 +29,9 @@ from dash_app.app import create_app
 from dash_app.callbacks import health
 from dash_app.figures import NO_DATA
 from fraudflow.config import Environment, Settings, SettingsError, load_settings
-from fraudflow.manifest import Manifest, default_models_dir
+from fraudflow.manifest import Manifest
 from fraudflow.net import free_port
+from fraudflow.registry import default_models_dir
 
 if TYPE_CHECKING:
     from selenium.webdriver import Chrome as WebDriver

@@ -13,7 +13,8 @@ import pytest
 from onnx import TensorProto, helper
 
 from fraudflow.data.synthetic import generate
-from fraudflow.manifest import Manifest, default_models_dir, file_sha256
+from fraudflow.manifest import Manifest, file_sha256
+from fraudflow.registry import default_models_dir
 from fraudflow.scoring import Decision, ModelError, Scorer
 
 
@@ -200,7 +201,7 @@ def test_reload_under_concurrent_scoring(models: Path, tmp_path: Path) -> None:
     other = tmp_path / "other"
     shutil.copytree(models, other)
     # A different model set: same files, deciding by a probability band that reviews everything.
-    _edit_manifest(other, {"thresholds.review": 0.0, "policy": None})
+    _edit_manifest(other, {"thresholds.review": 0.0, "policy": None, "sample": None})
     new = Manifest.read(other).version
     scorer = Scorer(models)
     old = scorer.models.version
@@ -220,13 +221,15 @@ def test_reload_under_concurrent_scoring(models: Path, tmp_path: Path) -> None:
     workers = [threading.Thread(target=score_forever) for _ in range(4)]
     for worker in workers:
         worker.start()
-    for _ in range(5):
+    try:
+        for _ in range(5):
+            scorer.reload(other)
+            scorer.reload(models)
         scorer.reload(other)
-        scorer.reload(models)
-    scorer.reload(other)
-    stop.set()
-    for worker in workers:
-        worker.join()
+    finally:  # a failed reload must fail the test, not leave the threads scoring forever
+        stop.set()
+        for worker in workers:
+            worker.join()
     assert not errors
     assert seen <= {old, new}
     assert scorer.score_batch(data).model_version == new
@@ -274,7 +277,7 @@ def test_a_model_reading_behaviour_features_is_served_with_them(tmp_path: Path) 
     # The shipped explainer explains the shipped classifier, not this one: refused.
     with pytest.raises(ModelError, match="explainer: disagrees with fraud_classifier"):
         Scorer(target)
-    manifest = manifest.model_copy(update={"explainer": None})
+    manifest = manifest.model_copy(update={"explainer": None, "sample": None})  # neither describes this set
     manifest.model_copy(update={"version": manifest.content_version()}).write(target)
     scorer = Scorer(target)
     assert scorer.models.uses_behaviour

@@ -18,7 +18,7 @@ from api.schemas import Metadata
 from fraudflow.cli.simulate import predict_url
 from fraudflow.data.dataset import DatasetError, write_creditcard
 from fraudflow.data.synthetic import generate
-from fraudflow.manifest import default_models_dir
+from fraudflow.registry import default_models_dir
 from fraudflow.simulation.population import metadata, users
 from fraudflow.simulation.replay import Plan, Replayer, load_rows
 

@@ -16,6 +16,7 @@ from fraudflow.data.dataset import load_creditcard, write_creditcard
 from fraudflow.data.history import generate_history
 from fraudflow.data.synthetic import generate
 from fraudflow.manifest import Manifest, file_sha256
+from fraudflow.registry import resolve
 from fraudflow.scoring import Scorer
 from fraudflow.training.evaluate import choose_thresholds
 from fraudflow.training.export import ParityError, check_parity
@@ -32,8 +33,9 @@ from fraudflow.training.pipeline import (
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[TrainingReport, Path]:
-    out = tmp_path_factory.mktemp("models")
-    return train(generate(40_000, fraud_rate=0.01, seed=11), out, TrainingConfig(trees=80)), out
+    root = tmp_path_factory.mktemp("models")
+    report = train(generate(40_000, fraud_rate=0.01, seed=11), root, TrainingConfig(trees=80))
+    return report, report.folder  # published in the registry, not served yet
 
 
 def test_manifest_describes_the_files(trained: tuple[TrainingReport, Path]) -> None:
@@ -74,7 +76,8 @@ def test_retraining_is_reproducible(trained: tuple[TrainingReport, Path], tmp_pa
     report, out = trained
     again = train(generate(40_000, fraud_rate=0.01, seed=11), tmp_path, TrainingConfig(trees=80))
     assert again.manifest.version == report.manifest.version
-    assert (tmp_path / "fraud_classifier.onnx").read_bytes() == (out / "fraud_classifier.onnx").read_bytes()
+    assert again.folder.name == out.name == report.manifest.version
+    assert (again.folder / "fraud_classifier.onnx").read_bytes() == (out / "fraud_classifier.onnx").read_bytes()
 
 
 def test_split_is_time_ordered() -> None:
@@ -86,9 +89,19 @@ def test_split_is_time_ordered() -> None:
     assert split.test.stop == 10_000
 
 
-def test_split_without_frauds_is_refused(tmp_path: Path) -> None:
-    with pytest.raises(TrainingError, match="only one class"):
+def test_a_split_with_too_few_frauds_is_refused_saying_how_many_are_needed(tmp_path: Path) -> None:
+    with pytest.raises(TrainingError, match="the train split has 0 frauds among 1200 transactions; at least 20"):
         train(generate(2_000, fraud_rate=0.0, seed=1), tmp_path)
+    with pytest.raises(TrainingError, match="frauds among 400 transactions; at least 20 frauds"):
+        train(generate(2_000, fraud_rate=0.02, seed=1), tmp_path)
+
+
+def test_a_run_that_fails_a_check_publishes_nothing(tmp_path: Path) -> None:
+    """The checks run on the staged set; a failure leaves no version, no staging folder, no pointer."""
+    with pytest.raises(TrainingError, match="declines .* of validation .*nothing was published"):
+        train(generate(40_000, fraud_rate=0.01, seed=11), tmp_path, TrainingConfig(trees=20, max_decline_share=-1))
+    assert list((tmp_path / "versions").iterdir()) == []
+    assert not (tmp_path / "CURRENT").exists()
 
 
 def test_parity_failure_is_an_error() -> None:
@@ -118,7 +131,11 @@ def test_train_command(tmp_path: Path) -> None:
     assert "PR-AUC" in result.stdout
     assert "logistic regression" in result.stdout
     assert "SYNTHETIC" in result.stderr
-    assert Manifest.read(tmp_path).training_data.rows == 120_000
+    # Published, then served: CURRENT names the new version, which the scorer of this registry loads.
+    assert Manifest.read(resolve(tmp_path)).training_data.rows == 120_000
+    version = (tmp_path / "CURRENT").read_text().strip()
+    assert f"published version {version}" in result.stdout
+    assert Scorer(tmp_path).models.version == version
 
 
 def test_train_command_rejects_conflicting_sources(tmp_path: Path) -> None:
@@ -135,8 +152,9 @@ def test_train_command_rejects_conflicting_sources(tmp_path: Path) -> None:
 
 @pytest.fixture(scope="module")
 def trained_on_history(tmp_path_factory: pytest.TempPathFactory) -> tuple[TrainingReport, Path]:
-    out = tmp_path_factory.mktemp("history-models")
-    return train(generate_history(40_000, fraud_rate=0.01, seed=5), out, TrainingConfig(trees=60)), out
+    root = tmp_path_factory.mktemp("history-models")
+    report = train(generate_history(40_000, fraud_rate=0.01, seed=5), root, TrainingConfig(trees=60))
+    return report, report.folder
 
 
 def test_a_history_trains_on_behaviour_features_and_the_card_says_what_they_add(

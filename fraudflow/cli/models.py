@@ -12,6 +12,7 @@ from fraudflow.cli.runner import CommandError, fail, settings_or_exit
 from fraudflow.data.dataset import DEFAULT_PATH, DatasetError, load_creditcard, write_creditcard
 from fraudflow.data.history import generate_history
 from fraudflow.data.synthetic import DEFAULT_FRAUD_RATE, generate
+from fraudflow.registry import Registry
 
 
 def synth(
@@ -61,6 +62,10 @@ def train(
     review_capacity: Annotated[
         float, typer.Option(min=0.0001, max=1.0, help="Share of transactions the team can review.")
     ] = 0.02,
+    promote: Annotated[
+        bool, typer.Option(help="Serve the new version once published (else it waits for `models promote`).")
+    ] = True,
+    author: Annotated[str | None, typer.Option(help="Who publishes (the registry's history); default: login")] = None,
 ) -> None:
     """Train the fraud classifier and anomaly detector, export them to ONNX and write the manifest. A data set
     with metadata (synth --history) trains on behaviour features too, computed by replaying it in time order.
@@ -85,13 +90,18 @@ def train(
             typer.secho("training on SYNTHETIC data: scores are for demonstration only", fg="yellow", err=True)
         costs = Costs(review_cost, chargeback_fee, false_decline_share, false_decline_fixed, review_capacity)
         config = TrainingConfig(seed=seed, costs=costs)
-        report = run_training(dataset, out or settings.models_dir or Path("models"), config)
+        root = out or settings.models_dir or Path("models")
+        report = run_training(dataset, root, config)
     except (DatasetError, TrainingError, ParityError, CommandError) as error:
         fail(str(error))
     typer.echo(format_report(report))
-    baseline = report.baseline["pr_auc"]
-    if report.manifest.metrics["pr_auc"] <= baseline:
-        fail(
-            f"the classifier does not beat the logistic-regression baseline on PR-AUC ({baseline}); "
-            "models were written but should not be shipped"
+    version = report.manifest.version
+    typer.echo(f"\npublished version {version} in {report.folder}")
+    if promote:
+        previous = Registry(root).promote(version, author)
+        typer.echo(
+            f"serving {version} from {root} (was {previous or 'none'}); API processes load it on "
+            "POST /admin/reload-models"
         )
+    else:
+        typer.echo(f"not served: `fraudflow models promote {version}` when it should be")

@@ -13,7 +13,8 @@ from rich.live import Live
 from fraudflow.cli.runner import fail, run, settings_or_exit
 from fraudflow.data.columns import FEATURES
 from fraudflow.data.dataset import DatasetError
-from fraudflow.manifest import Manifest, default_models_dir
+from fraudflow.manifest import Manifest
+from fraudflow.registry import default_models_root, resolve
 from fraudflow.simulation.population import users
 from fraudflow.simulation.replay import Plan, Replayer, load_rows
 
@@ -46,7 +47,7 @@ def simulate(
     try:
         # The models the API serves (FRAUDFLOW_MODELS_DIR), not the shipped ones: their test boundary, and
         # whether they read behaviour features (then a history of users with their habits is replayed).
-        served = Manifest.read(settings.models_dir or default_models_dir())
+        served = Manifest.read(resolve(settings.models_dir or default_models_root()))
         test_from, behaviour = served.training_data.test_from_time, served.features != list(FEATURES)
     except (OSError, ValueError):
         test_from, behaviour = None, False

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import tempfile
+import shutil
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -25,18 +25,24 @@ from fraudflow.data.dataset import Dataset
 from fraudflow.manifest import (
     MODEL_INPUTS,
     AnomalyScale,
+    CostPolicy,
     ExplainerFile,
     Manifest,
+    SampleFile,
     Thresholds,
     TrainingData,
     file_sha256,
 )
+from fraudflow.registry import Registry
+from fraudflow.scoring import ModelSet
 from fraudflow.training.evaluate import bootstrap_pr_auc, choose_thresholds, classification_metrics
 from fraudflow.training.export import check_parity, export_classifier, export_detector, onnx_output
 from fraudflow.training.policy import Costs, calibration_card, choose_policy, fit_calibration, policy_card
 
 CLASSIFIER_FILE = "fraud_classifier.onnx"
 DETECTOR_FILE = "anomaly_detector.onnx"
+SAMPLE_FILE = "sample.npz"
+SAMPLE_ROWS = 256
 EXPLAINER_FILE = "fraud_classifier.lgb.txt"  # the same trees as LightGBM saves them: TreeSHAP for the reasons
 
 
@@ -60,6 +66,8 @@ class TrainingConfig:
     detector_trees: int = 100
     threads: int = 2  # fixed so a re-run reproduces the same trees
     costs: Costs = field(default_factory=Costs)
+    min_frauds: int = 20  # per split
+    max_decline_share: float = 0.02  # of validation
 
 
 @dataclass(frozen=True)
@@ -74,6 +82,7 @@ class TrainingReport:
     manifest: Manifest
     baseline: dict[str, Any]
     parity: dict[str, float]
+    folder: Path  # where the published version is (not yet served: promoting it is the caller's choice)
 
 
 def time_split(dataset: Dataset, config: TrainingConfig) -> Split:
@@ -84,9 +93,57 @@ def time_split(dataset: Dataset, config: TrainingConfig) -> Split:
     return Split(slice(0, validation_start), slice(validation_start, test_start), slice(test_start, n))
 
 
-def _require_both_classes(labels: npt.NDArray[np.int8], part: str) -> None:
-    if labels.min() == labels.max():
-        raise TrainingError(f"the {part} split has only one class; use more rows or a higher fraud rate")
+def _require_frauds(labels: npt.NDArray[np.int8], part: str, minimum: int) -> None:
+    """Too few frauds in a split make every figure of the card noise and every cut arbitrary."""
+    frauds = int(labels.sum())
+    if frauds < minimum or frauds == len(labels):
+        raise TrainingError(
+            f"the {part} split has {frauds} frauds among {len(labels)} transactions; at least {minimum} frauds "
+            f"(and some legitimate transactions) are needed in each of train, validation and test: use more rows "
+            "or a higher fraud rate"
+        )
+
+
+def check_publishable(
+    metrics: dict[str, Any],
+    baseline: dict[str, Any],
+    policy: CostPolicy,
+    validation_decisions: npt.NDArray[np.int8],
+    config: TrainingConfig,
+) -> None:
+    """What a set must show before it is published: it beats the baseline, and on validation it reviews
+    within the capacity and declines no more than the share allowed."""
+    if metrics["pr_auc"] <= baseline["pr_auc"]:
+        raise TrainingError(
+            f"the classifier does not beat the logistic-regression baseline on PR-AUC ({metrics['pr_auc']} <= "
+            f"{baseline['pr_auc']}): nothing was published"
+        )
+    reviews, declines = (float(np.mean(validation_decisions == d)) for d in (1, 2))
+    if reviews > policy.review_capacity + 1e-9:
+        raise TrainingError(
+            f"the policy reviews {reviews:.2%} of validation, above the capacity {policy.review_capacity:.2%}: "
+            "nothing was published"
+        )
+    if declines > config.max_decline_share:
+        raise TrainingError(
+            f"the policy declines {declines:.2%} of validation (at most {config.max_decline_share:.2%} allowed): "
+            "check the costs (--false-decline-share, --false-decline-fixed); nothing was published"
+        )
+
+
+def with_sample(stage: Path, manifest: Manifest, rows: npt.NDArray[np.float32]) -> Manifest:
+    """Store validation rows with the decisions the staged set gives them; the scorer refuses a set that
+    decides them differently at load (files, policy or runtime changed under the same name). Returns the
+    final manifest, written to the stage."""
+    manifest = manifest.model_copy(update={"version": manifest.content_version()})
+    manifest.write(stage)
+    decisions = ModelSet(stage).score(np.ascontiguousarray(rows, dtype=np.float32)).decision
+    np.savez(stage / SAMPLE_FILE, rows=rows.astype(np.float32), decisions=decisions)
+    sample = SampleFile(file=SAMPLE_FILE, sha256=file_sha256(stage / SAMPLE_FILE), rows=len(rows))
+    manifest = manifest.model_copy(update={"sample": sample})
+    manifest = manifest.model_copy(update={"version": manifest.content_version()})
+    manifest.write(stage)
+    return manifest
 
 
 def fit_classifier(x: npt.NDArray[np.float32], y: npt.NDArray[np.int8], config: TrainingConfig) -> lgb.LGBMClassifier:
@@ -170,7 +227,7 @@ def train(dataset: Dataset, out_dir: Path, config: TrainingConfig | None = None)
     split = time_split(data, config)
     y = data.labels
     for part in ("train", "validation", "test"):
-        _require_both_classes(y[getattr(split, part)], part)
+        _require_frauds(y[getattr(split, part)], part, config.min_frauds)
     inputs = model_inputs(data)
     x = columns(inputs, inputs.classifier)
     x_detector = columns(inputs, inputs.detector or inputs.classifier)
@@ -191,11 +248,11 @@ def train(dataset: Dataset, out_dir: Path, config: TrainingConfig | None = None)
     policy, anomaly_finding = choose_policy(
         calibration.apply(raw_valid), amounts[split.validation], anomaly_valid, y_valid, config.costs, config.seed
     )
+    validation_decisions = policy.decide(calibration.apply(raw_valid), amounts[split.validation], anomaly_valid)
 
-    out_dir.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=out_dir) as staging:
-        # Export next to the destination first, so a failed parity check leaves the old models in place.
-        stage = Path(staging)
+    registry = Registry(out_dir)
+    stage = registry.staging()  # published only once every check has passed; removed otherwise
+    try:
         classifier_file = export_classifier(classifier, stage / CLASSIFIER_FILE)
         detector_file = export_detector(detector, stage / DETECTOR_FILE)
         classifier.booster_.save_model(stage / EXPLAINER_FILE)
@@ -240,36 +297,39 @@ def train(dataset: Dataset, out_dir: Path, config: TrainingConfig | None = None)
                 config.seed,
             ),
         }
-        for name in (CLASSIFIER_FILE, DETECTOR_FILE, EXPLAINER_FILE):
-            (stage / name).replace(out_dir / name)
-
-    if inputs.detector is not None:
-        detector_file = detector_file.model_copy(update={"features": inputs.detector})
-    manifest = Manifest(
-        version="",
-        created_at=datetime.now(UTC).replace(microsecond=0),
-        features=inputs.classifier,
-        fraud_classifier=classifier_file,
-        anomaly_detector=detector_file,
-        thresholds=thresholds,
-        anomaly_scale=scale,
-        metrics=metrics,
-        explainer=explainer_file,
-        calibration=calibration,
-        policy=policy,
-        typical=typical_values(x[split.train][y[split.train] == 0], inputs.classifier),
-        training_data=TrainingData(
-            source=data.source,
-            rows=data.rows,
-            frauds=data.frauds,
-            sha256=data.sha256(),
-            validation_from_time=float(data.features[split.validation.start, TIME_INDEX]),
-            test_from_time=float(data.features[split.test.start, TIME_INDEX]),
-        ),
+        check_publishable(metrics, baseline_metrics, policy, validation_decisions, config)
+        if inputs.detector is not None:
+            detector_file = detector_file.model_copy(update={"features": inputs.detector})
+        manifest = Manifest(
+            version="",
+            created_at=datetime.now(UTC).replace(microsecond=0),
+            features=inputs.classifier,
+            fraud_classifier=classifier_file,
+            anomaly_detector=detector_file,
+            thresholds=thresholds,
+            anomaly_scale=scale,
+            metrics=metrics,
+            explainer=explainer_file,
+            calibration=calibration,
+            policy=policy,
+            typical=typical_values(x[split.train][y[split.train] == 0], inputs.classifier),
+            training_data=TrainingData(
+                source=data.source,
+                rows=data.rows,
+                frauds=data.frauds,
+                sha256=data.sha256(),
+                validation_from_time=float(data.features[split.validation.start, TIME_INDEX]),
+                test_from_time=float(data.features[split.test.start, TIME_INDEX]),
+            ),
+        )
+        manifest = with_sample(stage, manifest, inputs.full[split.validation][:SAMPLE_ROWS])
+        version = registry.publish(stage)
+    except BaseException:
+        shutil.rmtree(stage, ignore_errors=True)
+        raise
+    return TrainingReport(
+        manifest=manifest, baseline=baseline_metrics, parity=parity, folder=registry.versions_dir / version
     )
-    manifest = manifest.model_copy(update={"version": manifest.content_version()})
-    manifest.write(out_dir)
-    return TrainingReport(manifest=manifest, baseline=baseline_metrics, parity=parity)
 
 
 def behaviour_comparison(
