@@ -156,13 +156,23 @@ def native_models(path: Path) -> None:
     path.write_bytes(pickle.dumps((classifier, detector)))
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def wrk_arguments(description: str | None) -> argparse.ArgumentParser:
+    """The options of every benchmark that loads an API with wrk; each adds its own."""
+    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=int, default=10, help="length of each measured wrk run")
     parser.add_argument("--connections", type=int, default=64, help="wrk connections for the maximum rate")
+    return parser
+
+
+def parse_with_wrk(parser: argparse.ArgumentParser) -> argparse.Namespace:
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         sys.exit("wrk is not installed: apt-get install wrk")
+    return args
+
+
+def main() -> None:
+    args = parse_with_wrk(wrk_arguments(__doc__))
 
     work = Path(tempfile.mkdtemp(prefix="fraudflow-bench-"))
     kinesis = MotoKinesis(log_dir=work)

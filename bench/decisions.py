@@ -12,11 +12,9 @@
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import random
 import shutil
-import sys
 import tempfile
 import time
 from datetime import UTC, datetime, timedelta
@@ -28,7 +26,7 @@ import httpx
 import numpy as np
 import orjson
 
-from bench.api import measure, server, stream_env
+from bench.api import measure, parse_with_wrk, server, stream_env, wrk_arguments
 from bench.dashboard import COLUMNS, rows
 from bench.report import publish
 from fraudflow.db.migrate import migrate
@@ -205,13 +203,9 @@ def backtest_speed(work: Path, total: int) -> dict[str, Any]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--seconds", type=int, default=10, help="length of each measured wrk run")
-    parser.add_argument("--connections", type=int, default=64, help="wrk connections")
+    parser = wrk_arguments(__doc__)
     parser.add_argument("--rows", type=int, default=1_000_000, help="stored rows for the backtest")
-    args = parser.parse_args()
-    if shutil.which("wrk") is None:
-        sys.exit("wrk is not installed: apt-get install wrk")
+    args = parse_with_wrk(parser)
     work = Path(tempfile.mkdtemp(prefix="fraudflow-bench-"))
     try:
         results: dict[str, Any] = {

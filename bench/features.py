@@ -13,11 +13,9 @@
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import random
 import shutil
-import sys
 import tempfile
 import time
 import uuid
@@ -28,7 +26,7 @@ import httpx
 import numpy as np
 from redis.asyncio import Redis
 
-from bench.api import measure, paced, server, stream_env
+from bench.api import measure, paced, parse_with_wrk, server, stream_env, wrk_arguments
 from bench.report import publish
 from fraudflow.behaviour.definitions import DAY, Activity
 from fraudflow.behaviour.offline import replay
@@ -121,14 +119,10 @@ def offline_against_training(transactions: int) -> dict[str, Any]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--seconds", type=int, default=10, help="length of each measured wrk run")
-    parser.add_argument("--connections", type=int, default=64, help="wrk connections for the maximum rate")
+    parser = wrk_arguments(__doc__)
     parser.add_argument("--users", type=int, default=100_000, help="active users written for the memory figure")
     parser.add_argument("--history", type=int, default=284_807, help="transactions replayed offline")
-    args = parser.parse_args()
-    if shutil.which("wrk") is None:
-        sys.exit("wrk is not installed: apt-get install wrk")
+    args = parse_with_wrk(parser)
 
     work = Path(tempfile.mkdtemp(prefix="fraudflow-bench-"))
     kinesis = MotoKinesis(log_dir=work)

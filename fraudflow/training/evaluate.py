@@ -70,3 +70,42 @@ def bootstrap_pr_auc(
         "high": round(float(np.percentile(draws, 97.5)), 4),
         "frauds": int(labels.sum()),
     }
+
+
+def bootstrap_card(
+    labels: npt.NDArray[np.int8],
+    proba: npt.NDArray[np.float64],
+    thresholds: Thresholds,
+    *,
+    rounds: int = 200,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Every headline figure of the card with a bootstrap 95% interval (the test split resampled with
+    replacement) and the frauds it rests on."""
+    rng = np.random.default_rng(seed)
+    n = len(labels)
+
+    def figures(y: npt.NDArray[np.int8], p: npt.NDArray[np.float64]) -> dict[str, float]:
+        out = {"pr_auc": float(average_precision_score(y, p)), "roc_auc": float(roc_auc_score(y, p))}
+        for band, cut in (("review", thresholds.review), ("decline", thresholds.decline)):
+            at = _at(y, p >= cut)
+            out[f"precision_at_{band}"], out[f"recall_at_{band}"] = at["precision"], at["recall"]
+        return out
+
+    point = figures(labels, proba)
+    draws = []
+    for _ in range(rounds):
+        sample = rng.integers(0, n, n)
+        if labels[sample].min() != labels[sample].max():
+            draws.append(figures(labels[sample], proba[sample]))
+    return {
+        "frauds": int(labels.sum()),
+        **{
+            key: {
+                "value": round(value, 4),
+                "low": round(float(np.percentile([d[key] for d in draws], 2.5)), 4),
+                "high": round(float(np.percentile([d[key] for d in draws], 97.5)), 4),
+            }
+            for key, value in point.items()
+        },
+    }

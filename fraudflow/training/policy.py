@@ -5,7 +5,7 @@ the cost measurably. The card compares it, on test, with the probability-only po
 from __future__ import annotations
 
 import itertools
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
@@ -82,14 +82,7 @@ def choose_policy(
     seed: int = 0,
 ) -> tuple[CostPolicy, dict[str, Any]]:
     """The cost policy on calibrated validation probabilities, and what the anomaly detector was found worth."""
-    base = CostPolicy(
-        review_cost=costs.review_cost,
-        chargeback_fee=costs.chargeback_fee,
-        false_decline_share=costs.false_decline_share,
-        false_decline_fixed=costs.false_decline_fixed,
-        review_capacity=costs.review_capacity,
-        capacity_penalty=0.0,
-    )
+    base = CostPolicy(**asdict(costs), capacity_penalty=0.0)  # Costs names the policy's costs alike
     policy = base.model_copy(update={"capacity_penalty": _penalty(base, proba, amount, costs.review_capacity)})
     cost = realised_cost(policy.decide(proba, amount, anomaly), labels, amount, costs)
     best: tuple[CostPolicy, tuple[float, float, float]] | None = None
