@@ -99,7 +99,7 @@ def test_a_split_with_too_few_frauds_is_refused_saying_how_many_are_needed(tmp_p
 def test_a_run_that_fails_a_check_publishes_nothing(tmp_path: Path) -> None:
     """The checks run on the staged set; a failure leaves no version, no staging folder, no pointer."""
     with pytest.raises(TrainingError, match="declines .* of validation .*nothing was published"):
-        train(generate(40_000, fraud_rate=0.01, seed=11), tmp_path, TrainingConfig(trees=20, max_decline_share=-1))
+        train(generate(40_000, fraud_rate=0.01, seed=11), tmp_path, TrainingConfig(trees=80, max_decline_share=-1))
     assert list((tmp_path / "versions").iterdir()) == []
     assert not (tmp_path / "CURRENT").exists()
 
@@ -153,7 +153,7 @@ def test_train_command_rejects_conflicting_sources(tmp_path: Path) -> None:
 @pytest.fixture(scope="module")
 def trained_on_history(tmp_path_factory: pytest.TempPathFactory) -> tuple[TrainingReport, Path]:
     root = tmp_path_factory.mktemp("history-models")
-    report = train(generate_history(40_000, fraud_rate=0.01, seed=5), root, TrainingConfig(trees=60))
+    report = train(generate_history(40_000, fraud_rate=0.01, seed=6), root, TrainingConfig(trees=60))
     return report, report.folder
 
 
@@ -178,7 +178,7 @@ def test_a_history_model_serves_with_what_the_api_computes(trained_on_history: t
     """The rows as the API would send them, with the features the offline replay computed: the served model
     separates the frauds; without the features (the store down) it still answers."""
     _, out = trained_on_history
-    data = generate_history(20_000, fraud_rate=0.02, seed=6).time_ordered()
+    data = generate_history(20_000, fraud_rate=0.02, seed=5).time_ordered()  # not the data it learnt from
     inputs = model_inputs(data)
     scorer = Scorer(out)
     scores = scorer.score_batch(inputs.full)
