@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -52,24 +53,42 @@ def classification_metrics(
     }
 
 
-def bootstrap_pr_auc(
-    labels: npt.NDArray[np.int8], proba: npt.NDArray[np.float64], *, rounds: int = 200, seed: int = 0
-) -> dict[str, float | int]:
-    """PR-AUC with a bootstrap 95% interval (the test split resampled with replacement), and the frauds it
-    rests on: with a few dozen frauds the interval is wide, and the card says so."""
+def _bootstrap(
+    labels: npt.NDArray[np.int8],
+    proba: npt.NDArray[np.float64],
+    figures: Callable[[npt.NDArray[np.int8], npt.NDArray[np.float64]], dict[str, float]],
+    rounds: int,
+    seed: int,
+) -> dict[str, dict[str, float]]:
+    """Each figure on the split and its bootstrap 95% interval (rows resampled with replacement; draws
+    with a single class skipped)."""
     rng = np.random.default_rng(seed)
     n = len(labels)
     draws = []
     for _ in range(rounds):
         sample = rng.integers(0, n, n)
         if labels[sample].min() != labels[sample].max():
-            draws.append(average_precision_score(labels[sample], proba[sample]))
+            draws.append(figures(labels[sample], proba[sample]))
     return {
-        "value": round(float(average_precision_score(labels, proba)), 4),
-        "low": round(float(np.percentile(draws, 2.5)), 4),
-        "high": round(float(np.percentile(draws, 97.5)), 4),
-        "frauds": int(labels.sum()),
+        key: {
+            "value": round(value, 4),
+            "low": round(float(np.percentile([d[key] for d in draws], 2.5)), 4),
+            "high": round(float(np.percentile([d[key] for d in draws], 97.5)), 4),
+        }
+        for key, value in figures(labels, proba).items()
     }
+
+
+def bootstrap_pr_auc(
+    labels: npt.NDArray[np.int8], proba: npt.NDArray[np.float64], *, rounds: int = 200, seed: int = 0
+) -> dict[str, float | int]:
+    """PR-AUC with a bootstrap 95% interval, and the frauds it rests on: with a few dozen frauds the
+    interval is wide, and the card says so."""
+
+    def pr_auc(y: npt.NDArray[np.int8], p: npt.NDArray[np.float64]) -> dict[str, float]:
+        return {"pr_auc": float(average_precision_score(y, p))}
+
+    return {**_bootstrap(labels, proba, pr_auc, rounds, seed)["pr_auc"], "frauds": int(labels.sum())}
 
 
 def bootstrap_card(
@@ -82,8 +101,6 @@ def bootstrap_card(
 ) -> dict[str, Any]:
     """Every headline figure of the card with a bootstrap 95% interval (the test split resampled with
     replacement) and the frauds it rests on."""
-    rng = np.random.default_rng(seed)
-    n = len(labels)
 
     def figures(y: npt.NDArray[np.int8], p: npt.NDArray[np.float64]) -> dict[str, float]:
         out = {"pr_auc": float(average_precision_score(y, p)), "roc_auc": float(roc_auc_score(y, p))}
@@ -92,20 +109,4 @@ def bootstrap_card(
             out[f"precision_at_{band}"], out[f"recall_at_{band}"] = at["precision"], at["recall"]
         return out
 
-    point = figures(labels, proba)
-    draws = []
-    for _ in range(rounds):
-        sample = rng.integers(0, n, n)
-        if labels[sample].min() != labels[sample].max():
-            draws.append(figures(labels[sample], proba[sample]))
-    return {
-        "frauds": int(labels.sum()),
-        **{
-            key: {
-                "value": round(value, 4),
-                "low": round(float(np.percentile([d[key] for d in draws], 2.5)), 4),
-                "high": round(float(np.percentile([d[key] for d in draws], 97.5)), 4),
-            }
-            for key, value in point.items()
-        },
-    }
+    return {"frauds": int(labels.sum()), **_bootstrap(labels, proba, figures, rounds, seed)}
