@@ -24,7 +24,7 @@ from api.policy import PolicyWatcher
 from api.protocol import STATE_KEY
 from api.readiness import Readiness
 from api.responses import JSONResponse, error_items, problem
-from api.routes import admin, health, policy, predict
+from api.routes import admin, health, labels, policy, predict
 from api.routes.predict import DOCUMENTED_MODELS, OPERATIONS, REF_TEMPLATE
 from api.service import ScoringService
 from fraudflow import __version__
@@ -160,6 +160,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.router.routes.extend(predict.ROUTES)
     app.include_router(admin.router)
     app.include_router(policy.router)
+    app.include_router(labels.router)
     app.include_router(health.router)
 
     @app.exception_handler(RequestValidationError)

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
+import asyncpg
 from fastapi import Request
 
 from api.metrics import ApiMetrics
@@ -12,7 +15,20 @@ from api.readiness import Readiness
 from api.security import authorize_admin
 from api.service import ScoringService
 from fraudflow.config import Settings
+from fraudflow.decisions.store import PolicyError
 from fraudflow.scoring import Scorer
+
+
+@asynccontextmanager
+async def database(services: Services) -> AsyncIterator[asyncpg.Connection]:
+    """A connection for an admin route (rare: no pool kept); PolicyError without a database."""
+    if services.policy.target is None:
+        raise PolicyError("no database is configured (DATABASE_URL)")
+    conn = await asyncpg.connect(**services.policy.target.connect_kwargs(), timeout=10)
+    try:
+        yield conn
+    finally:
+        await conn.close()
 
 
 @dataclass

@@ -4,6 +4,7 @@ and the last policy kept (and said so) while the database is unreachable."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -357,3 +358,61 @@ async def test_each_batch_item_has_its_reasons(settings: Settings) -> None:
         result = item["result"]
         assert result["decided_by"] == "model"
         assert result["reasons"][0]["decision"] == result["decision"]
+
+
+async def test_labels_latest_wins_unknown_ids_are_reported_and_backtests_score_against_them(
+    settings: Settings, db: asyncpg.Connection, tmp_path: Path
+) -> None:
+    start = datetime(2026, 11, 1, tzinfo=UTC)
+    rows: list[dict[str, Any]] = [
+        {
+            "at": start + timedelta(hours=i),
+            "user": f"u{i}",
+            "proba": 0.5,
+            "event_id": uuid.uuid4(),
+            "decision": "approve",
+            "amount": 1.0,
+            "behaviour": {"user_count_1h": float(i % 4)},
+        }
+        for i in range(8)
+    ]
+    await _stored_rows(db, rows)
+    ids = [str(r["event_id"]) for r in rows]
+    async with running(settings) as (_, http):
+        first = {"event_id": ids[0], "label": "legitimate", "known_at": "2026-11-02T00:00:00Z"}
+        later = {"event_id": ids[0], "label": "fraud", "known_at": "2026-11-20T00:00:00Z"}
+        stranger = {"event_id": str(uuid.uuid4()), "label": "fraud"}
+        batch = {"labels": [later, first, stranger], "author": "processor"}
+        answer = (await http.post("/labels", json=batch)).json()
+        bad = await http.post("/labels", json={"labels": [{"event_id": "nope", "label": "fraud"}], "author": "p"})
+    assert answer == {"stored": 2, "unknown_event_ids": [stranger["event_id"]]}
+    assert bad.status_code == 422
+    latest = await db.fetchrow("SELECT label, source FROM latest_labels WHERE event_id = $1", rows[0]["event_id"])
+    assert latest is not None
+    assert (latest["label"], latest["source"]) == ("fraud", "chargeback")  # the later known wins, in any order
+
+    csv_file = tmp_path / "chargebacks.csv"
+    csv_file.write_text(
+        f"event_id,label,note\n{ids[1]},legitimate,\n{ids[3]},fraud,card stolen\n{uuid.uuid4()},fraud,\n"
+    )
+    # The CLI runs its own event loop: off this test's.
+    result = await asyncio.to_thread(_cli, settings, "labels", "import", str(csv_file), "--author", "ana")
+    assert result.exit_code == 0, result.output
+    assert "2 labels recorded" in result.output
+    assert "1 event ids match no stored transaction" in result.output
+    broken = tmp_path / "broken.csv"
+    broken.write_text(f"event_id,label\n{ids[2]},maybe\n")
+    result = await asyncio.to_thread(_cli, settings, "labels", "import", str(broken))
+    assert result.exit_code == 1
+    assert f"{broken}:2: label 'maybe' is not fraud or legitimate" in " ".join(result.output.split())
+
+    # user_count_1h >= 3 matches rows 3 and 7; labelled: 0 fraud, 1 legitimate, 3 fraud.
+    result = await backtest(db, "user_count_1h >= 3.0", "review", start, start + timedelta(days=1))
+    assert result["labels"] == {
+        "labelled": 3,
+        "frauds": 2,
+        "matched_frauds": 1,
+        "matched_legitimate": 0,
+        "precision": 1.0,
+        "recall": 0.5,
+    }

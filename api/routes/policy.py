@@ -6,15 +6,13 @@ applies it on the NOTIFY that its commit sends (api/policy.py).
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from typing import Annotated, Any, Literal
 
 import asyncpg
 from fastapi import APIRouter, Depends
 from pydantic import BaseModel, Field
 
-from api.deps import Services, admin_authorized, services
+from api.deps import Services, admin_authorized, database, services
 from api.responses import JSONResponse, problem
 from api.routes.predict import SECURED
 from fraudflow.decisions import store
@@ -69,21 +67,10 @@ class Backtest(BaseModel):
     until: UtcTime
 
 
-@asynccontextmanager
-async def _connection(services: Services) -> AsyncIterator[asyncpg.Connection]:
-    if services.policy.target is None:
-        raise store.PolicyError("no database is configured (DATABASE_URL): rules and lists need one")
-    conn = await asyncpg.connect(**services.policy.target.connect_kwargs(), timeout=10)
-    try:
-        yield conn
-    finally:
-        await conn.close()
-
-
 async def _answer(services: Services, work: Any, status: int = 200, field: str = "when") -> Any:
     """Run `work(conn)`; a refused change answers 4xx naming the problem (and, for a condition, the field)."""
     try:
-        async with _connection(services) as conn:
+        async with database(services) as conn:
             return JSONResponse(await work(conn), status_code=status)
     except ConditionError as error:
         return problem(422, [{"loc": ["body", field], "msg": str(error), "type": "condition"}])

@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from fraudflow import __version__
-from fraudflow.cli import consume, db, features, policy, registry, stream
+from fraudflow.cli import consume, db, features, labels, policy, registry, stream
 from fraudflow.cli.dashboard import dashboard
 from fraudflow.cli.healthcheck import healthcheck
 from fraudflow.cli.models import synth, train
@@ -34,6 +34,7 @@ app.add_typer(consume.app, name="consume")
 app.add_typer(stream.app, name="stream")
 app.add_typer(features.app, name="features")
 app.add_typer(registry.app, name="models")
+app.add_typer(labels.app, name="labels")
 app.add_typer(policy.rules_app, name="rules")
 app.add_typer(policy.lists_app, name="lists")
 app.command("services")(services)

@@ -80,14 +80,18 @@ async def backtest(
     if needs_lists:
         fields |= set(_IDENTITIES.values())
     query = (
-        f"SELECT event_id, received_at::date AS day, decision, decided_by, reasons->0->>'action' AS deciding_action"
-        f"{', ' + _select(fields) if fields else ''} FROM fraud_predictions "
+        f"SELECT p.event_id, received_at::date AS day, decision, decided_by, reasons->0->>'action' AS deciding_action,"
+        f" l.label AS label{', ' + _select(fields) if fields else ''} "
+        # Only the label joins in: a column of the view named like one of the rows' (source) would be ambiguous.
+        "FROM fraud_predictions p LEFT JOIN (SELECT event_id AS labelled, label FROM latest_labels) l "
+        "ON l.labelled = p.event_id "
         "WHERE received_at >= $1 AND received_at < $2"
     )
     days: dict[str, list[int]] = {}
     changed: dict[str, int] = {}
     examples: list[str] = []
     totals = {"transactions": 0, "matched": 0, "unevaluated": 0, "failed": 0}
+    labelled = {"labelled": 0, "frauds": 0, "matched_frauds": 0, "matched_legitimate": 0}
     outcome, now = OUTCOME[verb], datetime.now().timestamp()
     reads = [f for f in condition.fields if f != "lists"]
     async with conn.transaction():
@@ -95,6 +99,10 @@ async def backtest(
             totals["transactions"] += 1
             day = days.setdefault(row["day"].isoformat(), [0, 0])
             day[0] += 1
+            label = row["label"]
+            if label is not None:
+                labelled["labelled"] += 1
+                labelled["frauds"] += label == "fraud"
             values = {f: row[f] for f in reads}
             if not condition.reads_null and any(v is None for v in values.values()):
                 totals["unevaluated"] += 1
@@ -113,6 +121,8 @@ async def backtest(
                 continue
             totals["matched"] += 1
             day[1] += 1
+            if label is not None:
+                labelled["matched_frauds" if label == "fraud" else "matched_legitimate"] += 1
             decided_by, current = row["decided_by"], row["decision"]
             if decided_by in ("allow_list", "deny_list"):
                 continue
@@ -132,4 +142,15 @@ async def backtest(
         "by_day": [{"day": d, "transactions": t, "matched": m} for d, (t, m) in sorted(days.items())],
         "would_change": changed,
         "examples": examples,
+        "labels": _precision_recall(labelled),
+    }
+
+
+def _precision_recall(counts: dict[str, int]) -> dict[str, Any]:
+    """Against the latest labels of the period's transactions (unlabelled ones count for neither)."""
+    flagged = counts["matched_frauds"] + counts["matched_legitimate"]
+    return {
+        **counts,
+        "precision": round(counts["matched_frauds"] / flagged, 4) if flagged else None,
+        "recall": round(counts["matched_frauds"] / counts["frauds"], 4) if counts["frauds"] else None,
     }
