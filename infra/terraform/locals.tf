@@ -56,7 +56,8 @@ locals {
   dashboard_cidrs = length(var.dashboard_allowed_cidrs) > 0 ? var.dashboard_allowed_cidrs : [var.vpc_cidr]
 
   # Paths the load balancer answers 404 for (load_balancer.tf), in groups of at most five.
-  internal_paths = [["/metrics", "/readyz", "/openapi.json", "/docs*", "/redoc*"], ["/admin/*"]]
+  # /labels takes chargebacks from systems inside the VPC, with an admin key, like /admin/*.
+  internal_paths = [["/metrics", "/readyz", "/openapi.json", "/docs*", "/redoc*"], ["/admin/*", "/labels"]]
 
   # The load balancer keeps idle connections this long; the API keeps them longer (--timeout-keep-alive), so
   # the load balancer never reuses a connection uvicorn has just closed (an intermittent 502).
