@@ -11,10 +11,8 @@ import asyncpg
 from fastapi import APIRouter, Depends
 from pydantic import BaseModel, Field
 
-from api.deps import Services, admin_authorized, database, services
-from api.responses import JSONResponse, problem
+from api.deps import Services, admin_authorized, answer, services
 from api.routes.predict import SECURED
-from fraudflow.decisions.store import PolicyError
 from fraudflow.events import UtcTime
 from fraudflow.labels import Label, LabelSource, NewLabel, record
 
@@ -42,11 +40,9 @@ class LabelBatch(BaseModel):
 async def post_labels(body: LabelBatch, services: Annotated[Services, Depends(services)]) -> Any:
     now = datetime.now(UTC)
     labels = [NewLabel(i.event_id, Label(i.label), i.known_at or now, i.note) for i in body.labels]
-    try:
-        async with database(services) as conn:
-            recorded = await record(conn, labels, LabelSource(body.source), body.author)
-    except PolicyError as error:  # no database configured: as the policy routes answer it
-        return problem(422, str(error))
-    except (OSError, asyncpg.PostgresError) as error:
-        return problem(503, f"the database is unreachable: {type(error).__name__}")
-    return JSONResponse({"stored": recorded.stored, "unknown_event_ids": recorded.unknown})
+
+    async def work(conn: asyncpg.Connection) -> Any:
+        recorded = await record(conn, labels, LabelSource(body.source), body.author)
+        return {"stored": recorded.stored, "unknown_event_ids": recorded.unknown}
+
+    return await answer(services, work)

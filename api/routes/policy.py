@@ -12,12 +12,10 @@ import asyncpg
 from fastapi import APIRouter, Depends
 from pydantic import BaseModel, Field
 
-from api.deps import Services, admin_authorized, database, services
-from api.responses import JSONResponse, problem
+from api.deps import Services, admin_authorized, answer, services
 from api.routes.predict import SECURED
 from fraudflow.decisions import store
 from fraudflow.decisions.backtest import backtest
-from fraudflow.decisions.conditions import ConditionError
 from fraudflow.events import UtcTime
 
 router = APIRouter(prefix="/admin", dependencies=[Depends(admin_authorized)], tags=["decisions"])
@@ -67,23 +65,6 @@ class Backtest(BaseModel):
     until: UtcTime
 
 
-async def _answer(services: Services, work: Any, status: int = 200, field: str = "when") -> Any:
-    """Run `work(conn)`; a refused change answers 4xx naming the problem (and, for a condition, the field)."""
-    try:
-        async with database(services) as conn:
-            return JSONResponse(await work(conn), status_code=status)
-    except ConditionError as error:
-        return problem(422, [{"loc": ["body", field], "msg": str(error), "type": "condition"}])
-    except store.UnknownName as error:
-        return problem(404, str(error))
-    except store.NameTaken as error:
-        return problem(409, str(error))
-    except store.PolicyError as error:
-        return problem(422, str(error))
-    except (OSError, asyncpg.PostgresError) as error:
-        return problem(503, f"the policy store is unreachable: {type(error).__name__}")
-
-
 Svc = Annotated[Services, Depends(services)]
 
 
@@ -92,7 +73,7 @@ async def list_rules(services: Svc) -> Any:
     async def work(conn: asyncpg.Connection) -> Any:
         return [rule.as_dict() for rule in await store.get_rules(conn)]
 
-    return await _answer(services, work)
+    return await answer(services, work)
 
 
 @router.post("/rules", openapi_extra=SECURED, status_code=201, summary="Add a rule (checked first), enabled")
@@ -101,7 +82,7 @@ async def add_rule(body: NewRule, services: Svc) -> Any:
         rule = await store.add_rule(conn, body.name, body.when, body.action, body.description, body.author)
         return rule.as_dict()
 
-    return await _answer(services, work, status=201)
+    return await answer(services, work, status=201)
 
 
 @router.get("/rules/{name}", openapi_extra=SECURED, summary="A rule and its audit trail")
@@ -109,7 +90,7 @@ async def show_rule(name: str, services: Svc) -> Any:
     async def work(conn: asyncpg.Connection) -> Any:
         return {**(await store.get_rule(conn, name)).as_dict(), "history": await store.history(conn, "rule", name)}
 
-    return await _answer(services, work)
+    return await answer(services, work)
 
 
 @router.patch("/rules/{name}", openapi_extra=SECURED, summary="Change, enable or disable a rule")
@@ -126,7 +107,7 @@ async def change_rule(name: str, body: RuleChange, services: Svc) -> Any:
         )
         return rule.as_dict()
 
-    return await _answer(services, work)
+    return await answer(services, work)
 
 
 @router.post("/rules/backtest", openapi_extra=SECURED, summary="Run a candidate rule over stored transactions")
@@ -134,12 +115,12 @@ async def backtest_rule(body: Backtest, services: Svc) -> Any:
     async def work(conn: asyncpg.Connection) -> Any:
         return await backtest(conn, body.when, body.action, body.since, body.until)
 
-    return await _answer(services, work)
+    return await answer(services, work)
 
 
 @router.get("/lists", openapi_extra=SECURED, summary="Every list with its size")
 async def list_lists(services: Svc) -> Any:
-    return await _answer(services, store.get_lists)
+    return await answer(services, store.get_lists)
 
 
 @router.post("/lists", openapi_extra=SECURED, status_code=201, summary="Create a list")
@@ -148,7 +129,7 @@ async def create_list(body: NewList, services: Svc) -> Any:
         info = await store.create_list(conn, body.name, body.kind, body.action, body.description, body.author)
         return {"name": info.name, "kind": info.kind.value, "action": info.action.value}
 
-    return await _answer(services, work, status=201)
+    return await answer(services, work, status=201)
 
 
 @router.get("/lists/{name}", openapi_extra=SECURED, summary="A list's newest entries and its audit trail")
@@ -157,7 +138,7 @@ async def show_list(name: str, services: Svc, limit: int = 100) -> Any:
         entries = await store.get_entries(conn, name, min(max(limit, 1), 10_000))
         return {"entries": entries, "history": await store.history(conn, "list", name)}
 
-    return await _answer(services, work)
+    return await answer(services, work)
 
 
 @router.post("/lists/{name}/entries", openapi_extra=SECURED, summary="Add or replace entries, all or none")
@@ -166,7 +147,7 @@ async def add_entries(name: str, body: NewEntries, services: Svc) -> Any:
         rows = [(e.value, e.reason, e.expires_at) for e in body.entries]
         return {"added": await store.add_entries(conn, name, rows, body.author)}
 
-    return await _answer(services, work)
+    return await answer(services, work)
 
 
 @router.delete("/lists/{name}/entries/{value:path}", openapi_extra=SECURED, summary="Remove an entry")
@@ -175,4 +156,4 @@ async def remove_entry(name: str, value: str, author: str, services: Svc) -> Any
         await store.remove_entry(conn, name, value, author)
         return {"removed": value}
 
-    return await _answer(services, work)
+    return await answer(services, work)

@@ -12,8 +12,7 @@ from typing import Annotated
 import asyncpg
 import typer
 
-from fraudflow.cli.runner import fail, run, settings_or_exit
-from fraudflow.db.target import resolve_database_url
+from fraudflow.cli.runner import fail, with_database
 from fraudflow.labels import Label, LabelSource, NewLabel, Recorded, record
 
 app = typer.Typer(help="Labels: what turned out to be true of transactions (docs/decisions.md).", no_args_is_help=True)
@@ -64,17 +63,12 @@ def import_labels(
         labels = _read(path)
     except (UnicodeDecodeError, csv.Error) as error:
         fail(f"{path}: not a UTF-8 CSV file ({error})")
-    settings = settings_or_exit()
 
-    async def main() -> Recorded:
-        conn = await asyncpg.connect(await resolve_database_url(settings))
-        try:
-            async with conn.transaction():
-                return await record(conn, labels, source, author or getpass.getuser())
-        finally:
-            await conn.close()
+    async def work(conn: asyncpg.Connection) -> Recorded:
+        async with conn.transaction():
+            return await record(conn, labels, source, author or getpass.getuser())
 
-    recorded = run(main)
+    recorded = with_database(work)
     typer.echo(f"{recorded.stored:,} labels recorded")
     if recorded.unknown:
         shown = ", ".join(recorded.unknown[:10]) + (" ..." if len(recorded.unknown) > 10 else "")

@@ -15,8 +15,7 @@ import asyncpg
 import orjson
 import typer
 
-from fraudflow.cli.runner import CommandError, fail, run, settings_or_exit
-from fraudflow.db.target import resolve_database_url
+from fraudflow.cli.runner import CommandError, fail, with_database
 from fraudflow.decisions import store
 from fraudflow.decisions.backtest import backtest as run_backtest
 from fraudflow.decisions.backtest import stored_facts
@@ -38,20 +37,15 @@ def _who(author: str | None) -> str:
 
 
 def _with_db(work: Callable[[asyncpg.Connection], Awaitable[T]]) -> T:
-    settings = settings_or_exit()
+    """`work(conn)`; a refused change is a one-line message."""
 
-    async def main() -> T:
-        conn = await asyncpg.connect(await resolve_database_url(settings))
+    async def refused_in_words(conn: asyncpg.Connection) -> T:
         try:
             return await work(conn)
         except (store.PolicyError, ConditionError) as error:
             raise CommandError(str(error)) from None
-        except asyncpg.UndefinedTableError:
-            raise CommandError("the database has no rules tables: run `fraudflow db migrate`") from None
-        finally:
-            await conn.close()
 
-    return run(main)
+    return with_database(refused_in_words)
 
 
 def _echo_json(value: Any) -> None:

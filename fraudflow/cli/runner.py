@@ -8,9 +8,11 @@ import sys
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, NoReturn, TypeVar
 
+import asyncpg
 import typer
 
 from fraudflow.config import Settings, SettingsError, load_settings
+from fraudflow.db.target import resolve_database_url
 from fraudflow.errors import ExpectedError
 from fraudflow.logging import configure_logging
 
@@ -49,6 +51,23 @@ def run(main: Callable[[], Coroutine[Any, Any, T]]) -> T:
         fail(f"{error}")
     except KeyboardInterrupt:
         sys.exit(130)
+
+
+def with_database(work: Callable[[asyncpg.Connection], Awaitable[T]]) -> T:
+    """Run `work(conn)` on one connection to the configured database; a schema not migrated yet is a
+    one-line message, like every known failure."""
+    settings = settings_or_exit()
+
+    async def main() -> T:
+        conn = await asyncpg.connect(await resolve_database_url(settings))
+        try:
+            return await work(conn)
+        except asyncpg.UndefinedTableError as error:
+            raise CommandError(f"the database lacks a table ({error}): run `fraudflow db migrate`") from None
+        finally:
+            await conn.close()
+
+    return run(main)
 
 
 async def wait_for_stop_signal() -> int:

@@ -12,7 +12,6 @@ from datetime import datetime
 from typing import Any
 
 import asyncpg
-import cel
 
 from fraudflow.decisions.conditions import compile_condition
 from fraudflow.decisions.fields import FEATURES, FIELDS
@@ -104,18 +103,16 @@ async def backtest(
                 labelled["labelled"] += 1
                 labelled["frauds"] += label == "fraud"
             values = {f: row[f] for f in reads}
-            if not condition.reads_null and any(v is None for v in values.values()):
-                totals["unevaluated"] += 1
-                continue
             if needs_lists:
                 identities = {kind: row[column] for kind, column in _IDENTITIES.items()}
                 values["lists"] = [index.info.name for index, _, _ in policy.lists_of(identities, now)]
-            context = cel.Context()
-            context.update(values)
             try:
-                matched = condition.evaluate(context)
+                matched = condition.matches(values)
             except Exception:  # as on the hot path: a failure skips the row
                 totals["failed"] += 1
+                continue
+            if matched is None:  # a field it reads is unknown for this row
+                totals["unevaluated"] += 1
                 continue
             if not matched:
                 continue

@@ -64,7 +64,7 @@ def _first_sentence(error: Exception) -> str:
     return str(error).split(". ")[0].strip().rstrip(".")
 
 
-def _samples(fields: tuple[str, ...], lists: frozenset[str], named: list[str]) -> list[dict[str, Any]]:
+def _samples(fields: tuple[str, ...], named: list[str]) -> list[dict[str, Any]]:
     """Values for every combination of sample values of the fields read (a seeded draw when too many)."""
     choices = [
         ([], named or ["x"]) if FIELDS[name].kind is Kind.NAMES else _SAMPLES[FIELDS[name].kind] for name in fields
@@ -100,7 +100,7 @@ def compile_condition(text: str, lists: frozenset[str] = frozenset()) -> Conditi
     if missing := sorted(set(named) - lists):
         raise ConditionError(f"unknown list {missing[0]!r}; create it first (`fraudflow lists create`)")
     fields = tuple(sorted(references["variables"]))
-    samples = _samples(fields, lists, named)
+    samples = _samples(fields, named)
     failures: list[Exception] = []
     for sample in samples:
         context = cel.Context()
