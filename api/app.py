@@ -27,6 +27,7 @@ from api.responses import JSONResponse, error_items, problem
 from api.routes import admin, health, labels, policy, predict
 from api.routes.predict import DOCUMENTED_MODELS, OPERATIONS, REF_TEMPLATE
 from api.service import ScoringService
+from api.shadow import ShadowScoring
 from fraudflow import __version__
 from fraudflow.aws import client_config, kinesis_client
 from fraudflow.batching import MicroBatcher
@@ -96,7 +97,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, Any]]:
         scorer = await asyncio.to_thread(Scorer, settings.models_dir, settings.scoring_threads)
-        metrics.serving(scorer.models.version)
+        metrics.serving(scorer.models.version, scorer.challenger.version if scorer.challenger else None)
         config = client_config(read_timeout=5.0, pool=settings.publish_max_in_flight + 4)
         batcher = MicroBatcher(
             scorer,
@@ -119,13 +120,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 hooks=metrics.producer_hooks(),
             )
             tally = new_tally()
-            async with producer, beating(tally, producer, settings.heartbeat_s):
+            shadow = ShadowScoring(scorer, producer, metrics)
+            async with producer, beating(tally, producer, settings.heartbeat_s), shadow:
                 metrics.buffer_depth.set_function(lambda: producer.depth)
                 app.state.services = Services(
                     settings=settings,
                     metrics=metrics,
                     scorer=scorer,
-                    scoring=ScoringService(settings, batcher, behaviour, watcher, producer, metrics, tally),
+                    scoring=ScoringService(settings, batcher, behaviour, watcher, producer, metrics, tally, shadow),
                     policy=watcher,
                     readiness=Readiness(client, settings.stream_name, producer, settings.publish_timeout_s),
                 )
@@ -136,6 +138,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 gc.freeze()
                 if behaviour.store is None:
                     log.warning("no feature store (FRAUDFLOW_REDIS_URL): scoring without behaviour features")
+                if scorer.challenger_error:
+                    log.error("challenger not scored", error=scorer.challenger_error)
                 if watcher.target is None:
                     log.warning("no database (DATABASE_URL): no rules or lists, the model alone decides")
                 if not settings.api_key_list:
@@ -143,6 +147,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 log.info(
                     "api started",
                     model_version=scorer.models.version,
+                    challenger=scorer.challenger.version if scorer.challenger else None,
                     stream=settings.stream_name,
                     delivery=settings.delivery_mode.value,
                 )

@@ -78,7 +78,19 @@ class ApiMetrics:
             registry=r,
         )
         self.policy_rules = Gauge("fraudflow_policy_rules", "Enabled rules applied by this process", registry=r)
-        self.model = Gauge("fraudflow_model_info", "Model set being served (value 1)", ["version"], registry=r)
+        self.model = Gauge(
+            "fraudflow_model_info", "Model sets loaded (value 1): the champion decides", ["version", "role"], registry=r
+        )
+        self.shadow_scored = Counter(
+            "fraudflow_shadow_scored", "Transactions the challenger scored in shadow", registry=r
+        )
+        self.shadow_skipped = Counter(
+            "fraudflow_shadow_skipped",
+            "Transactions the challenger did not score or whose scores were not published, by reason: busy (the "
+            "shadow scorer was behind: its cost is bounded), failed (it raised), unpublished (the stream refused)",
+            ["reason"],
+            registry=r,
+        )
 
     def producer_hooks(self) -> ProducerHooks:
         def on_call(seconds: float, records: int, failed: int) -> None:
@@ -99,6 +111,8 @@ class ApiMetrics:
             found = self._children[key] = metric.labels(*labels)
         return found
 
-    def serving(self, version: str) -> None:
+    def serving(self, version: str, challenger: str | None = None) -> None:
         self.model.clear()
-        self.model.labels(version).set(1)
+        self.model.labels(version, "champion").set(1)
+        if challenger is not None:
+            self.model.labels(challenger, "challenger").set(1)

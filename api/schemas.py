@@ -187,3 +187,5 @@ class Readiness(BaseModel):
 class ReloadResult(BaseModel):
     previous_version: str
     model_version: str
+    challenger_version: str | None = Field(None, description="Scored in shadow; it decides nothing")
+    challenger_problem: str | None = Field(None, description="Why the registry's challenger is not scored")

@@ -22,6 +22,7 @@ from api.ids import IdSource
 from api.metrics import ApiMetrics
 from api.policy import PolicyWatcher
 from api.schemas import PredictRequest
+from api.shadow import ShadowScoring
 from api.verdicts import facts, identities, model_reason
 from fraudflow.batching import MicroBatcher
 from fraudflow.behaviour.definitions import NAMES, Activity, time_features
@@ -131,6 +132,7 @@ class _Job:
     activities: list[Activity] = field(default_factory=list)
     looked: Looked | None = None
     behaviour: npt.NDArray[np.float32] | None = None  # (n, len(NAMES)), what the models were given
+    matrix: npt.NDArray[np.float32] | None = None  # the scorer's layout: what the champion (and challenger) read
     waiting: int = 0
     scored_at: float = 0.0
     deadline: asyncio.TimerHandle | None = None
@@ -146,8 +148,10 @@ class ScoringService:
         producer: KinesisProducer,
         metrics: ApiMetrics,
         tally: Tally,
+        shadow: ShadowScoring,
     ) -> None:
         self.settings = settings
+        self.shadow = shadow
         self.behaviour = behaviour
         self.policy = policy
         self.tally = tally
@@ -187,7 +191,7 @@ class ScoringService:
         requests = job.requests
         raw = np.stack([r.data for r in requests]) if len(requests) > 1 else requests[0].data[None, :]
         # The scorer's layout (MODEL_INPUTS): each model reads the columns its manifest names.
-        matrix = np.hstack([raw, job.behaviour])
+        job.matrix = matrix = np.hstack([raw, job.behaviour])
         self.batcher.submit(matrix).add_done_callback(functools.partial(self._scored, job))
 
     def _scored(self, job: _Job, scored: asyncio.Future[Scores]) -> None:
@@ -248,8 +252,20 @@ class ScoringService:
                 ack.add_done_callback(functools.partial(self._acknowledged, job, outcome))
         if skipped:
             self._count_rules(skipped)
+        self._shadow(job, scores)
         if not job.waiting:
             self._finish(job)
+
+    def _shadow(self, job: _Job, scores: Scores) -> None:
+        """The challenger scores what was published (an event refused by the stream has nothing to join)."""
+        if self.shadow.scorer.challenger is None or job.matrix is None:
+            return
+        published = [i for i, o in enumerate(job.outcomes) if o.unavailable is None]
+        event_ids = [job.outcomes[i].body["event_id"] for i in published]
+        if len(published) == len(job.outcomes):
+            self.shadow.add(job.matrix, event_ids, scores)
+        elif published:
+            self.shadow.add(job.matrix[published], event_ids, scores.take(published))
 
     def _count_rules(self, verdicts: list[Verdict]) -> None:
         """Rules skipped in a batch, counted once per rule (a counter's increment takes a lock)."""

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from fraudflow.drift import SCORE, DriftReport
+
 
 class ConsumerMetrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
@@ -41,3 +43,35 @@ class ConsumerMetrics:
         self.leases_taken = Counter("fraudflow_consumer_leases_taken", "Leases taken (incl. stolen)", registry=r)
         self.leases_lost = Counter("fraudflow_consumer_leases_lost", "Leases lost to another worker", registry=r)
         self.workers = Gauge("fraudflow_consumer_workers_seen", "Live workers seen in the lease table", registry=r)
+        self.drift_psi = Gauge(
+            "fraudflow_drift_psi",
+            "Population stability index over the last complete hour against the model version's training "
+            'reference: the score (input="score") and each model input. 0.1 watch, 0.25 act',
+            ["model_version", "input"],
+            registry=r,
+        )
+        self.decision_share = Gauge(
+            "fraudflow_decision_share",
+            "Share of the last complete hour's transactions by decision",
+            ["model_version", "decision"],
+            registry=r,
+        )
+        self.degraded_share = Gauge(
+            "fraudflow_degraded_share",
+            "Share of the last complete hour's transactions scored without behaviour features",
+            ["model_version"],
+            registry=r,
+        )
+
+    def drift(self, reports: list[DriftReport]) -> None:
+        for gauge in (self.drift_psi, self.decision_share, self.degraded_share):
+            gauge.clear()
+        for report in reports:
+            version = report.model_version
+            if report.score_psi is not None:
+                self.drift_psi.labels(version, SCORE).set(report.score_psi)
+            for name, value in report.features_psi.items():
+                self.drift_psi.labels(version, name).set(value)
+            for decision in ("approve", "review", "decline"):
+                self.decision_share.labels(version, decision).set(report.shares[decision])
+            self.degraded_share.labels(version).set(report.shares["degraded"])

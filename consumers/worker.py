@@ -13,11 +13,13 @@ import signal
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from pathlib import Path
 
 import asyncpg
 
 from consumers.config import ConsumerConfig
 from consumers.coordinator.scheduler import Scheduler
+from consumers.drift_watch import drift_watch
 from consumers.emf import EmfEmitter
 from consumers.health import serve_health_and_metrics
 from consumers.metrics import ConsumerMetrics
@@ -27,6 +29,7 @@ from fraudflow.config import Settings
 from fraudflow.db.target import DatabaseTarget
 from fraudflow.errors import ExpectedError
 from fraudflow.logging import get_logger
+from fraudflow.registry import default_models_root
 from fraudflow.retry import Backoff
 
 log = get_logger(__name__)
@@ -45,6 +48,9 @@ class WorkerOptions:
     metrics_port: int | None = None
     metrics_host: str = "127.0.0.1"
     emf_interval_s: float | None = None  # CloudWatch embedded metric format lines on stdout this often
+    # The drift watch: the registry whose training references it compares with, and how often (None: off).
+    models_root: Path | None = None
+    drift_interval_s: float | None = 3600.0
 
 
 @asynccontextmanager
@@ -129,10 +135,18 @@ async def run_worker(settings: Settings, database: DatabaseTarget, options: Work
                 emitter = asyncio.create_task(
                     EmfEmitter(metrics.registry, options.worker_id).run(options.emf_interval_s)
                 )
+            watcher = None
+            if options.drift_interval_s is not None:
+                root = options.models_root or settings.models_dir or default_models_root()
+                watcher = asyncio.create_task(drift_watch(pool, root, metrics, options.drift_interval_s, stop))
             try:
                 await scheduler.run(stop)
             finally:
                 if emitter is not None:
                     emitter.cancel()
+                if watcher is not None:
+                    watcher.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await watcher
                 if server is not None:
                     await asyncio.to_thread(server.shutdown)  # it waits for the serving thread's next poll

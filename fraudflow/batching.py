@@ -118,17 +118,5 @@ class MicroBatcher:
         for pending in batch:
             size = len(pending.rows)
             if not pending.future.done():  # the caller may have been cancelled (client went away)
-                pending.future.set_result(_slice(scores, offset, offset + size))
+                pending.future.set_result(scores.take(slice(offset, offset + size)))
             offset += size
-
-
-def _slice(scores: Scores, start: int, stop: int) -> Scores:
-    return Scores(
-        scores.fraud_proba[start:stop],
-        scores.anomaly[start:stop],
-        scores.decision[start:stop],
-        scores.model_version,
-        scores.thresholds,
-        scores.policy,
-        scores.explanations[start:stop],
-    )

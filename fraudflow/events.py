@@ -97,6 +97,7 @@ LongText = Annotated[str, Field(max_length=128), _NO_NUL]
 UserId = Annotated[str, Field(min_length=1, max_length=128), _NO_NUL]
 Source = Annotated[str, Field(min_length=1, max_length=64), _NO_NUL]
 Float32 = Annotated[float, AfterValidator(_float32)]
+ModelVersion = Annotated[str, Field(min_length=1, max_length=64), _NO_NUL]
 UtcTime = Annotated[datetime, BeforeValidator(_iso_text), AfterValidator(as_utc)]
 IpAddress = Annotated[
     str,
@@ -176,7 +177,7 @@ class ScoredEvent(BaseModel):
     fraud_proba: float = Field(ge=0, le=1)
     anomaly_score: float = Field(ge=0, le=1)
     decision: Decision
-    model_version: Annotated[str, Field(min_length=1, max_length=64), _NO_NUL]
+    model_version: ModelVersion
     amount: Float32
     features: list[Float32] = Field(min_length=N_FEATURES, max_length=N_FEATURES)
     device_info: DeviceInfo | None = None

@@ -144,6 +144,22 @@ class AnomalyScale(BaseModel):
         return scaled.astype(np.float32)
 
 
+class Distribution(BaseModel):
+    """An input's (or the score's) distribution on the validation split, the reference drift is measured
+    against: bins cut at its deciles (inner edges, ascending; bin i holds edges[i-1] <= x < edges[i]), the
+    share of known values in each, and the share of missing values."""
+
+    edges: list[float] = Field(min_length=1, max_length=20)
+    shares: list[float]
+    missing: float = Field(ge=0, le=1)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Distribution:
+        if len(self.shares) != len(self.edges) + 1 or self.edges != sorted(self.edges):
+            raise ValueError("shares must have one more value than the ascending edges")
+        return self
+
+
 class TrainingData(BaseModel):
     source: str
     rows: int
@@ -174,6 +190,8 @@ class Manifest(BaseModel):
     sample: SampleFile | None = None
     # What a legitimate transaction usually has (median over the training split's), for reasons in words.
     typical: dict[str, float] = Field(default_factory=dict)
+    # The drift watch's reference: the score ("score") and each classifier input on the validation split.
+    reference: dict[str, Distribution] = Field(default_factory=dict)
 
     @model_validator(mode="after")
     def _known_features(self) -> Manifest:

@@ -2,7 +2,8 @@
 
     <root>/versions/<version>/   manifest.json and the files it names; never changed once published
     <root>/CURRENT               the served version's name (replaced atomically: a reader sees old or new)
-    <root>/history.jsonl         every promotion and rollback: when, who, from, to
+    <root>/CHALLENGER            optional: a version scored in shadow next to the served one, deciding nothing
+    <root>/history.jsonl         every promotion, rollback and challenge: when, who, from, to
 
 Training writes into a staging folder under versions/ and renames it to its version only once every check
 has passed, so a failed run publishes nothing; promoting is one atomic rename of the pointer, after the set
@@ -27,6 +28,7 @@ from fraudflow.errors import ExpectedError
 from fraudflow.manifest import MANIFEST_FILE, Manifest
 
 CURRENT = "CURRENT"
+CHALLENGER = "CHALLENGER"
 VERSIONS = "versions"
 HISTORY = "history.jsonl"
 STAGING_PREFIX = ".staging-"
@@ -57,11 +59,20 @@ def resolve(directory: Path) -> Path:
     return directory
 
 
+def resolve_challenger(directory: Path) -> Path | None:
+    """The folder of the challenger set, if the registry names one."""
+    pointer = directory / CHALLENGER
+    if pointer.is_file():
+        return directory / VERSIONS / pointer.read_text().strip()
+    return None
+
+
 @dataclass(frozen=True)
 class Version:
     name: str
     manifest: Manifest | None  # None: unreadable
     current: bool
+    challenger: bool = False
 
     def summary(self) -> dict[str, Any]:
         m = self.manifest
@@ -71,6 +82,7 @@ class Version:
         return {
             "version": self.name,
             "current": self.current,
+            "challenger": self.challenger,
             "created_at": m.created_at.isoformat(),
             "data": m.training_data.source,
             "pr_auc": m.metrics.get("pr_auc"),
@@ -86,13 +98,19 @@ class Registry:
     def versions_dir(self) -> Path:
         return self.root / VERSIONS
 
-    def current(self) -> str | None:
-        pointer = self.root / CURRENT
+    def _pointer(self, name: str) -> str | None:
+        pointer = self.root / name
         return pointer.read_text().strip() if pointer.is_file() else None
+
+    def current(self) -> str | None:
+        return self._pointer(CURRENT)
+
+    def challenger(self) -> str | None:
+        return self._pointer(CHALLENGER)
 
     def versions(self) -> list[Version]:
         """Published versions, newest first."""
-        current = self.current()
+        current, challenger = self.current(), self.challenger()
         found = []
         folders = self.versions_dir.iterdir() if self.versions_dir.is_dir() else iter(())
         for folder in folders:
@@ -102,7 +120,7 @@ class Registry:
                 manifest: Manifest | None = Manifest.read(folder)
             except (OSError, ValueError):
                 manifest = None
-            found.append(Version(folder.name, manifest, folder.name == current))
+            found.append(Version(folder.name, manifest, folder.name == current, folder.name == challenger))
         return sorted(
             found, key=lambda v: (v.manifest.created_at.timestamp() if v.manifest else 0, v.name), reverse=True
         )
@@ -130,13 +148,12 @@ class Registry:
             raise RegistryError(f"no published version {version!r} in {self.root} (published: {known})")
         return folder
 
-    def promote(self, version: str, author: str | None = None, action: str = "promote") -> str | None:
-        """Point CURRENT at `version` (the caller has verified that it loads); returns the previous one."""
-        self.folder(version)
-        previous = self.current()
-        temporary = self.root / f".{CURRENT}.{os.getpid()}"
+    def _point(self, name: str, version: str) -> None:
+        temporary = self.root / f".{name}.{os.getpid()}"
         temporary.write_text(version + "\n")
-        os.replace(temporary, self.root / CURRENT)
+        os.replace(temporary, self.root / name)
+
+    def _record(self, action: str, version: str | None, previous: str | None, author: str | None) -> None:
         entry = {
             "at": datetime.now(UTC).isoformat(timespec="seconds"),
             "action": action,
@@ -146,6 +163,35 @@ class Registry:
         }
         with (self.root / HISTORY).open("a") as log:
             log.write(json.dumps(entry) + "\n")
+
+    def promote(self, version: str, author: str | None = None, action: str = "promote") -> str | None:
+        """Point CURRENT at `version` (the caller has verified that it loads); returns the previous one. A
+        challenger promoted stops being the challenger: it now decides."""
+        self.folder(version)
+        previous = self.current()
+        self._point(CURRENT, version)
+        if self.challenger() == version:
+            (self.root / CHALLENGER).unlink()
+        self._record(action, version, previous, author)
+        return previous
+
+    def challenge(self, version: str, author: str | None = None) -> str | None:
+        """Name `version` (verified by the caller) the challenger; returns the challenger it replaces."""
+        self.folder(version)
+        if version == self.current():
+            raise RegistryError(f"{version} is the served version: it cannot also be its challenger")
+        previous = self.challenger()
+        self._point(CHALLENGER, version)
+        self._record("challenge", version, previous, author)
+        return previous
+
+    def end_challenge(self, author: str | None = None) -> str:
+        """Stop scoring the challenger; returns it."""
+        previous = self.challenger()
+        if previous is None:
+            raise RegistryError(f"no challenger in {self.root}")
+        (self.root / CHALLENGER).unlink()
+        self._record("end-challenge", None, previous, author)
         return previous
 
     def history(self) -> list[dict[str, Any]]:
@@ -158,6 +204,8 @@ class Registry:
         """The version a rollback returns to: promotions stack the version they replaced, rollbacks pop."""
         stack: list[str] = []
         for entry in self.history():
+            if entry["action"] not in ("promote", "rollback"):
+                continue  # challenges change what is scored in shadow, not what is served
             if entry["action"] == "rollback":
                 if stack:
                     stack.pop()

@@ -23,7 +23,7 @@ from fraudflow.manifest import (
     Thresholds,
     file_sha256,
 )
-from fraudflow.registry import default_models_root, resolve
+from fraudflow.registry import default_models_root, resolve, resolve_challenger
 
 EXPLAINER_TOLERANCE = 1e-4  # float32 ONNX trees against LightGBM's float64 ones
 
@@ -55,6 +55,22 @@ class Scores:
 
     def __len__(self) -> int:
         return len(self.fraud_proba)
+
+    def take(self, rows: slice | list[int]) -> Scores:
+        """These rows' scores (a range, or positions)."""
+        if isinstance(rows, slice):
+            explanations = self.explanations[rows]
+        else:
+            explanations = [self.explanations[i] for i in rows] if self.explanations else []
+        return Scores(
+            self.fraud_proba[rows],
+            self.anomaly[rows],
+            self.decision[rows],
+            self.model_version,
+            self.thresholds,
+            self.policy,
+            explanations,
+        )
 
 
 def session_options(threads: int) -> ort.SessionOptions:
@@ -214,8 +230,9 @@ class ModelSet:
     def version(self) -> str:
         return self.manifest.version
 
-    def score(self, matrix: npt.NDArray[np.float32]) -> Scores:
-        """Score the request columns (n, 30), or those and the behaviour features (n, len(MODEL_INPUTS))."""
+    def score(self, matrix: npt.NDArray[np.float32], explain: bool = True) -> Scores:
+        """Score the request columns (n, 30), or those and the behaviour features (n, len(MODEL_INPUTS));
+        `explain`: the top contributions of the rows the model flags (a challenger's are not needed)."""
         if matrix.dtype != np.float32 or matrix.ndim != 2 or matrix.shape[1] not in (N_FEATURES, len(MODEL_INPUTS)):
             raise ValueError(
                 f"expected a float32 (n, {N_FEATURES}) or (n, {len(MODEL_INPUTS)}) matrix, got {matrix.dtype} "
@@ -232,7 +249,7 @@ class ModelSet:
         else:  # the cut points were chosen on the classifier's own scores
             decision = np.searchsorted(self._cuts, raw, side="right").astype(np.int8)
         explanations: list[list[dict[str, Any]]] = []
-        if self.explainer is not None and (flagged := np.flatnonzero(decision >= Decision.REVIEW)).size:
+        if explain and self.explainer is not None and (flagged := np.flatnonzero(decision >= Decision.REVIEW)).size:
             explanations = [[] for _ in range(len(matrix))]
             rows = self.explainer.explain(self.classifier.inputs(matrix)[flagged])
             for i, explained in zip(flagged.tolist(), rows, strict=True):
@@ -244,14 +261,17 @@ class Scorer:
     """Scores batches with the current model set; `reload()` swaps in a new one atomically.
 
     A call in flight keeps using the model set it started with, so a reload never fails or mixes requests.
-    `directory` is a model registry (the version its CURRENT names is served, read again at each reload) or a
-    set's own folder.
+    `directory` is a model registry (the version its CURRENT names is served, its CHALLENGER scored in
+    shadow, both read again at each reload) or a set's own folder.
     """
 
     def __init__(self, directory: Path | None = None, threads: int = 1) -> None:
         self.threads = threads
         self.root = directory or default_models_root()
         self._models = ModelSet(resolve(self.root), threads)
+        self.challenger: ModelSet | None = None
+        self.challenger_error: str | None = None  # why the registry's challenger is not scored
+        self._load_challenger()
 
     @property
     def models(self) -> ModelSet:
@@ -260,9 +280,22 @@ class Scorer:
     def score_batch(self, matrix: npt.NDArray[np.float32]) -> Scores:
         return self._models.score(matrix)
 
+    def _load_challenger(self) -> None:
+        """A challenger that fails a load check is not scored, and never stops the champion from serving."""
+        folder = resolve_challenger(self.root)
+        try:
+            challenger = None if folder is None else ModelSet(folder, self.threads)
+        except ModelError as error:
+            self.challenger, self.challenger_error = None, f"challenger {folder.name if folder else ''}: {error}"
+            return
+        if challenger is not None and challenger.version == self._models.version:
+            challenger = None  # promoted meanwhile: nothing to compare
+        self.challenger, self.challenger_error = challenger, None
+
     def reload(self, directory: Path | None = None) -> ModelSet:
         """Load and verify the new set (the registry's current version, or `directory`) fully before
-        swapping; on any error the current set stays."""
+        swapping; on any error the current set stays. The challenger is loaded again too."""
         fresh = ModelSet(resolve(directory or self.root), self.threads)
         self._models = fresh  # a single reference assignment: atomic for concurrent readers
+        self._load_challenger()
         return fresh

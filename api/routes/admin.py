@@ -21,7 +21,7 @@ log = get_logger(__name__)
 @router.post(
     "/admin/reload-models",
     openapi_extra=SECURED,
-    summary="Reload the model directory (verified before it is swapped in)",
+    summary="Reload the model registry: the champion (verified before it is swapped in) and its challenger",
     response_model=ReloadResult,
     responses={
         401: {"description": "Missing or invalid admin key (FRAUDFLOW_ADMIN_KEYS; client keys are refused)"},
@@ -38,6 +38,15 @@ async def reload_models(services: Annotated[Services, Depends(services)]) -> Any
             "model reload refused", error=str(error), serving=previous, directory=str(services.scorer.models.directory)
         )
         return problem(409, f"reload refused, still serving {previous}: {error}")
-    services.metrics.serving(models.version)
-    log.info("models reloaded", previous=previous, version=models.version)
-    return {"previous_version": previous, "model_version": models.version}
+    scorer = services.scorer
+    challenger = scorer.challenger.version if scorer.challenger else None
+    services.metrics.serving(models.version, challenger)
+    if scorer.challenger_error:
+        log.error("challenger not scored", error=scorer.challenger_error)
+    log.info("models reloaded", previous=previous, version=models.version, challenger=challenger)
+    return {
+        "previous_version": previous,
+        "model_version": models.version,
+        "challenger_version": challenger,
+        "challenger_problem": scorer.challenger_error,
+    }

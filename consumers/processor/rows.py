@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any
 
 import orjson
-from pydantic import ValidationError
+from pydantic import Field, TypeAdapter, ValidationError
 
 from consumers.retrieval.fetcher import Record
 from fraudflow.events import ScoredEvent, country_code
 from fraudflow.heartbeats import ApiHeartbeat
+from fraudflow.shadow_scores import ShadowScores
 
 COLUMNS = (
     "timestamp",
@@ -55,6 +56,11 @@ class Rejection:
     reason: str
 
 
+# The stream's other records, by kind: a few per process and minute (heartbeats) or per scored batch (shadow).
+OtherRecord = Annotated[ApiHeartbeat | ShadowScores, Field(discriminator="kind")]
+_OTHER = TypeAdapter[ApiHeartbeat | ShadowScores](OtherRecord)
+
+
 def _trimmed(value: str | None) -> str | None:
     value = value.strip() if value is not None else None
     return value or None
@@ -77,15 +83,15 @@ def _reasons_json(event: ScoredEvent) -> str:
     return orjson.dumps([r.model_dump(exclude_none=True) for r in event.reasons or ()]).decode()
 
 
-def to_row(record: Record, shard_id: str) -> tuple[Any, ...] | ApiHeartbeat | Rejection:
+def to_row(record: Record, shard_id: str) -> tuple[Any, ...] | ApiHeartbeat | ShadowScores | Rejection:
     if record.error is not None:
         return Rejection(record, record.error)
     try:
         event = ScoredEvent.model_validate_json(record.data)
     except ValidationError as error:
-        # Heartbeats are a few per process and minute: they take this slower path, events never do.
+        # Heartbeats and shadow scores are few: they take this slower path, events never do.
         try:
-            return ApiHeartbeat.model_validate_json(record.data)
+            return _OTHER.validate_json(record.data)
         except ValidationError:
             return Rejection(record, _reason(error))
     device, geo = event.device_info, event.geo

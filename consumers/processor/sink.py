@@ -31,6 +31,7 @@ from consumers.retrieval.fetcher import Record
 from fraudflow.events import storable_text
 from fraudflow.heartbeats import ApiHeartbeat
 from fraudflow.logging import get_logger
+from fraudflow.shadow_scores import ShadowScores
 
 log = get_logger(__name__)
 STAGING = "fraudflow_staging"
@@ -70,6 +71,7 @@ class ShardBuffer:
     sources: list[Record] = field(default_factory=list)  # the record of each row, to dead-letter it
     rejections: list[Rejection] = field(default_factory=list)
     heartbeats: list[ApiHeartbeat] = field(default_factory=list)
+    shadows: list[ShadowScores] = field(default_factory=list)
     first_at: float | None = None
 
     def add(self, records: list[Record]) -> None:
@@ -79,6 +81,8 @@ class ShardBuffer:
                 self.rejections.append(converted)
             elif isinstance(converted, ApiHeartbeat):
                 self.heartbeats.append(converted)
+            elif isinstance(converted, ShadowScores):
+                self.shadows.append(converted)
             else:
                 self.rows.append(converted)
                 self.sources.append(record)
@@ -86,7 +90,7 @@ class ShardBuffer:
             self.first_at = time.monotonic()
 
     def __len__(self) -> int:
-        return len(self.rows) + len(self.rejections) + len(self.heartbeats)
+        return len(self.rows) + len(self.rejections) + len(self.heartbeats) + len(self.shadows)
 
     def age(self) -> float:
         return 0.0 if self.first_at is None else time.monotonic() - self.first_at
@@ -96,6 +100,7 @@ class ShardBuffer:
         self.sources.clear()
         self.rejections.clear()
         self.heartbeats.clear()
+        self.shadows.clear()
         self.first_at = None
 
 
@@ -164,6 +169,8 @@ class PostgresSink:
                 await self._dead_letter(conn, buffer.shard_id, rejections)
             if buffer.heartbeats:
                 await _record_heartbeats(conn, buffer.heartbeats)
+            if buffer.shadows:
+                await _record_shadow_scores(conn, buffer.shadows)
             committed = await self.leases.checkpoint(conn, lease, checkpoint)
         return committed, inserted, refused
 
@@ -233,6 +240,26 @@ async def _record_heartbeats(conn: Connection, heartbeats: list[ApiHeartbeat]) -
         ),
     )
     await conn.execute("DELETE FROM api_heartbeats WHERE minute < now() - interval '7 days'")
+
+
+async def _record_shadow_scores(conn: Connection, records: list[ShadowScores]) -> None:
+    """The challenger's scores, once per event and challenger (a record read twice stores once)."""
+    await conn.execute(
+        """INSERT INTO challenger_scores (event_id, challenger_version, champion_version, champion_proba,
+                                          champion_decision, fraud_proba, anomaly_score, decision, scored_at)
+           SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::real[], $5::text[], $6::real[],
+                                $7::real[], $8::text[], $9::timestamptz[])
+           ON CONFLICT (event_id, challenger_version) DO NOTHING""",
+        [e for r in records for e in r.event_ids],
+        [r.challenger_version for r in records for _ in r.event_ids],
+        [r.champion_version for r in records for _ in r.event_ids],
+        [p for r in records for p in r.champion_proba],
+        [d for r in records for d in r.champion_decision],
+        [p for r in records for p in r.fraud_proba],
+        [a for r in records for a in r.anomaly_score],
+        [d for r in records for d in r.decision],
+        [r.scored_at for r in records for _ in r.event_ids],
+    )
 
 
 def _message(error: Exception) -> str:

@@ -43,6 +43,10 @@ def consume(
     initial_position: Annotated[
         str, typer.Option(help="TRIM_HORIZON or LATEST for shards without a checkpoint.")
     ] = "TRIM_HORIZON",
+    drift_interval: Annotated[
+        float,
+        typer.Option(min=0.0, help="Measure drift (docs/models.md) every N seconds; 0: off (another worker does)."),
+    ] = 3600.0,
 ) -> None:
     """Run a consumer worker until Ctrl-C/SIGTERM (then flush, checkpoint and release its leases)."""
     if ctx.invoked_subcommand is not None:
@@ -63,6 +67,7 @@ def consume(
         metrics_port=metrics_port,
         metrics_host=metrics_host,
         emf_interval_s=emf_interval,
+        drift_interval_s=drift_interval or None,
     )
 
     async def main() -> None:

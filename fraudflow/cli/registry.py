@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated
 
+import asyncpg
 import typer
 
-from fraudflow.cli.runner import fail, settings_or_exit
+from fraudflow.cli.runner import fail, settings_or_exit, with_database
+from fraudflow.drift import ACT, WATCH, DriftReport, watch
 from fraudflow.registry import Registry, RegistryError, default_models_root
 from fraudflow.scoring import ModelError, ModelSet
 
 app = typer.Typer(
-    help="Published model versions (FRAUDFLOW_MODELS_DIR or models/): list, promote, roll back.",
+    help="Published model versions (FRAUDFLOW_MODELS_DIR or models/): list, promote, roll back, challenge.",
     no_args_is_help=True,
 )
 
@@ -27,14 +30,14 @@ def _registry(root: Path | None) -> Registry:
 
 @app.command("list")
 def list_versions(root: Root = None) -> None:
-    """Every published version, newest first; * marks the one served."""
+    """Every published version, newest first; * marks the one served, c the challenger."""
     registry = _registry(root)
     versions = registry.versions()
     if not versions:
         typer.echo(f"no published versions in {registry.root}")
     for version in versions:
         s = version.summary()
-        mark = "*" if version.current else " "
+        mark = "*" if version.current else "c" if version.challenger else " "
         typer.echo(
             f"{mark} {s['version']}  {s.get('created_at', '-')}  PR-AUC {s.get('pr_auc', '-')}  "
             f"cost/1000 {s.get('cost_per_1000', '-')}  {s.get('data', s.get('problem', ''))}"
@@ -51,9 +54,41 @@ def _switch(registry: Registry, version: str, author: str | None, action: str) -
 
 
 @app.command("promote")
-def promote(version: str, root: Root = None, author: Author = None) -> None:
-    """Serve a published version (verified first, then the pointer switched atomically; audited)."""
-    _switch(_registry(root), version, author, "promote")
+def promote(
+    version: Annotated[str | None, typer.Argument(help="The version to serve (default: the challenger)")] = None,
+    root: Root = None,
+    author: Author = None,
+) -> None:
+    """Serve a published version, by default the challenger (verified first, then the pointer switched
+    atomically; audited)."""
+    registry = _registry(root)
+    if version is None and (version := registry.challenger()) is None:
+        fail("name the version to promote: there is no challenger (`fraudflow models list`)")
+    _switch(registry, version, author, "promote")
+
+
+@app.command("challenge")
+def challenge(version: str, root: Root = None, author: Author = None) -> None:
+    """Score a published version in shadow next to the served one: it decides nothing, its scores are stored
+    for comparison (the dashboard's models page); audited."""
+    registry = _registry(root)
+    try:
+        ModelSet(registry.folder(version))
+        previous = registry.challenge(version, author)
+    except (RegistryError, ModelError) as error:
+        fail(str(error))
+    replaced = f" (replacing {previous})" if previous else ""
+    typer.echo(f"challenger {version}{replaced}; API processes load it on POST /admin/reload-models")
+
+
+@app.command("end-challenge")
+def end_challenge(root: Root = None, author: Author = None) -> None:
+    """Stop scoring the challenger in shadow (audited)."""
+    try:
+        version = _registry(root).end_challenge(author)
+    except RegistryError as error:
+        fail(str(error))
+    typer.echo(f"no challenger (was {version}); API processes stop scoring it on POST /admin/reload-models")
 
 
 @app.command("rollback")
@@ -69,8 +104,41 @@ def rollback(root: Root = None, author: Author = None) -> None:
 
 @app.command("history")
 def history(root: Root = None) -> None:
-    """Every promotion and rollback, oldest first."""
+    """Every promotion, rollback and challenge, oldest first."""
     for entry in _registry(root).history():
         typer.echo(
-            f"{entry['at']}  {entry['action']:<8} {entry['version']}  (was {entry['previous']})  by {entry['author']}"
+            f"{entry['at']}  {entry['action']:<13} {entry['version'] or '-'}  (was {entry['previous']})  "
+            f"by {entry['author']}"
+        )
+
+
+def _flag(value: float | None) -> str:
+    if value is None:
+        return "-"
+    return f"{value:.3f}" + (" ACT" if value > ACT else " watch" if value > WATCH else "")
+
+
+@app.command("drift")
+def drift(
+    hours_back: Annotated[int, typer.Option("--hours", min=1, max=24 * 31, help="Hours to measure, up to now")] = 1,
+    root: Root = None,
+) -> None:
+    """Measure drift now, as the consumer does every hour: PSI of the score and of each model input against
+    the version's training reference, and the decision and degraded shares; stored in drift_reports."""
+    registry = _registry(root)
+
+    async def work(conn: asyncpg.Connection) -> list[DriftReport]:
+        return await watch(conn, datetime.now(UTC), registry.root, count=hours_back)
+
+    reports = with_database(work)
+    if not reports:
+        typer.echo("no transactions in the window")
+    for r in reports:
+        top = r.max_feature
+        typer.echo(
+            f"{r.window_start:%Y-%m-%d %H:00}  {r.model_version}  {r.transactions:>8,} transactions  "
+            f"score PSI {_flag(r.score_psi)}  "
+            + (f"top input {top[0]} {_flag(top[1])}  " if top else "no reference  ")
+            + f"decline {r.shares['decline']:.2%} review {r.shares['review']:.2%} "
+            f"degraded {r.shares['degraded']:.2%}"
         )

@@ -23,10 +23,12 @@ from fraudflow.behaviour.definitions import time_features
 from fraudflow.behaviour.offline import replay
 from fraudflow.data.columns import AMOUNT_INDEX, FEATURES, TIME_INDEX
 from fraudflow.data.dataset import Dataset
+from fraudflow.drift import SCORE, distribution
 from fraudflow.manifest import (
     MODEL_INPUTS,
     AnomalyScale,
     CostPolicy,
+    Distribution,
     ExplainerFile,
     Manifest,
     SampleFile,
@@ -215,6 +217,14 @@ def typical_values(legitimate: npt.NDArray[np.float32], names: list[str]) -> dic
     return {name: round(float(m), 4) for name, m in zip(np.array(names)[known].tolist(), medians, strict=True)}
 
 
+def drift_reference(
+    x_valid: npt.NDArray[np.float32], names: list[str], score: npt.NDArray[np.float32]
+) -> dict[str, Distribution]:
+    """What the drift watch compares live traffic with: the validation split (out of sample for the score)."""
+    found = {SCORE: distribution(score)} | {n: distribution(x_valid[:, j]) for j, n in enumerate(names)}
+    return {name: d for name, d in found.items() if d is not None}
+
+
 def anomaly_scale(raw: npt.NDArray[np.float64]) -> AnomalyScale:
     # The detector's decision_function is high for normal rows; we flip it so higher means more anomalous.
     outlier = -raw
@@ -326,6 +336,7 @@ def train(dataset: Dataset, out_dir: Path, config: TrainingConfig | None = None)
             calibration=calibration,
             policy=policy,
             typical=typical_values(x[split.train][y[split.train] == 0], inputs.classifier),
+            reference=drift_reference(x_valid, inputs.classifier, calibration.apply(raw_valid)),
             training_data=TrainingData(
                 source=data.source,
                 rows=data.rows,
