@@ -214,7 +214,7 @@ class ScoringService:
             proba, anomaly = float(scores.fraud_proba[i]), float(scores.anomaly[i])
             model_decision = DECISIONS[scores.decision[i]]
             behaviour = _by_name(behaviour_matrix[i])
-            explained = scores.explanations[i] if scores.explanations else None
+            explained = scores.explanations.get(i)
             amount = job.activities[i].amount
             reason = model_reason(model_decision, proba, amount, anomaly, scores, explained)
             if policy.active:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dash import Dash
 
-from dash_app import decisions
+from dash_app import decisions, models_page
 from dash_app.auth import HEALTH_PATH, protect
 from dash_app.callbacks import register
 from dash_app.database import Database
@@ -56,6 +56,7 @@ def create_app(settings: Settings, database: DatabaseTarget | str) -> Dash:
     db = Database(database, max_size=settings.db_pool_max)
     register(app, db, served_model(settings))
     decisions.register(app, db)
+    models_page.register(app, db)
     protect(app.server, settings)
     # Liveness only: it says nothing about the database, so a PostgreSQL failover does not restart every task.
     app.server.add_url_rule(HEALTH_PATH, "healthz", lambda: "ok")

@@ -14,7 +14,7 @@ from urllib.parse import parse_qs, urlencode
 from dash import Dash, Input, Output, State, ctx, dcc, html, no_update
 from dash.exceptions import PreventUpdate
 
-from dash_app import decisions, figures, pages, queries
+from dash_app import decisions, figures, models_page, pages, queries
 from dash_app.database import Database, DatabaseUnavailable
 from dash_app.layout import FLAGGED_COLUMNS, GRAPHS, KPIS, PAGE_SIZE
 from dash_app.queries import FLAGGED_COUNT_LIMIT, Filters
@@ -431,17 +431,20 @@ def register(app: Dash, db: Database, model: figures.ServedModel | None = None) 
             Output("monitor", "style"),
             Output("tick", "disabled"),
             Output("decisions", "style"),
+            Output("models-page", "style"),
         ],
         Input("url", "pathname"),
     )
-    def show(path: object) -> tuple[Any, Any, bool, Any]:
-        """A subject's page at its own URL, the rules and lists, or the monitor (and its refresh)."""
+    def show(path: object) -> tuple[Any, Any, bool, Any, Any]:
+        """A subject's page at its own URL, the rules and lists, the models, or the monitor (and its refresh)."""
         hidden = {"display": "none"}
         if path == decisions.PATH:
-            return [], hidden, True, {}
+            return [], hidden, True, {}, hidden
+        if path == models_page.PATH:
+            return [], hidden, True, hidden, {}
         subject = pages.route(path)
         if subject is None:
-            return [], {}, False, hidden
+            return [], {}, False, hidden, hidden
         kind, value = subject
         try:
             if kind == "tx":
@@ -455,7 +458,7 @@ def register(app: Dash, db: Database, model: figures.ServedModel | None = None) 
                 page = pages.entity(kind, value, found["history"], found["shared"], graph)
         except DatabaseUnavailable as error:
             page = html.Div(f"Database unavailable: {error}. Reload the page to retry.", style=_ALERT)
-        return page, hidden, True, hidden
+        return page, hidden, True, hidden, hidden
 
     @app.callback(Output("url", "pathname"), Input("search", "value"), prevent_initial_call=True)
     def search(query: object) -> Any:

@@ -280,3 +280,65 @@ def breakdown(rows: list[dict[str, Any]], dimension: str) -> go.Figure:
     )
     figure.add_bar(y=labels, x=[r["frauds"] for r in rows], orientation="h", name="declined", marker_color="#d7191c")
     return figure
+
+
+def score_distributions(bins: list[dict[str, Any]], names: dict[str, str], bin_count: int) -> go.Figure:
+    """The champion's and the challenger's fraud probabilities on the same transactions (log10 bins)."""
+    figure = _figure("Fraud probability, same transactions", xaxis={"title": "p(fraud)", "type": "log"})
+    if not bins:
+        return _empty(figure)
+    width = 6 / bin_count
+    for model, colour in (("champion", "#2c7bb6"), ("challenger", "#d7191c")):
+        counts = [0] * bin_count
+        for row in bins:
+            if row["model"] == model:
+                counts[min(max(int(row["bin"]), 1), bin_count) - 1] += int(row["n"])
+        centres = [10 ** (-6 + (i + 0.5) * width) for i in range(bin_count)]
+        figure.add_trace(go.Scatter(x=centres, y=counts, name=names[model], mode="lines+markers", line_color=colour))
+    figure.update_layout(yaxis=_count_axis("transactions", max(int(r["n"]) for r in bins)))
+    return figure
+
+
+def drift_series(rows: list[dict[str, Any]], watch: float, act: float) -> go.Figure:
+    """PSI of the score and of the most drifted input per hour and version, with the watch and act lines."""
+    figure = _figure("Drift against the training reference (PSI)", yaxis={"title": "PSI", "rangemode": "tozero"})
+    if not rows:
+        return _empty(figure)
+    for version in sorted({r["model_version"] for r in rows}):
+        mine = [r for r in rows if r["model_version"] == version]
+        hours = [r["window_start"] for r in mine]
+        figure.add_trace(
+            go.Scatter(x=hours, y=[r["score_psi"] for r in mine], name=f"{version} score", mode="lines+markers")
+        )
+        figure.add_trace(
+            go.Scatter(
+                x=hours,
+                y=[r["max_feature_psi"] for r in mine],
+                name=f"{version} most drifted input",
+                mode="lines+markers",
+                text=[r["max_feature"] for r in mine],
+                hovertemplate="%{x}<br>%{text}: %{y:.3f}<extra></extra>",
+                line={"dash": "dot"},
+            )
+        )
+    for level, label, colour in ((watch, "watch", "#fdae61"), (act, "act", "#d7191c")):
+        figure.add_hline(y=level, line_dash="dash", line_color=colour, annotation_text=f"{label} {level}")
+    return figure
+
+
+def hourly_shares(rows: list[dict[str, Any]]) -> go.Figure:
+    """Decision shares and the share scored without behaviour features, per hour (all versions)."""
+    figure = _figure("Decisions and degraded scorings per hour", yaxis={"title": "share", "tickformat": ".1%"})
+    if not rows:
+        return _empty(figure)
+    totals: dict[datetime, dict[str, float]] = {}
+    for r in rows:
+        hour = totals.setdefault(r["window_start"], {"n": 0.0, "review": 0.0, "decline": 0.0, "degraded": 0.0})
+        hour["n"] += r["transactions"]
+        for key in ("review", "decline", "degraded"):
+            hour[key] += r[f"{key}_share"] * r["transactions"]
+    hours = sorted(totals)
+    for key, colour in (("review", "#fdae61"), ("decline", "#d7191c"), ("degraded", "#57606a")):
+        shares = [totals[h][key] / totals[h]["n"] for h in hours]
+        figure.add_trace(go.Scatter(x=hours, y=shares, name=key, mode="lines+markers", line_color=colour))
+    return figure

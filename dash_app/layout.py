@@ -5,7 +5,7 @@ from __future__ import annotations
 from dash import dcc, html
 from dash.dash_table.DataTable import DataTable
 
-from dash_app import decisions
+from dash_app import decisions, models_page
 from dash_app.figures import graph_config
 from dash_app.queries import FLAGGED_COUNT_LIMIT
 
@@ -236,7 +236,10 @@ def layout(refresh_s: float, topojson_url: str) -> html.Div:
     header = html.Div(
         [
             html.H2(dcc.Link("fraudflow · live fraud monitor", href="/", style=_PLAIN), style={"margin": "4px 0"}),
-            dcc.Link("Rules and lists", href=decisions.PATH),
+            html.Div(
+                [dcc.Link("Rules and lists", href=decisions.PATH), dcc.Link("Models", href=models_page.PATH)],
+                style={"display": "flex", "gap": "16px"},
+            ),
             dcc.Input(
                 id="search",
                 type="search",
@@ -253,6 +256,7 @@ def layout(refresh_s: float, topojson_url: str) -> html.Div:
             header,
             html.Div(id="subject"),  # a transaction's, a user's or an IP's page, at its own URL
             html.Div(decisions.layout(), id="decisions", style={"display": "none"}),  # /rules
+            html.Div(models_page.layout(), id="models-page", style={"display": "none"}),  # /models
             monitor,
             dcc.Interval(id="tick", interval=int(refresh_s * 1000)),
             dcc.Store(id="selected-event"),

@@ -50,18 +50,18 @@ class Scores:
     model_version: str
     thresholds: Thresholds  # the cuts the decisions came from, without a cost policy
     policy: CostPolicy | None  # the decision by expected cost, when the set has one
-    # Per row, the classifier's top contributions when the model flagged it (empty: none, or no explainer).
-    explanations: list[list[dict[str, Any]]] = field(default_factory=list)
+    # By row, the classifier's top contributions where the model flagged it (no entry: not flagged, or no
+    # explainer). Sparse: a list per row of a large batch would cost the collector more than the scoring.
+    explanations: dict[int, list[dict[str, Any]]] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return len(self.fraud_proba)
 
     def take(self, rows: slice | list[int]) -> Scores:
         """These rows' scores (a range, or positions)."""
-        if isinstance(rows, slice):
-            explanations = self.explanations[rows]
-        else:
-            explanations = [self.explanations[i] for i in rows] if self.explanations else []
+        positions = range(len(self))[rows] if isinstance(rows, slice) else rows
+        found = self.explanations
+        explanations = {new: found[old] for new, old in enumerate(positions) if old in found} if found else {}
         return Scores(
             self.fraud_proba[rows],
             self.anomaly[rows],
@@ -248,12 +248,10 @@ class ModelSet:
             decision = manifest.policy.decide(proba, matrix[:, AMOUNT_INDEX], anomaly)
         else:  # the cut points were chosen on the classifier's own scores
             decision = np.searchsorted(self._cuts, raw, side="right").astype(np.int8)
-        explanations: list[list[dict[str, Any]]] = []
+        explanations: dict[int, list[dict[str, Any]]] = {}
         if explain and self.explainer is not None and (flagged := np.flatnonzero(decision >= Decision.REVIEW)).size:
-            explanations = [[] for _ in range(len(matrix))]
             rows = self.explainer.explain(self.classifier.inputs(matrix)[flagged])
-            for i, explained in zip(flagged.tolist(), rows, strict=True):
-                explanations[i] = explained
+            explanations = dict(zip(flagged.tolist(), rows, strict=True))
         return Scores(proba, anomaly, decision, self.version, manifest.thresholds, manifest.policy, explanations)
 
 

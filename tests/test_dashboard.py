@@ -647,3 +647,72 @@ async def _audit(database: str) -> list[tuple[str, str, str, str]]:
         return [(r["object"], r["name"], r["change"], r["author"]) for r in rows]
     finally:
         await conn.close()
+
+
+async def _challenge_and_drift(database: str) -> None:
+    """20 transactions scored by both models (they disagree on 4), 6 labelled, and two hours of drift."""
+    conn = await asyncpg.connect(database)
+    now = datetime.now(UTC)
+    try:
+        for i in range(20):
+            event_id = uuid.uuid4()
+            champion = "review" if i < 5 else "approve"
+            challenger = "review" if i < 3 or 5 <= i < 7 else "approve"
+            await conn.execute(
+                """INSERT INTO challenger_scores (event_id, challenger_version, champion_version, champion_proba,
+                       champion_decision, fraud_proba, anomaly_score, decision, scored_at)
+                   VALUES ($1, 'newer', 'served', $2, $3, $4, 0.1, $5, $6)""",
+                event_id,
+                0.3 if champion == "review" else 0.001,
+                champion,
+                0.3 if challenger == "review" else 0.002,
+                challenger,
+                now - timedelta(minutes=i),
+            )
+            if i < 6:  # labelled: frauds 0, 1, 5; legitimate 2, 3, 4
+                await conn.execute(
+                    """INSERT INTO labels (event_id, label, source, known_at, author)
+                       VALUES ($1, $2, 'analyst', now(), 'ana')""",
+                    event_id,
+                    "fraud" if i in (0, 1, 5) else "legitimate",
+                )
+        hour = now.replace(minute=0, second=0, microsecond=0)
+        for back, psi in ((2, 0.04), (1, 0.31)):
+            await conn.execute(
+                """INSERT INTO drift_reports (window_start, window_end, model_version, transactions, score_psi,
+                       features_psi, max_feature, max_feature_psi, approve_share, review_share, decline_share,
+                       degraded_share)
+                   VALUES ($1, $2, 'served', 1000, $3, '{"Amount": 0.5}', 'Amount', 0.5, 0.97, 0.02, 0.01, 0.1)""",
+                hour - timedelta(hours=back),
+                hour - timedelta(hours=back - 1),
+                psi,
+            )
+    finally:
+        await conn.close()
+
+
+def test_the_models_page_compares_champion_and_challenger_and_draws_drift(
+    dashboard: str, browser: WebDriver, settings: Settings
+) -> None:
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as ec
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    assert settings.static_database_url
+    asyncio.run(_challenge_and_drift(settings.static_database_url))
+    wait = WebDriverWait(browser, 30)
+    browser.get(dashboard + "models")
+    wait.until(ec.text_to_be_present_in_element((By.ID, "challenge"), "They agree on"))
+    text = browser.find_element(By.ID, "challenge").text
+    assert "Champion served decides; challenger newer scored the same 20 transactions" in text
+    assert "agree on 80.0% of decisions" in text  # 16 of 20
+    # Labelled: 0-5, frauds 0, 1, 5. The champion flags 0-4: precision 2/5, recall 2/3. The challenger flags
+    # 0-2, 5 and 6 (unlabelled, so not counted): precision 3/4, recall 3/3.
+    quality = browser.find_element(By.ID, "challenge-quality").text
+    assert "champion served 5 40.0% 66.7%" in quality
+    assert "challenger newer 4 75.0% 100.0%" in quality
+    wait.until(ec.text_to_be_present_in_element((By.ID, "drift-psi"), "act 0.25"))
+    assert "watch 0.1" in browser.find_element(By.ID, "drift-psi").text
+    assert browser.find_element(By.ID, "monitor").is_displayed() is False
+    ARTIFACTS.mkdir(exist_ok=True)
+    browser.save_screenshot(str(ARTIFACTS / "dashboard-models.png"))

@@ -321,8 +321,11 @@ def test_flagged_rows_are_explained_by_the_served_model_in_words() -> None:
     scores = scorer.score_batch(matrix)
     flagged = scores.decision >= Decision.REVIEW
     assert 0 < flagged.sum() < len(matrix)
-    assert [bool(e) for e in scores.explanations] == flagged.tolist()
-    for explained in (e for e in scores.explanations if e):
+    assert sorted(scores.explanations) == np.flatnonzero(flagged).tolist()
+    assert all(scores.explanations.values())
+    part = scores.take(slice(100, 300))
+    assert sorted(part.explanations) == np.flatnonzero(flagged[100:300]).tolist()
+    for explained in scores.explanations.values():
         contributions = [c["contribution"] for c in explained]
         assert contributions == sorted(contributions, reverse=True)
         assert all(c > 0 for c in contributions)
@@ -330,7 +333,7 @@ def test_flagged_rows_are_explained_by_the_served_model_in_words() -> None:
     full = np.asarray(explainer.booster.predict(scorer.models.classifier.inputs(matrix), pred_contrib=True))
     served = scorer.models.classifier.run(matrix)
     np.testing.assert_allclose(1 / (1 + np.exp(-full.sum(axis=1))), served, atol=1e-5)
-    texts = [c["text"] for e in scores.explanations for c in e]
+    texts = [c["text"] for e in scores.explanations.values() for c in e]
     assert any("; usual: " in t for t in texts)
     assert phrase("user_count_1h", 7.0, 0.4) == "7 payments by the user in the last hour; usual: 0.4"
     assert phrase("user_km_from_previous", float("nan")) == "user_km_from_previous unknown"

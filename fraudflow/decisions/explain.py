@@ -51,18 +51,22 @@ class Explainer:
     def explain(self, x: npt.NDArray[np.float32]) -> list[list[dict[str, Any]]]:
         """For each row of the classifier's inputs, its TOP features pushing towards fraud (log-odds)."""
         contributions = np.asarray(self.booster.predict(x, pred_contrib=True, num_threads=1))[:, :-1]  # last: bias
+        # Whole-matrix numpy, then plain Python lists: a numpy call per row would keep the scoring thread
+        # holding the interpreter long enough to stall the event loop on a large batch.
+        order = np.argsort(-contributions, axis=1)[:, :TOP]
+        tops = np.take_along_axis(contributions, order, axis=1)
         explained = []
-        for row, values in zip(contributions, x, strict=True):
-            top = [int(i) for i in np.argsort(-row)[:TOP] if row[i] > 0]
+        for where, amounts, values in zip(order.tolist(), tops.tolist(), x.tolist(), strict=True):
             explained.append(
                 [
                     {
                         "feature": self.names[i],
-                        "value": None if math.isnan(values[i]) else float(values[i]),
-                        "contribution": round(float(row[i]), 4),
-                        "text": phrase(self.names[i], float(values[i]), self.typical.get(self.names[i])),
+                        "value": None if math.isnan(values[i]) else values[i],
+                        "contribution": round(c, 4),
+                        "text": phrase(self.names[i], values[i], self.typical.get(self.names[i])),
                     }
-                    for i in top
+                    for i, c in zip(where, amounts, strict=True)
+                    if c > 0
                 ]
             )
         return explained
