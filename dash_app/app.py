@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from dash import Dash
 
-from dash_app import decisions, models_page
+from dash_app import decisions, models_page, review
 from dash_app.auth import HEALTH_PATH, protect
 from dash_app.callbacks import register
 from dash_app.database import Database
-from dash_app.figures import TOPOJSON, ServedModel
+from dash_app.figures import TOPOJSON, ServedModel, graph_config
 from dash_app.layout import layout
 from fraudflow.config import Settings, SettingsError
 from fraudflow.db.target import DatabaseTarget
@@ -57,6 +57,7 @@ def create_app(settings: Settings, database: DatabaseTarget | str) -> Dash:
     register(app, db, served_model(settings))
     decisions.register(app, db)
     models_page.register(app, db)
+    review.register(app, db, graph_config(app.get_asset_url(TOPOJSON)))
     protect(app.server, settings)
     # Liveness only: it says nothing about the database, so a PostgreSQL failover does not restart every task.
     app.server.add_url_rule(HEALTH_PATH, "healthz", lambda: "ok")

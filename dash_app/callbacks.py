@@ -14,7 +14,7 @@ from urllib.parse import parse_qs, urlencode
 from dash import Dash, Input, Output, State, ctx, dcc, html, no_update
 from dash.exceptions import PreventUpdate
 
-from dash_app import decisions, figures, models_page, pages, queries
+from dash_app import decisions, figures, models_page, pages, queries, review
 from dash_app.database import Database, DatabaseUnavailable
 from dash_app.layout import FLAGGED_COLUMNS, GRAPHS, KPIS, PAGE_SIZE
 from dash_app.queries import FLAGGED_COUNT_LIMIT, Filters
@@ -252,13 +252,14 @@ _HEALTH_STYLE = {
 }
 
 
-def _kpi_values(k: dict[str, Any], health_text: str) -> list[str]:
+def _kpi_values(k: dict[str, Any], confirmed: dict[str, Any], health_text: str) -> list[str]:
     p50, p95 = k["latency_p50_s"], k["latency_p95_s"]
     return [
         f"{k['transactions']:,}",
         f"{k['events_per_s']:.3g}",
         f"{k['flagged']:,}",
         f"{k['flag_rate']:.2%}",
+        f"{confirmed['confirmed']:,}: {confirmed['confirmed_flagged']:,} flagged",
         f"{k['reviews']:,} / {k['declines']:,}",
         "-" if k["mean_proba"] is None else f"{k['mean_proba']:.3f}",
         "-" if p50 is None else f"{p50:.2f} s / {p95:.2f} s",
@@ -333,7 +334,7 @@ def register(app: Dash, db: Database, model: figures.ServedModel | None = None) 
         problem = range_problem(*controls[:3])
         health_text, level = health(result["leases"], result["newest_row_age_s"], result["api_flow"])
         return [
-            *_kpi_values(result["kpis"], health_text),
+            *_kpi_values(result["kpis"], result["confirmed"], health_text),
             *figs,
             lease_rows,
             [_model_row(r) for r in result["models"]],
@@ -432,19 +433,20 @@ def register(app: Dash, db: Database, model: figures.ServedModel | None = None) 
             Output("tick", "disabled"),
             Output("decisions", "style"),
             Output("models-page", "style"),
+            Output("review-page", "style"),
         ],
         Input("url", "pathname"),
     )
-    def show(path: object) -> tuple[Any, Any, bool, Any, Any]:
-        """A subject's page at its own URL, the rules and lists, the models, or the monitor (and its refresh)."""
+    def show(path: object) -> tuple[Any, ...]:
+        """A subject's page at its own URL, one of the pages (rules and lists, models, review queue), or the
+        monitor (and its refresh)."""
         hidden = {"display": "none"}
-        if path == decisions.PATH:
-            return [], hidden, True, {}, hidden
-        if path == models_page.PATH:
-            return [], hidden, True, hidden, {}
+        own_pages = (decisions.PATH, models_page.PATH, review.PATH)
+        if path in own_pages:
+            return [], hidden, True, *({} if path == own else hidden for own in own_pages)
         subject = pages.route(path)
         if subject is None:
-            return [], {}, False, hidden, hidden
+            return [], {}, False, hidden, hidden, hidden
         kind, value = subject
         try:
             if kind == "tx":
@@ -458,7 +460,7 @@ def register(app: Dash, db: Database, model: figures.ServedModel | None = None) 
                 page = pages.entity(kind, value, found["history"], found["shared"], graph)
         except DatabaseUnavailable as error:
             page = html.Div(f"Database unavailable: {error}. Reload the page to retry.", style=_ALERT)
-        return page, hidden, True, hidden, hidden
+        return page, hidden, True, hidden, hidden, hidden
 
     @app.callback(Output("url", "pathname"), Input("search", "value"), prevent_initial_call=True)
     def search(query: object) -> Any:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dash import dcc, html
 from dash.dash_table.DataTable import DataTable
 
-from dash_app import decisions, models_page
+from dash_app import decisions, models_page, review
 from dash_app.figures import graph_config
 from dash_app.queries import FLAGGED_COUNT_LIMIT
 
@@ -21,6 +21,7 @@ KPIS = [
     ("kpi-rate", "Events/s (range average)"),
     ("kpi-flagged", "Flagged (review or decline)"),
     ("kpi-flag-rate", "Flagged share"),
+    ("kpi-confirmed", "Confirmed fraud (labels): flagged"),
     ("kpi-review-decline", "Review / decline"),
     ("kpi-mean-proba", "Mean p(fraud)"),
     ("kpi-latency", "Latency p50 / p95"),
@@ -237,7 +238,11 @@ def layout(refresh_s: float, topojson_url: str) -> html.Div:
         [
             html.H2(dcc.Link("fraudflow · live fraud monitor", href="/", style=_PLAIN), style={"margin": "4px 0"}),
             html.Div(
-                [dcc.Link("Rules and lists", href=decisions.PATH), dcc.Link("Models", href=models_page.PATH)],
+                [
+                    dcc.Link("Review queue", href=review.PATH),
+                    dcc.Link("Rules and lists", href=decisions.PATH),
+                    dcc.Link("Models", href=models_page.PATH),
+                ],
                 style={"display": "flex", "gap": "16px"},
             ),
             dcc.Input(
@@ -257,6 +262,7 @@ def layout(refresh_s: float, topojson_url: str) -> html.Div:
             html.Div(id="subject"),  # a transaction's, a user's or an IP's page, at its own URL
             html.Div(decisions.layout(), id="decisions", style={"display": "none"}),  # /rules
             html.Div(models_page.layout(), id="models-page", style={"display": "none"}),  # /models
+            html.Div(review.layout(), id="review-page", style={"display": "none"}),  # /review
             monitor,
             dcc.Interval(id="tick", interval=int(refresh_s * 1000)),
             dcc.Store(id="selected-event"),

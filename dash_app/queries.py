@@ -366,10 +366,27 @@ async def options(conn: asyncpg.Connection, f: Filters) -> dict[str, list[str]]:
     return out
 
 
+async def confirmed(conn: asyncpg.Connection, f: Filters) -> dict[str, Any]:
+    """Fraud confirmed by labels (analysts, chargebacks) among the range's transactions, and how many of those
+    were flagged: what the decisions caught, next to what they flagged."""
+    where, args = f.where()
+    row = await conn.fetchrow(
+        f"""SELECT count(*) FILTER (WHERE l.label = 'fraud') AS confirmed,
+                   count(*) FILTER (WHERE l.label = 'fraud' AND p.decision <> 'approve') AS confirmed_flagged,
+                   count(*) AS labelled
+              FROM (SELECT event_id, decision FROM fraud_predictions WHERE {where}) AS p
+              JOIN latest_labels AS l USING (event_id)""",
+        *args,
+    )
+    assert row is not None
+    return dict(row)
+
+
 def refresh(f: Filters) -> dict[str, tuple[Callable[..., Awaitable[Any]], tuple[Any, ...]]]:
     """Every query of one dashboard refresh, by the name of what it feeds (run concurrently)."""
     return {
         "kpis": (kpis, (f,)),
+        "confirmed": (confirmed, (f,)),
         "volume": (volume, (f,)),
         "distributions": (distributions, (f,)),
         "models": (by_model, (f,)),

@@ -716,3 +716,63 @@ def test_the_models_page_compares_champion_and_challenger_and_draws_drift(
     assert browser.find_element(By.ID, "monitor").is_displayed() is False
     ARTIFACTS.mkdir(exist_ok=True)
     browser.save_screenshot(str(ARTIFACTS / "dashboard-models.png"))
+
+
+async def _open_cases(database: str) -> None:
+    """Cases as the consumer opens them, for the forty stored rows (30 reviews: one case per user)."""
+    conn = await asyncpg.connect(database)
+    try:
+        await conn.execute("CREATE TEMP TABLE reviewed AS SELECT * FROM fraud_predictions")
+        await conn.execute("SELECT fraudflow_open_cases('reviewed'::regclass)")
+    finally:
+        await conn.close()
+
+
+async def _labels(database: str) -> list[tuple[str, str, str, str | None]]:
+    conn = await asyncpg.connect(database)
+    try:
+        rows = await conn.fetch("SELECT label, source, author, note FROM latest_labels")
+    finally:
+        await conn.close()
+    return [(r["label"], r["source"], r["author"], r["note"]) for r in rows]
+
+
+def test_the_review_page_claims_shows_and_closes_a_case_by_keyboard(
+    dashboard: str, browser: WebDriver, settings: Settings
+) -> None:
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+    from selenium.webdriver.support import expected_conditions as ec
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    assert settings.static_database_url
+    asyncio.run(_open_cases(settings.static_database_url))
+    wait = WebDriverWait(browser, 30)
+    browser.get(dashboard + "review")
+    wait.until(ec.text_to_be_present_in_element((By.ID, "queue-summary"), "30 open cases"))
+    assert browser.find_element(By.ID, "monitor").is_displayed() is False
+
+    def alt(key: str) -> None:
+        ActionChains(browser).key_down(Keys.ALT).send_keys(key).key_up(Keys.ALT).perform()
+
+    alt("n")  # next case
+    wait.until(ec.text_to_be_present_in_element((By.ID, "case-title"), "Case 1: user user-00, 1 transactions"))
+    assert "is yours until" in browser.find_element(By.ID, "case-message").text
+    view = browser.find_element(By.ID, "case-view").text
+    assert "review" in view or "p(fraud)" in view
+    assert "User user-00" in view  # the user's history below the case
+    wait.until(ec.text_to_be_present_in_element((By.ID, "queue-summary"), "29 open cases"))
+    ARTIFACTS.mkdir(exist_ok=True)
+    browser.save_screenshot(str(ARTIFACTS / "dashboard-review.png"))
+
+    browser.find_element(By.ID, "case-note").send_keys("the cardholder denies it")
+    alt("f")  # fraud
+    wait.until(ec.text_to_be_present_in_element((By.ID, "case-message"), "Case 1 closed as fraud"))
+    assert "1 transactions labelled" in browser.find_element(By.ID, "case-message").text
+    assert asyncio.run(_labels(settings.static_database_url)) == [
+        ("fraud", "analyst", "dashboard (loopback)", "the cardholder denies it")
+    ]
+
+    browser.get(dashboard)  # the label appears among the monitor's figures
+    wait.until(ec.text_to_be_present_in_element((By.ID, "kpi-confirmed"), "1: 1 flagged"))

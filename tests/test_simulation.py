@@ -12,15 +12,21 @@ import sys
 from datetime import datetime
 from pathlib import Path
 
+import asyncpg
+import numpy as np
 import pytest
 
 from api.schemas import Metadata
 from fraudflow.cli.simulate import predict_url
+from fraudflow.config import Settings
 from fraudflow.data.dataset import DatasetError, write_creditcard
 from fraudflow.data.synthetic import generate
 from fraudflow.registry import default_models_dir
+from fraudflow.simulation.chargebacks import Chargebacks
 from fraudflow.simulation.population import metadata, users
 from fraudflow.simulation.replay import Plan, Replayer, load_rows
+from tests.consumer_helpers import worker
+from tests.test_api_process import uvicorn
 
 
 def test_metadata_is_valid_for_the_api_and_uses_documentation_addresses() -> None:
@@ -107,3 +113,23 @@ def test_a_history_is_replayed_with_its_users_devices_and_gaps(tmp_path: Path) -
     assert first["geo"]["country"] == history.country[0]
     gap = datetime.fromisoformat(second["timestamp"]) - datetime.fromisoformat(first["timestamp"])
     assert gap.total_seconds() == pytest.approx(history.timestamp[1] - history.timestamp[0], abs=1e-3)
+
+
+async def test_the_simulator_sends_chargebacks_for_its_frauds_once_they_are_stored(
+    settings: Settings, db: asyncpg.Connection, tmp_path: Path
+) -> None:
+    """The bank's side of the loop: the simulator's frauds come back as chargebacks through POST /labels,
+    for events the pipeline stored (an event not stored yet is tried again later)."""
+    rows = generate(6, fraud_rate=0.0, seed=4).features
+    labels = np.array([1, 0, 1, 0, 1, 0], dtype=np.int8)
+    assert settings.static_database_url
+    with uvicorn(settings, tmp_path / "api.log", DATABASE_URL=settings.static_database_url) as (_, url):
+        chargebacks = Chargebacks(url + "/labels", 1.0, 0.2, random.Random(1), {}, retry_after_s=0.5)
+        plan = Plan(rate=0, poisson=False, concurrency=2, max_requests=6, duration_s=None)
+        replayer = Replayer(url + "/predict", rows, labels, users(4, random.Random(2)), plan, chargebacks=chargebacks)
+        async with worker(settings, "w1"):
+            stats = await replayer.run()
+    assert stats.ok == 6
+    assert chargebacks.stats.sent == 3, chargebacks.stats.line()
+    stored = await db.fetch("SELECT label, source, author FROM latest_labels")
+    assert [(r["label"], r["source"], r["author"]) for r in stored] == [("fraud", "chargeback", "simulated bank")] * 3

@@ -87,6 +87,26 @@ def test_split_is_time_ordered() -> None:
     assert time[split.train].max() <= time[split.validation].min()
     assert time[split.validation].max() <= time[split.test].min()
     assert split.test.stop == 10_000
+    assert split.how["by"] == "rows"  # two days, as the ULB file: too few for whole-day windows
+    assert "spans 2.0 days" in split.how["why"]
+
+
+def test_a_long_history_is_split_into_windows_of_whole_days_alike_for_validation_and_test() -> None:
+    data = generate_history(60_000, days=14, seed=2).time_ordered()
+    split = time_split(data, TrainingConfig())
+    time = data.features[:, 0]
+    assert split.how == {
+        "by": "whole days",
+        "train_days": split.how["train_days"],
+        "validation_days": 3,
+        "test_days": 3,
+    }
+    for part in (split.validation, split.test):
+        covered = time[part.stop - 1] - time[part.start]
+        assert 3 * 86_400 - 3_600 < covered <= 3 * 86_400  # three whole days, every hour of them
+        hours = np.unique((time[part] // 3600) % 24)
+        assert len(hours) == 24
+    assert time[split.train].max() <= time[split.validation].min()
 
 
 def test_a_split_with_too_few_frauds_is_refused_saying_how_many_are_needed(tmp_path: Path) -> None:
@@ -147,13 +167,13 @@ def test_train_command_rejects_conflicting_sources(tmp_path: Path) -> None:
         check=False,
     )
     assert result.returncode == 2
-    assert "either --data or --synthetic-rows" in result.stderr
+    assert "give one of --data, --synthetic-rows and --from-db" in result.stderr
 
 
 @pytest.fixture(scope="module")
 def trained_on_history(tmp_path_factory: pytest.TempPathFactory) -> tuple[TrainingReport, Path]:
     root = tmp_path_factory.mktemp("history-models")
-    report = train(generate_history(40_000, fraud_rate=0.01, seed=6), root, TrainingConfig(trees=60))
+    report = train(generate_history(40_000, fraud_rate=0.01, seed=6), root, TrainingConfig(trees=120))
     return report, report.folder
 
 

@@ -1,7 +1,8 @@
 """The record processor: exactly once into PostgreSQL.
 
 A flush is one transaction: COPY into a session-local staging table, INSERT into `fraud_predictions`, the
-rows actually inserted added to the dashboard's quarter-hour aggregates, dead letters into
+rows actually inserted added to the dashboard's quarter-hour aggregates and their review decisions to the
+review queue's cases, the challenger's shadow scores into `challenger_scores`, dead letters into
 `rejected_records`, and the shard's checkpoint, fenced by the lease's owner and epoch. A worker that lost
 its lease cannot commit, and a commit covers exactly the records up to its checkpoint, so no row is written
 twice or skipped, whatever crashes.
@@ -43,7 +44,8 @@ _INSERT = f"INSERT INTO fraud_predictions ({_COLUMN_LIST}) SELECT {_FROM_STAGING
 _INSERT_NEW = (
     f"WITH new AS ({_INSERT} ON CONFLICT (event_id) DO NOTHING RETURNING *) INSERT INTO {INSERTED} SELECT * FROM new"
 )
-_ADD_TO_ROLLUPS = "SELECT fraudflow_add_to_rollups($1::regclass)"
+# The new rows go into the dashboard's aggregates, and their review decisions into cases (docs/reviews.md).
+_ADD_TO_ROLLUPS = "SELECT fraudflow_add_to_rollups($1::regclass), fraudflow_open_cases($1::regclass)"
 # Errors that say a row's content cannot be stored (SQLSTATE classes 22 and 23, and the ValueError or
 # OverflowError of asyncpg's encoders, e.g. a float beyond `real`): retrying cannot help, so the rows are
 # isolated and dead-lettered instead.

@@ -2,17 +2,24 @@
 
 from __future__ import annotations
 
+import functools
 import time
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from fraudflow.cli.runner import CommandError, fail, settings_or_exit
+from fraudflow.cli.runner import CommandError, fail, settings_or_exit, with_database
 from fraudflow.data.dataset import DEFAULT_PATH, DatasetError, load_creditcard, write_creditcard
 from fraudflow.data.history import generate_history
 from fraudflow.data.synthetic import DEFAULT_FRAUD_RATE, generate
 from fraudflow.registry import Registry
+from fraudflow.training.served import load_served
+
+
+def _utc(moment: datetime) -> datetime:
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 def synth(
@@ -66,13 +73,33 @@ def train(
         bool, typer.Option(help="Serve the new version once published (else it waits for `models promote`).")
     ] = True,
     author: Annotated[str | None, typer.Option(help="Who publishes (the registry's history); default: login")] = None,
+    from_db: Annotated[
+        bool,
+        typer.Option(
+            help="Train on the stored transactions (DATABASE_URL) with the behaviour features they were served "
+            "with and the labels known at --cutoff; the result is published as the challenger, never served."
+        ),
+    ] = False,
+    since: Annotated[datetime | None, typer.Option(help="With --from-db: first transaction time (UTC).")] = None,
+    until: Annotated[
+        datetime | None, typer.Option(help="With --from-db: end of the window (UTC; default now).")
+    ] = None,
+    cutoff: Annotated[
+        datetime | None, typer.Option(help="With --from-db: labels known by then count (UTC; default now).")
+    ] = None,
+    label_delay_days: Annotated[
+        float,
+        typer.Option(min=0.0, help="With --from-db: transactions more recent than the cutoff minus this are left out."),
+    ] = 30.0,
 ) -> None:
     """Train the fraud classifier and anomaly detector, export them to ONNX and write the manifest. A data set
     with metadata (synth --history) trains on behaviour features too, computed by replaying it in time order.
     The model decides by expected cost (the cost options; docs/decisions.md), with cut points chosen on the
     validation split."""
-    if data is not None and synthetic_rows is not None:
-        fail("give either --data or --synthetic-rows, not both", code=2)
+    if sum((data is not None, synthetic_rows is not None, from_db)) > 1:
+        fail("give one of --data, --synthetic-rows and --from-db", code=2)
+    if from_db and since is None:
+        fail("--from-db needs --since (the first transaction time of the window)", code=2)
     try:
         from fraudflow.training.export import ParityError
         from fraudflow.training.pipeline import TrainingConfig, TrainingError, format_report
@@ -81,8 +108,25 @@ def train(
     except ImportError:
         fail("training needs the `train` extra: pip install 'fraudflow[train]'")
     settings = settings_or_exit()
+    about = None
     try:
-        if synthetic_rows is None and (data is not None or DEFAULT_PATH.exists()):
+        if from_db:
+            assert since is not None
+            now = datetime.now(UTC)
+            dataset, about = with_database(
+                functools.partial(
+                    load_served,
+                    since=_utc(since),
+                    until=_utc(until) if until else now,
+                    cutoff=_utc(cutoff) if cutoff else now,
+                    label_delay=timedelta(days=label_delay_days),
+                )
+            )
+            typer.echo(
+                f"{about['transactions']:,} stored transactions, {about['labelled_fraud']:,} labelled fraud at the "
+                f"cutoff; {about['left_out_too_recent']:,} left out, too recent for their chargebacks"
+            )
+        elif synthetic_rows is None and (data is not None or DEFAULT_PATH.exists()):
             dataset = load_creditcard(data or DEFAULT_PATH)
         else:
             make = generate_history if synthetic_history else generate
@@ -91,14 +135,25 @@ def train(
         costs = Costs(review_cost, chargeback_fee, false_decline_share, false_decline_fixed, review_capacity)
         config = TrainingConfig(seed=seed, costs=costs)
         root = out or settings.models_dir or Path("models")
-        report = run_training(dataset, root, config)
+        report = run_training(dataset, root, config, about)
     except (DatasetError, TrainingError, ParityError, CommandError) as error:
         fail(str(error))
     typer.echo(format_report(report))
     version = report.manifest.version
     typer.echo(f"\npublished version {version} in {report.folder}")
-    if promote:
-        previous = Registry(root).promote(version, author)
+    registry = Registry(root)
+    if from_db:  # from the loop: tried on live traffic beside the champion before anyone promotes it
+        if version == registry.current():
+            typer.echo(f"{version} is already the served version: nothing to challenge")
+            return
+        previous = registry.challenge(version, author)
+        typer.echo(
+            f"challenger {version}" + (f" (replacing {previous})" if previous else "") + "; API processes score it "
+            "in shadow on POST /admin/reload-models; compare on the dashboard's /models page, then "
+            "`fraudflow models promote`"
+        )
+    elif promote:
+        previous = registry.promote(version, author)
         typer.echo(
             f"serving {version} from {root} (was {previous or 'none'}); API processes load it on "
             "POST /admin/reload-models"

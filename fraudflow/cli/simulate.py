@@ -15,6 +15,7 @@ from fraudflow.data.columns import FEATURES
 from fraudflow.data.dataset import DatasetError
 from fraudflow.manifest import Manifest
 from fraudflow.registry import default_models_root, resolve
+from fraudflow.simulation.chargebacks import Chargebacks
 from fraudflow.simulation.population import users
 from fraudflow.simulation.replay import Plan, Replayer, load_rows
 
@@ -39,6 +40,16 @@ def simulate(
     seed: Annotated[int, typer.Option(help="Random seed.")] = 7,
     record: Annotated[Path | None, typer.Option(help="Write each answer (event id, score) as JSON lines.")] = None,
     max_error_rate: Annotated[float, typer.Option(min=0, max=1, help="Exit 1 above this share of failures.")] = 0.01,
+    chargeback_share: Annotated[
+        float, typer.Option(min=0, max=1, help="Share of the frauds sent that come back as chargebacks (0: none).")
+    ] = 0.8,
+    chargeback_delay: Annotated[
+        float, typer.Option(min=0, help="Mean seconds before a chargeback is posted to /labels (real ones: weeks).")
+    ] = 60.0,
+    admin_key: Annotated[
+        str | None,
+        typer.Option(envvar="FRAUDFLOW_SIMULATE_ADMIN_KEY", help="Admin key for POST /labels (loopback: none needed)."),
+    ] = None,
 ) -> None:
     """Send realistic transactions to /predict at a controlled rate; print progress and a summary."""
     settings = settings_or_exit()
@@ -62,6 +73,12 @@ def simulate(
         f"{'max' if rate == 0 else f'{rate:g}'}/s ({'Poisson' if poisson else 'constant'})"
     )
 
+    chargebacks = None
+    if chargeback_share > 0:
+        headers = {"X-API-Key": admin_key} if admin_key else {}
+        labels_url = api_url.rstrip("/") + "/labels"
+        chargebacks = Chargebacks(labels_url, chargeback_share, chargeback_delay, random.Random(seed + 1), headers)
+
     async def main() -> float:
         sink = record.open("w") if record else None
         try:
@@ -75,6 +92,7 @@ def simulate(
                 seed=seed,
                 record=sink,
                 history=history,
+                chargebacks=chargebacks,
             )
             with Live(console=console, refresh_per_second=4, transient=False) as live:
                 stats = await replayer.run(progress=live.update)
@@ -83,6 +101,8 @@ def simulate(
             if sink:
                 sink.close()
         console.print(f"done: {stats.line()}")
+        if chargebacks is not None:
+            console.print(f"{chargebacks.stats.line()}; {chargebacks.pending} not yet due when the run ended")
         return stats.failed / stats.sent if stats.sent else 0.0
 
     error_rate = run(main)

@@ -89,6 +89,9 @@ class Dataset:
     labels: npt.NDArray[np.int8]  # (n,): 1 = fraud
     source: str
     history: History | None = None  # the metadata, when the data set has it (the ULB file does not)
+    # The behaviour features as the API served them (n, len(BEHAVIOUR)), for a set read from
+    # fraud_predictions: training uses them instead of replaying the history.
+    served: npt.NDArray[np.float32] | None = None
 
     def __post_init__(self) -> None:
         if self.features.ndim != 2 or self.features.shape[1] != N_FEATURES:
@@ -97,6 +100,8 @@ class Dataset:
             raise DatasetError("features and labels differ in length")
         if self.history is not None and len(self.history.event_id) != len(self.labels):
             raise DatasetError("the history and the rows differ in length")
+        if self.served is not None and len(self.served) != len(self.labels):
+            raise DatasetError("the served behaviour features and the rows differ in length")
 
     @property
     def rows(self) -> int:
@@ -112,12 +117,15 @@ class Dataset:
         if self.history is not None:
             digest.update("\x1f".join(self.history.event_id).encode())
             digest.update("\x1f".join(self.history.user_id).encode())
+        if self.served is not None:
+            digest.update(np.ascontiguousarray(self.served).tobytes())
         return digest.hexdigest()
 
     def time_ordered(self) -> Dataset:
         order = np.argsort(self.features[:, TIME_INDEX], kind="stable")
         history = None if self.history is None else self.history.take(order)
-        return Dataset(self.features[order], self.labels[order], self.source, history)
+        served = None if self.served is None else self.served[order]
+        return Dataset(self.features[order], self.labels[order], self.source, history, served)
 
 
 def _strip(token: str) -> str:

@@ -18,6 +18,7 @@ import numpy as np
 import numpy.typing as npt
 
 from fraudflow.data.dataset import History
+from fraudflow.simulation.chargebacks import Chargebacks
 from fraudflow.simulation.population import User, metadata
 
 
@@ -69,6 +70,7 @@ class Replayer:
         seed: int = 0,
         record: IO[str] | None = None,
         history: History | None = None,
+        chargebacks: Chargebacks | None = None,
     ) -> None:
         self.url = url
         self.rows, self.labels = rows, labels
@@ -81,6 +83,7 @@ class Replayer:
         self.headers = {"X-API-Key": api_key} if api_key else {}
         self.rng = random.Random(seed)
         self.record = record
+        self.chargebacks = chargebacks
         self.stats = Stats()
 
     def _body(self, index: int) -> dict[str, Any]:
@@ -112,7 +115,7 @@ class Replayer:
             },
         }
 
-    async def _send(self, session: aiohttp.ClientSession, body: dict[str, Any]) -> None:
+    async def _send(self, session: aiohttp.ClientSession, body: dict[str, Any], is_fraud: bool) -> None:
         started = time.perf_counter()
         for attempt in range(self.plan.retries + 1):
             try:
@@ -120,6 +123,8 @@ class Replayer:
                     if response.status == 200:
                         answer = await response.json()
                         self.stats.ok += 1
+                        if is_fraud and self.chargebacks is not None:
+                            self.chargebacks.fraud_answered(answer["event_id"])
                         self.stats.latencies_ms.append((time.perf_counter() - started) * 1000)
                         if self.record:
                             self.record.write(
@@ -154,6 +159,10 @@ class Replayer:
         tasks: set[asyncio.Task[None]] = set()
         timeout = aiohttp.ClientTimeout(total=self.plan.timeout_s)
         async with aiohttp.ClientSession(timeout=timeout) as session:
+            stop_chargebacks = asyncio.Event()
+            banking = None
+            if self.chargebacks is not None:
+                banking = asyncio.create_task(self.chargebacks.run(session, stop_chargebacks))
             index, next_at = 0, time.monotonic()
             while not self._done(index, deadline):
                 if self.plan.rate > 0:
@@ -161,7 +170,8 @@ class Replayer:
                     next_at += gap
                     await asyncio.sleep(max(0.0, next_at - time.monotonic()))
                 await slots.acquire()
-                task = asyncio.create_task(self._send(session, self._body(index)))
+                is_fraud = bool(self.labels[index % len(self.labels)])
+                task = asyncio.create_task(self._send(session, self._body(index), is_fraud))
                 task.add_done_callback(lambda _t: slots.release())
                 tasks.add(task)
                 task.add_done_callback(tasks.discard)
@@ -171,6 +181,9 @@ class Replayer:
                     progress(self.stats.line())
             if tasks:
                 await asyncio.gather(*tasks)
+            if banking is not None:
+                stop_chargebacks.set()  # the chargebacks still pending are posted as they fall due
+                await banking
         return self.stats
 
 

@@ -73,11 +73,16 @@ class TrainingConfig:
     max_decline_share: float = 0.02  # of validation
 
 
+DAY_S = 86_400.0
+MIN_DAYS_FOR_DAY_SPLITS = 5  # one day each for validation and test, and enough left to train on
+
+
 @dataclass(frozen=True)
 class Split:
     train: slice
     validation: slice
     test: slice
+    how: dict[str, Any] = field(default_factory=dict)  # for the card: by whole days, or by rows and why
 
 
 @dataclass(frozen=True)
@@ -89,11 +94,34 @@ class TrainingReport:
 
 
 def time_split(dataset: Dataset, config: TrainingConfig) -> Split:
-    """Earlier transactions train, later ones validate and test: no future leaks into training."""
+    """Earlier transactions train, later ones validate and test: no future leaks into training. Validation
+    and test are windows of the same number of whole days (24-hour periods counted back from the last
+    transaction), so each holds every hour of the daily rhythm and the two are alike; a data set spanning
+    too few days for that (the ULB file: two) is split by rows, and the card says so."""
     n = dataset.rows
-    test_start = int(n * (1.0 - config.test_share))
-    validation_start = int(n * (1.0 - config.test_share - config.validation_share))
-    return Split(slice(0, validation_start), slice(validation_start, test_start), slice(test_start, n))
+    time = dataset.features[:, TIME_INDEX].astype(np.float64)
+    span_days = (time[-1] - time[0]) / DAY_S
+    if span_days >= MIN_DAYS_FOR_DAY_SPLITS:
+        test_days = max(1, round(span_days * config.test_share))
+        validation_days = max(1, round(span_days * config.validation_share))
+        test_from = time[-1] - test_days * DAY_S
+        validation_from = test_from - validation_days * DAY_S
+        test_start = int(np.searchsorted(time, test_from, side="right"))
+        validation_start = int(np.searchsorted(time, validation_from, side="right"))
+        how: dict[str, Any] = {
+            "by": "whole days",
+            "train_days": round((validation_from - time[0]) / DAY_S, 2),
+            "validation_days": validation_days,
+            "test_days": test_days,
+        }
+    else:
+        test_start = int(n * (1.0 - config.test_share))
+        validation_start = int(n * (1.0 - config.test_share - config.validation_share))
+        how = {
+            "by": "rows",
+            "why": f"the data spans {span_days:.1f} days: whole-day windows need {MIN_DAYS_FOR_DAY_SPLITS}",
+        }
+    return Split(slice(0, validation_start), slice(validation_start, test_start), slice(test_start, n), how)
 
 
 def _require_frauds(labels: npt.NDArray[np.int8], part: str, minimum: int) -> None:
@@ -194,6 +222,9 @@ def model_inputs(data: Dataset) -> Inputs:
     """The 30 request columns alone for a data set without metadata (the ULB file); with a history, its
     behaviour features replace Time (seconds since the data set's first row mean nothing in production) and
     the detector, which cannot take missing values, reads V1..V28 and Amount."""
+    if data.served is not None:  # read from fraud_predictions: exactly what was served
+        full = np.hstack([data.features, data.served]).astype(np.float32)
+        return Inputs(full, [*FEATURES[1:], *BEHAVIOUR], list(FEATURES[1:]))
     if data.history is None:
         return Inputs(data.features, list(FEATURES), None)
     state = replay(data.history.activities(data.features[:, AMOUNT_INDEX]))
@@ -231,7 +262,11 @@ def anomaly_scale(raw: npt.NDArray[np.float64]) -> AnomalyScale:
     return AnomalyScale(low=float(np.quantile(outlier, 0.005)), high=float(np.quantile(outlier, 0.9995)))
 
 
-def train(dataset: Dataset, out_dir: Path, config: TrainingConfig | None = None) -> TrainingReport:
+def train(
+    dataset: Dataset, out_dir: Path, config: TrainingConfig | None = None, about: dict[str, Any] | None = None
+) -> TrainingReport:
+    """`about`: what the card should say of the data beyond its counts (a set read from the database: its
+    window, cutoff, label delay and what was left out)."""
     config = config or TrainingConfig()
     data = dataset.time_ordered()
     split = time_split(data, config)
@@ -288,6 +323,7 @@ def train(dataset: Dataset, out_dir: Path, config: TrainingConfig | None = None)
         }
         metrics["intervals"] = bootstrap_card(y[split.test], proba_test, thresholds, seed=config.seed)
         metrics["test_rows"] = int(split.test.stop - split.test.start)
+        metrics["split"] = split.how
         metrics["test_frauds"] = int(y[split.test].sum())
         metrics["behaviour"] = behaviour_comparison(data, inputs, split, proba_test, thresholds, config)
         anomaly_test = scale.apply(detector.decision_function(x_detector_test))
@@ -315,6 +351,8 @@ def train(dataset: Dataset, out_dir: Path, config: TrainingConfig | None = None)
             "frauds": int(y_valid.sum()),
         }
         metrics["validation"] = validation
+        if about:
+            metrics["data"] = about
         metrics["refit"] = {
             "done": False,
             "why": "the cut points, the calibration and the cost policy are chosen on the validation split; a "
@@ -423,6 +461,15 @@ def _policy_lines(policy: dict[str, Any] | None) -> list[str]:
     return lines
 
 
+def _split_line(how: dict[str, Any]) -> str:
+    if how.get("by") == "whole days":
+        return (
+            f"split by whole days: train {how['train_days']}, validation {how['validation_days']}, "
+            f"test {how['test_days']}"
+        )
+    return f"split by rows ({how.get('why', '')})"
+
+
 def format_report(report: TrainingReport) -> str:
     m = report.manifest
     metrics = m.metrics
@@ -430,7 +477,7 @@ def format_report(report: TrainingReport) -> str:
         f"model version {m.version}  (data: {m.training_data.source}; {m.training_data.rows} rows, "
         f"{m.training_data.frauds} frauds)",
         f"test split: {metrics['test_rows']} rows, {metrics['test_frauds']} frauds (Time >= "
-        f"{m.training_data.test_from_time:.0f} s)",
+        f"{m.training_data.test_from_time:.0f} s); {_split_line(metrics.get('split', {}))}",
         f"thresholds (validation): review >= {m.thresholds.review:.4f} (recall target {m.thresholds.target_recall}), "
         f"decline >= {m.thresholds.decline:.4f} (precision target {m.thresholds.target_precision})",
         "",
