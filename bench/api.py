@@ -156,6 +156,23 @@ def native_models(path: Path) -> None:
     path.write_bytes(pickle.dumps((classifier, detector)))
 
 
+def wrk_table(runs: dict[str, dict[str, Any]], extra: tuple[tuple[str, str], ...] = ()) -> list[str]:
+    """The summary lines of wrk runs by name: throughput, latency percentiles, the API's CPU per request,
+    non-2xx answers, and `extra` columns (heading, key)."""
+    width = max(len(name) for name in [*runs, "scenario"]) + 2
+    lines = [
+        f"{'scenario':<{width}}{'req/s':>9}{'p50 ms':>9}{'p95 ms':>9}{'p99 ms':>9}{'cpu us/req':>12}{'non-2xx':>9}"
+        + "".join(f"{heading:>9}" for heading, _ in extra)
+    ]
+    for name, r in runs.items():
+        lines.append(
+            f"{name:<{width}}{r['rps']:>9.0f}{r['p50_us'] / 1000:>9.2f}{r['p95_us'] / 1000:>9.2f}"
+            f"{r['p99_us'] / 1000:>9.2f}{r['server_cpu_us_per_request']:>12.0f}{r['non_2xx']:>9}"
+            + "".join(f"{r[key]:>9}" for _, key in extra)
+        )
+    return lines
+
+
 def wrk_arguments(description: str | None) -> argparse.ArgumentParser:
     """The options of every benchmark that loads an API with wrk; each adds its own."""
     parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -225,12 +242,7 @@ def main() -> None:
         "hot_key_over_b >= 0.5": ratios["hot_key_over_b"] >= 0.5,
         "cpu_a_over_b >= 0.6 (API process only, the emulator's CPU excluded)": ratios["cpu_a_over_b"] >= 0.6,
     }
-    summary = [f"{'scenario':<28}{'req/s':>9}{'p50 ms':>9}{'p95 ms':>9}{'p99 ms':>9}{'cpu us/req':>12}{'non-2xx':>9}"]
-    for name, r in results.items():
-        summary.append(
-            f"{name:<28}{r['rps']:>9.0f}{r['p50_us'] / 1000:>9.2f}{r['p95_us'] / 1000:>9.2f}"
-            f"{r['p99_us'] / 1000:>9.2f}{r['server_cpu_us_per_request']:>12.0f}{r['non_2xx']:>9}"
-        )
+    summary = wrk_table(results)
     summary.append(f"ratios: {ratios}")
     summary.append(
         f"half of a's max: target {half['target_rps']:.0f} req/s, reached {half['rps']:.0f}"

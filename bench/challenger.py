@@ -18,7 +18,7 @@ from typing import Any
 
 import httpx
 
-from bench.api import measure, parse_with_wrk, server, stream_env, wrk_arguments
+from bench.api import measure, parse_with_wrk, server, stream_env, wrk_arguments, wrk_table
 from bench.report import publish
 from fraudflow.local.kinesis import MotoKinesis
 from fraudflow.local.redis import EmbeddedRedis
@@ -103,12 +103,7 @@ def main() -> None:
         ),
     }
     goals = {"throughput >= 0.9x with a challenger in shadow": ratios["throughput_with_over_alone"] >= 0.9}
-    summary = [f"{'scenario':<18}{'req/s':>9}{'p50 ms':>9}{'p99 ms':>9}{'cpu us/req':>12}{'non-2xx':>9}"]
-    for name, r in best.items():
-        summary.append(
-            f"{name:<18}{r['rps']:>9.0f}{r['p50_us'] / 1000:>9.2f}{r['p99_us'] / 1000:>9.2f}"
-            f"{r['server_cpu_us_per_request']:>12.0f}{r['non_2xx']:>9}"
-        )
+    summary = wrk_table(best)
     summary.append(f"shadow scoring (last run): {results['shadow']}")
     summary.append(f"ratios: {ratios}")
     summary += [f"goal {goal}: {'met' if ok else 'NOT met'}" for goal, ok in goals.items()]

@@ -26,7 +26,7 @@ import httpx
 import numpy as np
 import orjson
 
-from bench.api import measure, parse_with_wrk, server, stream_env, wrk_arguments
+from bench.api import measure, parse_with_wrk, server, stream_env, wrk_arguments, wrk_table
 from bench.dashboard import COLUMNS, rows
 from bench.report import publish
 from fraudflow.db.migrate import migrate
@@ -226,13 +226,7 @@ def main() -> None:
         "throughput >= 0.85x with 50 rules and lists of 1M": ratios["throughput_with_over_without"] >= 0.85,
         "backtest of 1M rows under 10 s": results["backtest"]["backtest_s"] < 10,
     }
-    summary = [f"{'scenario':<16}{'req/s':>9}{'p50 ms':>9}{'p99 ms':>9}{'cpu us/req':>12}{'non-2xx':>9}{'RSS MB':>8}"]
-    for name in ("without_rules", "with_rules"):
-        r = api[name]
-        summary.append(
-            f"{name:<16}{r['rps']:>9.0f}{r['p50_us'] / 1000:>9.2f}{r['p99_us'] / 1000:>9.2f}"
-            f"{r['server_cpu_us_per_request']:>12.0f}{r['non_2xx']:>9}{r['api_rss_mb']:>8}"
-        )
+    summary = wrk_table({name: api[name] for name in ("without_rules", "with_rules")}, (("RSS MB", "api_rss_mb"),))
     summary.append(f"ratios: {ratios}")
     summary.append(f"explanations: {results['explanations']}")
     summary.append(f"backtest: {results['backtest']}")

@@ -26,7 +26,7 @@ import httpx
 import numpy as np
 from redis.asyncio import Redis
 
-from bench.api import measure, paced, parse_with_wrk, server, stream_env, wrk_arguments
+from bench.api import measure, paced, parse_with_wrk, server, stream_env, wrk_arguments, wrk_table
 from bench.report import publish
 from fraudflow.behaviour.definitions import DAY, Activity
 from fraudflow.behaviour.offline import replay
@@ -163,13 +163,8 @@ def main() -> None:
         "offline replay no longer than training": results["offline"]["replay_over_training"] <= 1.0,
         "every transaction scored with features when the store is up": with_["scored_without_features"] == 0,
     }
-    summary = [f"{'scenario':<26}{'req/s':>9}{'p50 ms':>9}{'p99 ms':>9}{'cpu us/req':>12}{'non-2xx':>9}"]
-    for name in ("without_store", "with_store", f"without_store_at_{RATE:.0f}", f"with_store_at_{RATE:.0f}"):
-        r = results[name]
-        summary.append(
-            f"{name:<26}{r['rps']:>9.0f}{r['p50_us'] / 1000:>9.2f}{r['p99_us'] / 1000:>9.2f}"
-            f"{r['server_cpu_us_per_request']:>12.0f}{r['non_2xx']:>9}"
-        )
+    names = ("without_store", "with_store", f"without_store_at_{RATE:.0f}", f"with_store_at_{RATE:.0f}")
+    summary = wrk_table({name: results[name] for name in names})
     summary.append(f"ratios: {ratios}")
     summary.append(f"store memory: {results['store_memory']}")
     summary.append(f"offline replay: {results['offline']}")

@@ -36,6 +36,7 @@ _TABLE: dict[str, Any] = {
     "style_table": {"overflowX": "auto"},
     "style_cell": {"fontSize": "13px", "padding": "4px 8px", "textAlign": "left", "whiteSpace": "normal"},
 }
+WHY_SHOWN = 5  # the newest transactions whose reasons are spelt out, model contributions included
 ENTITY_KINDS = {"user": "user_id", "device": "device_id", "ip": "ip_address"}
 
 
@@ -158,6 +159,11 @@ def _case_view(
                 rows,
                 ["event", "time", "amount", "p(fraud)", "decided by", "why", "device", "ip", "label"],
                 links=("event",),
+            ),
+            *(
+                part
+                for t in found["transactions"][:WHY_SHOWN]
+                for part in (html.H5(f"Why {str(t['event_id'])[:8]} was flagged"), pages.reasons_section(t))
             ),
             html.H4("Other users of its devices"),
             _table("case-device-users", shared, ["user_id", "via", "transactions"]) if shared else html.P("None."),

@@ -55,13 +55,16 @@ async def put(settings: Settings, bodies: list[bytes], keys: list[str]) -> None:
             assert response["FailedRecordCount"] == 0
 
 
-async def put_events(settings: Settings, count: int, users: int = 13) -> list[str]:
+async def put_events(settings: Settings, count: int, users: int = 13, review_every: int = 0) -> list[str]:
+    """`count` events of `users` users; with `review_every` N, every Nth is decided `review` (a case)."""
     ids = [str(uuid.uuid4()) for _ in range(count)]
-    await put(
-        settings,
-        [encode_event(event(uuid.UUID(i), f"user-{n % users}")) for n, i in enumerate(ids)],
-        [f"user-{n % users}" for n in range(count)],
-    )
+    bodies = []
+    for n, i in enumerate(ids):
+        body = event(uuid.UUID(i), f"user-{n % users}")
+        if review_every and n % review_every == 0:
+            body["decision"] = "review"
+        bodies.append(encode_event(body))
+    await put(settings, bodies, [f"user-{n % users}" for n in range(count)])
     return ids
 
 

@@ -94,7 +94,7 @@ async def test_kills_restarts_and_a_database_crash_lose_and_double_nothing(
     crashed_database = False
     try:
         while loop.time() < end:
-            put += await put_events(settings, 120)
+            put += await put_events(settings, 120, review_every=4)
             victim = rng.choice(workers)
             victim.kill()  # no flush, no release: its leases must expire by counter
             await asyncio.sleep(0.3)
@@ -102,7 +102,7 @@ async def test_kills_restarts_and_a_database_crash_lose_and_double_nothing(
             if not crashed_database and loop.time() > end - CHAOS_SECONDS / 2:
                 crashed_database = True
                 await asyncio.to_thread(own_postgres.stop, "immediate")
-                put += await put_events(settings, 120)  # Kinesis keeps taking events meanwhile
+                put += await put_events(settings, 120, review_every=4)  # Kinesis keeps taking events meanwhile
                 await asyncio.sleep(1.0)
                 await asyncio.to_thread(own_postgres.start)
             await asyncio.sleep(0.5)
@@ -122,6 +122,13 @@ async def test_kills_restarts_and_a_database_crash_lose_and_double_nothing(
                 [uuid.UUID(i) for i in put],
             )
             counted = await aggregated(conn)
+            cases = await conn.fetchrow(
+                """SELECT (SELECT count(*) FROM fraud_predictions WHERE decision = 'review') AS reviews,
+                          (SELECT count(*) FROM case_events) AS in_cases,
+                          (SELECT coalesce(sum(transactions), 0) FROM cases) AS counted,
+                          (SELECT count(*) FROM cases) AS cases,
+                          (SELECT count(DISTINCT user_id) FROM cases) AS users"""
+            )
         finally:
             await conn.close()
     finally:
@@ -130,6 +137,11 @@ async def test_kills_restarts_and_a_database_crash_lose_and_double_nothing(
     assert rows is not None
     assert (rows["n"], rows["d"], rows["ours"]) == (len(put), len(put), len(put))
     assert set(counted.values()) == {len(put)}, counted  # the aggregates are exactly-once too
+    assert cases is not None
+    # Every review decision in exactly one case, counted once; one case per user (none was closed).
+    assert cases["reviews"] == len(put) // 4
+    assert (cases["in_cases"], cases["counted"]) == (cases["reviews"], cases["reviews"]), dict(cases)
+    assert cases["cases"] == cases["users"]
     assert codes == [0, 0, 0], [(w.log_dir / f"{w.name}.log").read_text()[-3000:] for w in workers]
 
 

@@ -35,6 +35,7 @@ from fraudflow.registry import default_models_dir
 
 if TYPE_CHECKING:
     from selenium.webdriver import Chrome as WebDriver
+    from selenium.webdriver.support.ui import WebDriverWait
 
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
 
@@ -571,6 +572,19 @@ async def _give_reasons(database: str, user: str) -> str:
         await conn.close()
 
 
+def _own_page(browser: WebDriver, url: str, element: str, text: str) -> WebDriverWait[WebDriver]:
+    """Open one of the dashboard's own pages and wait for `text` in `element`; the monitor is hidden there."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as ec
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    wait = WebDriverWait(browser, 30)
+    browser.get(url)
+    wait.until(ec.text_to_be_present_in_element((By.ID, element), text))
+    assert browser.find_element(By.ID, "monitor").is_displayed() is False
+    return wait
+
+
 def test_a_transaction_page_says_why_in_words(dashboard: str, browser: WebDriver, settings: Settings) -> None:
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support import expected_conditions as ec
@@ -592,14 +606,10 @@ def test_rules_and_lists_are_managed_and_backtested_on_their_page(
     from selenium.webdriver.common.by import By
     from selenium.webdriver.common.keys import Keys
     from selenium.webdriver.support import expected_conditions as ec
-    from selenium.webdriver.support.ui import WebDriverWait
 
     assert settings.static_database_url
     asyncio.run(_make_list(settings.static_database_url))
-    wait = WebDriverWait(browser, 30)
-    browser.get(dashboard + "rules")
-    wait.until(ec.text_to_be_present_in_element((By.ID, "lists-table"), "stolen_devices"))
-    assert browser.find_element(By.ID, "monitor").is_displayed() is False
+    wait = _own_page(browser, dashboard + "rules", "lists-table", "stolen_devices")
 
     browser.find_element(By.ID, "rule-name").send_keys("small_burst")
     browser.find_element(By.ID, "rule-when").send_keys("user_count_1h >= 3.0 && amout < 100.0")
@@ -696,13 +706,10 @@ def test_the_models_page_compares_champion_and_challenger_and_draws_drift(
 ) -> None:
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support import expected_conditions as ec
-    from selenium.webdriver.support.ui import WebDriverWait
 
     assert settings.static_database_url
     asyncio.run(_challenge_and_drift(settings.static_database_url))
-    wait = WebDriverWait(browser, 30)
-    browser.get(dashboard + "models")
-    wait.until(ec.text_to_be_present_in_element((By.ID, "challenge"), "They agree on"))
+    wait = _own_page(browser, dashboard + "models", "challenge", "They agree on")
     text = browser.find_element(By.ID, "challenge").text
     assert "Champion served decides; challenger newer scored the same 20 transactions" in text
     assert "agree on 80.0% of decisions" in text  # 16 of 20
@@ -713,7 +720,6 @@ def test_the_models_page_compares_champion_and_challenger_and_draws_drift(
     assert "challenger newer 4 75.0% 100.0%" in quality
     wait.until(ec.text_to_be_present_in_element((By.ID, "drift-psi"), "act 0.25"))
     assert "watch 0.1" in browser.find_element(By.ID, "drift-psi").text
-    assert browser.find_element(By.ID, "monitor").is_displayed() is False
     ARTIFACTS.mkdir(exist_ok=True)
     browser.save_screenshot(str(ARTIFACTS / "dashboard-models.png"))
 
@@ -744,14 +750,11 @@ def test_the_review_page_claims_shows_and_closes_a_case_by_keyboard(
     from selenium.webdriver.common.by import By
     from selenium.webdriver.common.keys import Keys
     from selenium.webdriver.support import expected_conditions as ec
-    from selenium.webdriver.support.ui import WebDriverWait
 
     assert settings.static_database_url
+    asyncio.run(_give_reasons(settings.static_database_url, "user-00"))
     asyncio.run(_open_cases(settings.static_database_url))
-    wait = WebDriverWait(browser, 30)
-    browser.get(dashboard + "review")
-    wait.until(ec.text_to_be_present_in_element((By.ID, "queue-summary"), "30 open cases"))
-    assert browser.find_element(By.ID, "monitor").is_displayed() is False
+    wait = _own_page(browser, dashboard + "review", "queue-summary", "30 open cases")
 
     def alt(key: str) -> None:
         ActionChains(browser).key_down(Keys.ALT).send_keys(key).key_up(Keys.ALT).perform()
@@ -760,7 +763,8 @@ def test_the_review_page_claims_shows_and_closes_a_case_by_keyboard(
     wait.until(ec.text_to_be_present_in_element((By.ID, "case-title"), "Case 1: user user-00, 1 transactions"))
     assert "is yours until" in browser.find_element(By.ID, "case-message").text
     view = browser.find_element(By.ID, "case-view").text
-    assert "review" in view or "p(fraud)" in view
+    assert "rule card_testing (v2, review): many small payments" in view  # what decided, in the table and below
+    assert "9 payments by the user in the last hour; usual: 1 (+1.25 log-odds)" in view  # the model's view
     assert "User user-00" in view  # the user's history below the case
     wait.until(ec.text_to_be_present_in_element((By.ID, "queue-summary"), "29 open cases"))
     ARTIFACTS.mkdir(exist_ok=True)

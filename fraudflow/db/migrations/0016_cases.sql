@@ -44,16 +44,13 @@ CREATE OR REPLACE FUNCTION fraudflow_open_cases(source regclass) RETURNS void
     LANGUAGE plpgsql AS
 $$
 BEGIN
+    -- Two statements: the second must see the cases another flush committed while this one waited on them.
     EXECUTE format(
         $q$
-        WITH reviewed AS (
-            SELECT event_id, user_id, coalesce(amount, 0) AS amount, fraud_proba
-            FROM %s WHERE decision = 'review'
-        ),
-        opened AS (
+        WITH opened AS (
             -- In user order, so two flushes opening cases for the same users lock them in the same order.
             INSERT INTO cases (user_id)
-            SELECT DISTINCT user_id FROM reviewed ORDER BY user_id
+            SELECT DISTINCT user_id FROM %s WHERE decision = 'review' ORDER BY user_id
             ON CONFLICT (user_id) WHERE state <> 'closed' DO NOTHING
             RETURNING id
         )
