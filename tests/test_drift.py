@@ -108,6 +108,7 @@ async def test_psi_in_postgresql_equals_the_computation_by_hand_and_a_shift_is_f
     await _insert(db, models, shifted[: len(rows) // 4], hour + timedelta(minutes=65), degraded=True)
     await _insert(db, models, shifted[len(rows) // 4 :], hour + timedelta(minutes=70), degraded=False)
 
+    assert {"hour_of_day", "day_of_week"}.isdisjoint(models.manifest.reference)  # an hour holds one hour
     (calm,) = await measure(db, hour, hour + timedelta(hours=1), default_models_root())
     assert calm.model_version == models.version
     assert calm.transactions == len(rows)

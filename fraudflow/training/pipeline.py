@@ -19,7 +19,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from fraudflow.behaviour.definitions import NAMES as BEHAVIOUR
-from fraudflow.behaviour.definitions import time_features
+from fraudflow.behaviour.definitions import TIME_FEATURES, time_features
 from fraudflow.behaviour.offline import replay
 from fraudflow.data.columns import AMOUNT_INDEX, FEATURES, TIME_INDEX
 from fraudflow.data.dataset import Dataset
@@ -248,11 +248,17 @@ def typical_values(legitimate: npt.NDArray[np.float32], names: list[str]) -> dic
     return {name: round(float(m), 4) for name, m in zip(np.array(names)[known].tolist(), medians, strict=True)}
 
 
+TIME_NAMES = {f.name for f in TIME_FEATURES}
+
+
 def drift_reference(
     x_valid: npt.NDArray[np.float32], names: list[str], score: npt.NDArray[np.float32]
 ) -> dict[str, Distribution]:
-    """What the drift watch compares live traffic with: the validation split (out of sample for the score)."""
-    found = {SCORE: distribution(score)} | {n: distribution(x_valid[:, j]) for j, n in enumerate(names)}
+    """What the drift watch compares live traffic with: the validation split (out of sample for the score).
+    The time of day and week are left out: an hour of traffic holds one hour of the day by construction."""
+    found = {SCORE: distribution(score)} | {
+        n: distribution(x_valid[:, j]) for j, n in enumerate(names) if n not in TIME_NAMES
+    }
     return {name: d for name, d in found.items() if d is not None}
 
 
