@@ -98,6 +98,15 @@ def layout() -> html.Div:
     )
 
 
+def _case_id(value: object) -> int | None:
+    """A case id from the browser, or None (any JSON can arrive)."""
+    return value if isinstance(value, int) and not isinstance(value, bool) and 0 < value < 2**63 else None
+
+
+def _order(value: object) -> cases.Order:
+    return cases.Order(value) if value in {o.value for o in cases.Order} else cases.Order.OLDEST
+
+
 def _age(moment: datetime | None) -> str:
     if moment is None:
         return "-"
@@ -219,18 +228,19 @@ def register(app: Dash, db: Database, graph: Graph.Config) -> None:
         prevent_initial_call=True,
     )
     def act(*args: object) -> Any:
-        case_id, order, note, kind, list_name = args[6:]
+        given, order, note, kind, list_name = args[6:]
+        case_id = _case_id(given)
         who = analyst()
         trigger = ctx.triggered_id
         try:
             if trigger == "case-next":
-                claimed = db.run(cases.claim_next, who, cases.Order(str(order)))
+                claimed = db.run(cases.claim_next, who, _order(order))
                 if claimed is None:
                     return None, html.Div("No case is waiting.", style=_OK)
                 return claimed["id"], html.Div(
                     f"Case {claimed['id']} is yours until {claimed['claim_expires_at']:%H:%M} UTC.", style=_OK
                 )
-            if not isinstance(case_id, int):
+            if case_id is None:
                 return no_update, html.Div("Take a case first (Next case).", style=_PROBLEM)
             if trigger in _OUTCOMES:
                 outcome = _OUTCOMES[str(trigger)]
@@ -254,8 +264,9 @@ def register(app: Dash, db: Database, graph: Graph.Config) -> None:
         Input("case-id", "data"),
         prevent_initial_call=True,
     )
-    def show(case_id: object) -> Any:
-        if not isinstance(case_id, int):
+    def show(given: object) -> Any:
+        case_id = _case_id(given)
+        if case_id is None:
             return [], {"display": "none"}
         try:
             found = db.run(cases.case, case_id)

@@ -4,7 +4,8 @@ labels on the dashboard, precision and recall of the models, a training set for 
 
 Real chargebacks take weeks; the delay here is compressed (exponential, mean `--chargeback-delay` seconds),
 but kept longer than the pipeline's lag: a label for an event the consumer has not stored yet is reported
-unknown by the API, and is tried again later (three times at most).
+unknown by the API, and is tried again later (three times at most). A finite run waits 10 s at most for
+the chargebacks still pending when its last request is answered.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import aiohttp
 
 ATTEMPTS = 3
 BATCH = 500
+SETTLE_S = 10.0  # how long a finished replay waits for the chargebacks still pending
 
 
 @dataclass
@@ -64,18 +66,14 @@ class Chargebacks:
             delay = self.rng.expovariate(1 / self.mean_delay_s) if self.mean_delay_s > 0 else 0.0
             heapq.heappush(self._due, (time.monotonic() + delay, event_id, 1))
 
-    def settle_within_s(self) -> float:
-        """How long the last chargeback scheduled may take to be posted, retries included (most are far quicker)."""
-        return 3 * self.mean_delay_s + ATTEMPTS * self.retry_after_s + 5.0
-
     async def run(self, session: aiohttp.ClientSession, finished: asyncio.Event) -> None:
         """Post the chargebacks as they fall due. Once `finished` is set (the replay is over), those still
-        pending are posted as they fall due, for `settle_within_s()` at most."""
+        pending are posted as they fall due for SETTLE_S more at most; the rest are not sent (`pending`)."""
         settle_by: float | None = None
         while self.stats.refused is None:
             now = time.monotonic()
             if finished.is_set():
-                settle_by = settle_by or now + self.settle_within_s()
+                settle_by = settle_by or now + SETTLE_S
                 if not self._due or now >= settle_by:
                     return
             batch: list[tuple[str, int]] = []
