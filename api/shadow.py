@@ -10,6 +10,7 @@ version (fraudflow/shadow_scores.py), which the consumer stores in `challenger_s
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import functools
 from concurrent.futures import ThreadPoolExecutor
@@ -45,7 +46,7 @@ class ShadowScoring:
         self.metrics = metrics
         self.max_backlog = max_backlog
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="shadow")
-        self._backlog: list[_Chunk] = []
+        self._backlog: collections.deque[_Chunk] = collections.deque()
         self._waiting = 0  # transactions in the backlog
         self._running: asyncio.Task[None] | None = None
         self._busy = metrics.shadow_skipped.labels("busy")
@@ -56,11 +57,13 @@ class ShadowScoring:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        """Finish the batch in flight (its record is published before the producer flushes)."""
+        """Finish the batch in flight (its record is published before the producer flushes); what waits is
+        dropped: shadow scores are a comparison, not a record anyone was promised."""
+        self._backlog.clear()
+        self._waiting = 0
         if self._running is not None:
             with contextlib.suppress(Exception):
                 await self._running
-        self._backlog.clear()
         self._executor.shutdown(wait=True)
 
     def add(self, matrix: npt.NDArray[np.float32], event_ids: list[str], champion: Scores) -> None:
@@ -79,10 +82,10 @@ class ShadowScoring:
         loop = asyncio.get_running_loop()
         try:
             while self._backlog and (challenger := self.scorer.challenger) is not None:
-                batch = [self._backlog.pop(0)]
+                batch = [self._backlog.popleft()]
                 rows = len(batch[0].event_ids)
                 while self._backlog and rows + len(self._backlog[0].event_ids) <= MAX_ROWS:
-                    batch.append(self._backlog.pop(0))
+                    batch.append(self._backlog.popleft())
                     rows += len(batch[-1].event_ids)
                 self._waiting -= rows
                 matrix = np.concatenate([c.matrix for c in batch]) if len(batch) > 1 else batch[0].matrix

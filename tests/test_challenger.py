@@ -94,7 +94,14 @@ async def test_shadow_scoring_is_bounded_it_skips_and_counts_rather_than_queue(
         # Added while the shadow scorer has not yet run: 120 wait, the next 60 would exceed the backlog.
         for part in range(3):
             shadow.add(rows, [f"00000000-0000-0000-000{part}-{i:012d}" for i in range(60)], champion)
+
+        async def scored() -> bool:
+            return metrics.registry.get_sample_value("fraudflow_shadow_scored_total") == 120
+
+        await wait_until(scored, deadline_s=20, what="120 transactions scored in shadow")
+        shadow.add(rows, [f"00000000-0000-0000-0009-{i:012d}" for i in range(60)], champion)  # waits at exit
     skipped = metrics.registry.get_sample_value("fraudflow_shadow_skipped_total", {"reason": "busy"})
     assert skipped == 60
     assert metrics.registry.get_sample_value("fraudflow_shadow_scored_total") == 120
     assert len(producer.records) >= 1
+    assert metrics.registry.get_sample_value("fraudflow_shadow_scored_total") == 120  # the waiting 60 dropped
