@@ -2,8 +2,8 @@
 and the analyst's decision, which labels the case's transactions (fraudflow/cases.py).
 
 Keyboard first: every action has an access key (Alt+N next case, Alt+F fraud, Alt+L legitimate, Alt+U
-unsure, Alt+R release; Alt+Shift on Firefox), the note field takes focus with Alt+T. The analyst is the
-dashboard user logged in, and is named in the case's audit trail and on its labels.
+unsure, Alt+R release, Alt+S save the note; Alt+Shift on Firefox), the note field takes focus with Alt+T.
+The analyst is the dashboard user logged in, and is named in the case's audit trail and on its labels.
 """
 
 from __future__ import annotations
@@ -80,6 +80,7 @@ def layout() -> html.Div:
                                 "Unsure", id="case-unsure", accessKey="u", title="Alt+U: closes without labels"
                             ),
                             html.Button("Release", id="case-release", accessKey="r", title="Alt+R: back to the queue"),
+                            html.Button("Save note", id="case-note-save", accessKey="s", title="Alt+S: keep it open"),
                             html.Span("then add its", style={"marginLeft": "16px"}),
                             dcc.RadioItems(id="case-entity", options=list(ENTITY_KINDS), value="device", inline=True),
                             html.Span("to list"),
@@ -216,6 +217,7 @@ def register(app: Dash, db: Database, graph: Graph.Config) -> None:
             Input("case-legitimate", "n_clicks"),
             Input("case-unsure", "n_clicks"),
             Input("case-release", "n_clicks"),
+            Input("case-note-save", "n_clicks"),
             Input("case-list-add", "n_clicks"),
         ],
         [
@@ -228,7 +230,7 @@ def register(app: Dash, db: Database, graph: Graph.Config) -> None:
         prevent_initial_call=True,
     )
     def act(*args: object) -> Any:
-        given, order, note, kind, list_name = args[6:]
+        given, order, note, kind, list_name = args[7:]
         case_id = _case_id(given)
         who = analyst()
         trigger = ctx.triggered_id
@@ -251,6 +253,11 @@ def register(app: Dash, db: Database, graph: Graph.Config) -> None:
             if trigger == "case-release":
                 db.run(cases.release, case_id, who)
                 return None, html.Div(f"Case {case_id} released to the queue.", style=_OK)
+            if trigger == "case-note-save":
+                if not note or not str(note).strip():
+                    return no_update, html.Div("Type a note first.", style=_PROBLEM)
+                db.run(cases.add_note, case_id, who, str(note))
+                return no_update, html.Div(f"Note saved on case {case_id} by {who}.", style=_OK)
             value = db.run(_entity_value, case_id, ENTITY_KINDS.get(str(kind), "device_id"))
             if not list_name or value is None:
                 return no_update, html.Div("Pick a list; the case must have that value.", style=_PROBLEM)

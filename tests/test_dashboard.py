@@ -771,6 +771,8 @@ def test_the_review_page_claims_shows_and_closes_a_case_by_keyboard(
     browser.save_screenshot(str(ARTIFACTS / "dashboard-review.png"))
 
     browser.find_element(By.ID, "case-note").send_keys("the cardholder denies it")
+    alt("s")  # save the note, keep the case
+    wait.until(ec.text_to_be_present_in_element((By.ID, "case-message"), "Note saved on case 1"))
     alt("f")  # fraud
     wait.until(ec.text_to_be_present_in_element((By.ID, "case-message"), "Case 1 closed as fraud"))
     assert "1 transactions labelled" in browser.find_element(By.ID, "case-message").text
