@@ -91,8 +91,8 @@ async def _store_history(db: asyncpg.Connection) -> tuple[list[datetime], np.nda
     return times, data.labels
 
 
-async def test_a_set_from_the_database_respects_the_label_delay_and_is_the_same_twice(
-    db: asyncpg.Connection,
+async def test_retraining_from_the_database_is_the_same_set_twice_and_publishes_a_challenger(
+    db: asyncpg.Connection, database_url: str, tmp_path: Path
 ) -> None:
     times, labels = await _store_history(db)
     since, cutoff, delay = times[0], times[-1] + DAY, timedelta(days=3)
@@ -106,28 +106,16 @@ async def test_a_set_from_the_database_respects_the_label_delay_and_is_the_same_
     assert about["labelled_fraud"] == int(labels[:kept].sum())  # every chargeback known a day later
     assert first.served is not None
     assert first.served.shape == (kept, len(BEHAVIOUR))
-    # A later cutoff does not change what an earlier one saw: labels known after it are not used.
-    await db.execute("UPDATE labels SET known_at = known_at + interval '30 days'")
-    late, late_about = await load_served(db, since, times[-1] + DAY, cutoff, delay)
-    assert late_about["labelled_fraud"] == 0
-    assert late_about["unlabelled_taken_as_legitimate"] == late.rows
-    with pytest.raises(DatasetError, match="old enough"):
-        await load_served(db, since, times[-1] + DAY, since + DAY, delay)
 
-
-async def test_retraining_from_the_database_publishes_a_challenger_never_the_champion(
-    db: asyncpg.Connection, database_url: str, tmp_path: Path
-) -> None:
-    times, _ = await _store_history(db)
     root = copy_registry(tmp_path / "registry")
     champion = Registry(root).current()
     args = [
         "train",
         "--from-db",
         "--since",
-        f"{times[0]:%Y-%m-%d %H:%M:%S}",
+        f"{since:%Y-%m-%d %H:%M:%S}",
         "--cutoff",
-        f"{times[-1] + DAY:%Y-%m-%d %H:%M:%S}",
+        f"{cutoff:%Y-%m-%d %H:%M:%S}",
         "--label-delay-days",
         "3",
         "--out",
@@ -138,12 +126,20 @@ async def test_retraining_from_the_database_publishes_a_challenger_never_the_cha
     result = await asyncio.to_thread(CliRunner().invoke, cli, args, env={"DATABASE_URL": database_url})
     assert result.exit_code == 0, result.output
     registry = Registry(root)
-    assert registry.current() == champion
+    assert registry.current() == champion  # never served
     challenger = registry.challenger()
     assert challenger is not None
     assert f"challenger {challenger}" in result.output
     card = Manifest.read(root / "versions" / challenger).metrics["data"]
-    assert card["left_out_too_recent"] > 0
+    assert card["left_out_too_recent"] == about["left_out_too_recent"] > 0
     assert card["label_delay_days"] == 3
     assert registry.history()[-1]["action"] == "challenge"
     assert registry.history()[-1]["author"] == "ana"
+
+    # A later cutoff does not change what an earlier one saw: labels known after it are not used.
+    await db.execute("UPDATE labels SET known_at = known_at + interval '30 days'")
+    late, late_about = await load_served(db, since, times[-1] + DAY, cutoff, delay)
+    assert late_about["labelled_fraud"] == 0
+    assert late_about["unlabelled_taken_as_legitimate"] == late.rows
+    with pytest.raises(DatasetError, match="old enough"):
+        await load_served(db, since, times[-1] + DAY, since + DAY, delay)
