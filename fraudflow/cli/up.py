@@ -140,7 +140,8 @@ def _parts(
         ),
         ChildServer(
             "consumer",
-            [python, "-m", "fraudflow.cli", "consume", "--worker-id", "local-consumer"],
+            # Drift every 5 minutes, not every hour: a local run shows its series while it is being watched.
+            [python, "-m", "fraudflow.cli", "consume", "--worker-id", "local-consumer", "--drift-interval", "300"],
             env=env,
             log_path=logs / "consumer.log",
         ),
