@@ -14,13 +14,12 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import asyncpg
 import numpy as np
 import numpy.typing as npt
 import orjson
-from asyncpg.pool import PoolConnectionProxy
 
 from fraudflow.data.columns import FEATURES
+from fraudflow.db import Connection
 from fraudflow.manifest import Distribution, Manifest
 from fraudflow.registry import VERSIONS
 
@@ -30,8 +29,6 @@ BINS = 10
 _FLOOR = 1e-4  # an empty bin would make the logarithm infinite
 HOUR = timedelta(hours=1)
 MAX_ROWS = 200_000  # per window and version: a random sample beyond (plenty for deciles)
-
-Connection = asyncpg.Connection | PoolConnectionProxy
 
 
 def distribution(values: npt.NDArray[Any], bins: int = BINS) -> Distribution | None:

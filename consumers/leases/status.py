@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from consumers.leases.table import Connection
+from fraudflow.db import Connection
 
 
 async def lease_status(

@@ -11,12 +11,9 @@ from datetime import datetime
 from decimal import Decimal
 
 import asyncpg
-from asyncpg.pool import PoolConnectionProxy
 
+from fraudflow.db import Connection
 from fraudflow.events import storable_text
-
-# A connection, or one lent by a pool.
-Connection = asyncpg.Connection | PoolConnectionProxy
 
 SHARD_END = "SHARD_END"
 TRIM_HORIZON = "TRIM_HORIZON"

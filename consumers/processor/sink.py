@@ -26,9 +26,10 @@ from typing import Any
 
 import asyncpg
 
-from consumers.leases.table import Connection, Lease, LeaseTable
+from consumers.leases.table import Lease, LeaseTable
 from consumers.processor.rows import AS_TEXT, COLUMNS, Rejection, to_row
 from consumers.retrieval.fetcher import Record
+from fraudflow.db import Connection
 from fraudflow.events import storable_text
 from fraudflow.heartbeats import ApiHeartbeat
 from fraudflow.logging import get_logger
