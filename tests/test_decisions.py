@@ -138,7 +138,8 @@ def test_an_expired_entry_no_longer_matches() -> None:
 def test_a_lookup_costs_the_same_with_a_million_entries() -> None:
     """O(1) per transaction whatever the list size: 20,000 lookups (half of them hits) in a list of 1,000,000
     users, and in 1,000,000 single IPs plus 1,000 ranges, against the same in lists of 100,000 (both beyond
-    the CPU caches, which a list of 10 is not). A ratio, not a clock: a scan would give 10."""
+    the CPU caches, which a list of 10 is not). A ratio, not a clock: a scan would give 10; a hash ten times
+    larger misses the caches more often, which measured 1.5x to 3.1x on a busy 2-core machine."""
 
     def lookups(index: ListIndex, probes: list[str]) -> float:
         start = time.perf_counter()
@@ -155,11 +156,11 @@ def test_a_lookup_costs_the_same_with_a_million_entries() -> None:
         small_hits = [v for v in small[:: len(small) // len(misses)] if "/" not in v][: len(misses)]
         small_probes = [p for pair in zip(small_hits, misses, strict=False) for p in pair]
         assert big.find(big_probes[0], NOW) is not None
-        return min(lookups(big, big_probes) for _ in range(3)) / min(lookups(little, small_probes) for _ in range(3))
+        return min(lookups(big, big_probes) for _ in range(5)) / min(lookups(little, small_probes) for _ in range(5))
 
     users = [f"user-{i}" for i in range(1_000_000)]
-    assert ratio(EntityKind.USER, users, users[:100_000], [f"other-{i}" for i in range(10_000)]) < 3
+    assert ratio(EntityKind.USER, users, users[:100_000], [f"other-{i}" for i in range(10_000)]) < 5
     ips = [f"10.{i >> 16 & 255}.{i >> 8 & 255}.{i & 255}" for i in range(1_000_000)]
     ranges = [f"172.{i >> 8 & 15 | 16}.{i & 255}.0/24" for i in range(1000)]
     misses = [f"192.168.{i >> 8 & 255}.{i & 255}" for i in range(10_000)]  # the worst case: every length tried
-    assert ratio(EntityKind.IP, ips + ranges, ips[:100_000] + ranges[:100], misses) < 3
+    assert ratio(EntityKind.IP, ips + ranges, ips[:100_000] + ranges[:100], misses) < 5
