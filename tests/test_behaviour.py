@@ -18,10 +18,20 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from redis.asyncio import Redis
 
-from fraudflow.behaviour.definitions import HOUR, N_STATE, NAMES, STATE_FEATURES, Activity, time_features
+from fraudflow.behaviour.definitions import (
+    HOUR,
+    N_STATE,
+    NAMES,
+    STATE_FEATURES,
+    USER_HISTORY_MAX,
+    Activity,
+    time_features,
+)
 from fraudflow.behaviour.offline import replay
 from fraudflow.behaviour.online import OnlineStore
 from fraudflow.behaviour.rebuild import rebuild
+from fraudflow.data.columns import AMOUNT_INDEX
+from fraudflow.data.history import generate_history
 
 T0 = 1_764_000_000.0  # 2025-11-24T16:00:00Z
 
@@ -156,6 +166,38 @@ async def test_online_and_offline_compute_identical_vectors(redis_url: str, step
     finally:
         await client.aclose()
     np.testing.assert_array_equal(np.concatenate(online), replay(activities))
+
+
+async def _online(redis_url: str, activities: list[Activity], batch: int) -> np.ndarray:
+    client = Redis.from_url(redis_url)
+    await client.flushall()
+    try:
+        store = OnlineStore(client)
+        return np.concatenate(
+            [await store.observe(activities[i : i + batch]) for i in range(0, len(activities), batch)]
+        )
+    finally:
+        await client.aclose()
+
+
+async def test_a_synthetic_history_gets_the_scripts_vectors_from_the_replay(redis_url: str) -> None:
+    """Thousands of transactions with the generator's fraud scenarios (bursts, shared devices, travel): the
+    column replay, which the short sequences above barely exercise, against the store's script."""
+    data = generate_history(6_000, seed=5)
+    assert data.history is not None
+    activities = sorted(data.history.activities(data.features[:, AMOUNT_INDEX]), key=lambda a: a.time_s)
+    np.testing.assert_array_equal(await _online(redis_url, activities, 500), replay(activities))
+
+
+async def test_a_history_beyond_its_cap_gets_the_scripts_vectors(redis_url: str) -> None:
+    """A user with more transactions in 7 days than a history keeps: the oldest are dropped on both paths."""
+    activities = [
+        _activity(i, "u1", T0 + 30 * i, float(i % 7), device_id=f"d{i % 3}", latitude=48.0, longitude=2.0)
+        for i in range(USER_HISTORY_MAX + 20)
+    ]
+    online = await _online(redis_url, activities, 500)
+    assert _named(online[-1])["user_count_7d"] == USER_HISTORY_MAX
+    np.testing.assert_array_equal(online, replay(activities))
 
 
 async def test_the_store_is_rebuilt_from_the_stored_rows(store: OnlineStore, db: asyncpg.Connection) -> None:

@@ -179,18 +179,33 @@ class Activity:
         100 m), and short digests of device, IP and country (hex, so no separator can occur in them). At most
         64 bytes, which Redis keeps in its compact sorted-set encoding. Built once, here, for both paths; a
         retry of the same event writes the same member, so it is counted once."""
-        located = self.latitude is not None and self.longitude is not None  # a place needs both
+        lat, lon = self.latitude, self.longitude
+        place = (kept_degrees(lat), kept_degrees(lon)) if lat is not None and lon is not None else ("", "")
         return "|".join(
             (
                 self.event_key(),
-                f"{self.amount:.2f}",
-                f"{self.latitude:.3f}" if located else "",
-                f"{self.longitude:.3f}" if located else "",
-                digest(self.device_id)[:6],
-                digest(self.ip_address)[:6],
-                digest(country_code(self.country))[:6],
+                kept_amount(self.amount),
+                *place,  # a place needs both
+                short(self.device_id),
+                short(self.ip_address),
+                short(country_code(self.country)),
             )
         )
+
+
+def kept_amount(amount: float) -> str:
+    """An amount as a history keeps it: in cents."""
+    return f"{amount:.2f}"
+
+
+def kept_degrees(degrees: float) -> str:
+    """A latitude or longitude as a history keeps it: 3 decimals, about 100 m."""
+    return f"{degrees:.3f}"
+
+
+def short(value: str | None) -> str:
+    """An identifier as a history keeps it: 6 hex digits of its digest ("" for none)."""
+    return digest(value)[:6]
 
 
 @functools.lru_cache(maxsize=65_536)  # the same users, devices and IPs recur

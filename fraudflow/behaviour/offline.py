@@ -1,18 +1,18 @@
 """Behaviour features over a history, replayed in event-time order: for training and backtests.
 
-The same rules as the online store's Lua script (`online.py`), step for step and in the same floating-point
-order, so a transaction gets the same vector whichever path computed it (tests/test_behaviour.py).
+The same rules as the online store's Lua script (`online.py`), computed a column at a time with numpy rather
+than a transaction at a time: each window is a range of rows of its user's (device's, IP's) rows in time
+order, found by an exact merge; each sum is accumulated left to right across all the rows at once, so every
+value is the script's, to the last bit (tests/test_behaviour.py). A user with tied times (whose order is then
+the members') or more transactions than a history keeps is replayed one transaction at a time
+(`sequential.py`).
 """
 
 from __future__ import annotations
 
-import bisect
-import collections
 import math
-import multiprocessing
-import os
-import zlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
@@ -24,214 +24,199 @@ from fraudflow.behaviour.definitions import (
     MIN_TRAVEL_S,
     N_STATE,
     USER_HISTORY_MAX,
-    USER_HISTORY_S,
     WINDOWS,
     Activity,
     haversine_km,
+    kept_amount,
+    kept_degrees,
+    short,
 )
+from fraudflow.behaviour.sequential import UserHistories
+from fraudflow.events import country_code
 
-MISSING = math.nan
-
-
-# A history member's fields, parsed once: amount, latitude and longitude (None: not located), device, IP and
-# country digests ("" when unknown).
-Parsed = tuple[float, float | None, float | None, str, str, str]
-
-
-def parse(member: str) -> Parsed:
-    _, amount, lat, lon, device, ip, country = member.split("|")
-    return float(amount), float(lat) if lat else None, float(lon) if lon else None, device, ip, country
+Floats = npt.NDArray[np.float64]
+Ints = npt.NDArray[np.int64]
+N_SHARED = 3  # device_users_24h, ip_count_1h, ip_users_24h: the last state features
 
 
-class _History:
-    """A user's transactions as the store's sorted set keeps them: ordered by (time, member), trimmed to
-    7 days and capped, each member parsed once."""
-
-    def __init__(self) -> None:
-        self.entries: list[tuple[float, str, Parsed]] = []
-        self.members: set[str] = set()
-
-    def add(self, t: float, member: str) -> None:
-        if member in self.members:  # the same event again: the store's ZADD changes nothing either
-            return
-        self.members.add(member)
-        bisect.insort(self.entries, (t, member, parse(member)))
-        cut = bisect.bisect_right(self.entries, (t - USER_HISTORY_S, "\U0010ffff"))  # ZREMRANGEBYSCORE
-        cut = max(cut, len(self.entries) - USER_HISTORY_MAX)  # ZREMRANGEBYRANK: the oldest beyond the cap
-        if cut > 0:
-            for _, gone, _ in self.entries[:cut]:
-                self.members.discard(gone)
-            del self.entries[:cut]
+def _codes(values: Sequence[str | None]) -> tuple[Ints, list[str]]:
+    """Small integers for values, in order of appearance (-1: none or empty), and the distinct values."""
+    table: dict[str | None, int] = {}
+    codes = np.array([table.setdefault(value, len(table)) for value in values], dtype=np.int64)
+    distinct = list(table)
+    known = np.array([-1 if not value else i for i, value in enumerate(distinct)], dtype=np.int64)
+    return known[codes] if len(codes) else codes, [value or "" for value in distinct]
 
 
-def user_features(entries: Iterable[tuple[float, str, Parsed]], current: str, t: float) -> list[float]:
-    """The user's features from their history in (t - 7 d, t] in (score, member) order, current included."""
-    lows = [t - w for w in WINDOWS.values()]
-    low_1h, low_24h, low_7d = lows
-    c1 = c24 = c7 = 0.0
-    s1 = s24 = s7 = 0.0
-    devices_24h: set[str] = set()
-    devices_7d: set[str] = set()
-    ips_24h: set[str] = set()
-    countries: set[str] = set()
-    previous: list[float] = []
-    previous_sum = 0.0
-    last_previous: float | None = None
-    last_place: tuple[float, float, float] | None = None
-    amount, lat, lon, device, ip, country = parse(current)
-    seen_device = seen_country = False
-    for score, member, (value, e_lat, e_lon, e_device, e_ip, e_country) in entries:
-        # Each window's sum accumulates in entry order, as the Lua script's does (unrolled: the hot loop).
-        if score > low_1h:
-            c1 += 1
-            s1 += value
-        if score > low_24h:
-            c24 += 1
-            s24 += value
-        if score > low_7d:
-            c7 += 1
-            s7 += value
-        if e_device:
-            devices_7d.add(e_device)
-            if score > low_24h:
-                devices_24h.add(e_device)
-        if e_ip and score > low_24h:
-            ips_24h.add(e_ip)
-        if e_country:
-            countries.add(e_country)
-        if member != current:
-            previous.append(value)
-            previous_sum += value
-            last_previous = score
-            if e_lat is not None and e_lon is not None:
-                last_place = (e_lat, e_lon, score)
-            seen_device = seen_device or (bool(device) and e_device == device)
-            seen_country = seen_country or (bool(country) and e_country == country)
-    out = [c1, c24, c7, s1, s24, s7]
-    out.append(MISSING if last_previous is None else t - last_previous)
-    ratio = zscore = MISSING
-    if previous:
-        mean = previous_sum / len(previous)
-        if mean > 0:
-            ratio = amount / mean
-        if len(previous) >= 2:
-            squares = 0.0
-            for value in previous:
-                squares += (value - mean) * (value - mean)
-            std = math.sqrt(squares / (len(previous) - 1))
-            if std > 0:
-                zscore = (amount - mean) / std
-    out += [ratio, zscore]
-    out += [float(len(devices_24h)), float(len(devices_7d))] if device else [MISSING, MISSING]
-    out.append(float(len(ips_24h)) if ip else MISSING)
-    out.append(float(len(countries)) if country else MISSING)
-    out.append((0.0 if seen_device else 1.0) if device else MISSING)
-    out.append((0.0 if seen_country else 1.0) if country else MISSING)
-    km = speed = MISSING
-    if lat is not None and lon is not None and last_place is not None:
-        km = haversine_km(last_place[0], last_place[1], lat, lon)
-        speed = km / (max(t - last_place[2], MIN_TRAVEL_S) / 3600.0)
-    out += [km, speed]
+def _recoded(codes: Ints, distinct: list[str], how: Callable[[str], str]) -> Ints:
+    """Codes of how(value) for the values coded: e.g. the short digests the histories keep, which may collide."""
+    again, _ = _codes([how(value) for value in distinct])
+    return np.where(codes >= 0, again[codes], -1) if len(codes) else codes
+
+
+def _kept(values: Sequence[float | None], kept: Callable[[float], str]) -> Floats:
+    return np.array([math.nan if value is None else float(kept(value)) for value in values], dtype=np.float64)
+
+
+@dataclass(frozen=True)
+class _Columns:
+    """The transactions as their user's history holds them (Activity.member(), parsed), one array per field."""
+
+    time: Floats
+    amount: Floats
+    latitude: Floats  # NaN: not located
+    longitude: Floats
+    user: Ints
+    device: Ints  # the history's short digests: what a user's distinct counts count; -1: unknown
+    ip: Ints
+    country: Ints
+    device_key: Ints  # the identifiers themselves: what the device's and the IP's state is kept by
+    ip_key: Ints
+
+    @classmethod
+    def of(cls, activities: Sequence[Activity]) -> _Columns:
+        places = [
+            (a.latitude, a.longitude) if a.latitude is not None and a.longitude is not None else (None, None)
+            for a in activities
+        ]  # a place needs both
+        user, _ = _codes([a.user_id for a in activities])
+        device_key, devices = _codes([a.device_id for a in activities])
+        ip_key, ips = _codes([a.ip_address for a in activities])
+        country, countries = _codes([country_code(a.country) for a in activities])
+        return cls(
+            time=np.array([a.time_s for a in activities], dtype=np.float64),
+            amount=_kept([a.amount for a in activities], kept_amount),
+            latitude=_kept([lat for lat, _ in places], kept_degrees),
+            longitude=_kept([lon for _, lon in places], kept_degrees),
+            user=user,
+            device=_recoded(device_key, devices, short),
+            ip=_recoded(ip_key, ips, short),
+            country=_recoded(country, countries, short),
+            device_key=device_key,
+            ip_key=ip_key,
+        )
+
+    def take(self, rows: Ints) -> _Columns:
+        return _Columns(*(getattr(self, name)[rows] for name in self.__dataclass_fields__))
+
+
+def _starts(group: Ints, time: Floats, window: float) -> Ints:
+    """For rows sorted by (group, time): the first row of each row's group with a time in (time - window,
+    time]. Times become exact ranks (how many times are no later), so one integer key orders group and time."""
+    clock = np.sort(time)
+    span = len(time) + 1
+    rows = group * span + np.searchsorted(clock, time, side="right")
+    bounds = group * span + np.searchsorted(clock, time - window, side="right")
+    return np.searchsorted(rows, bounds, side="right")
+
+
+def _accumulate(starts: Ints, stops: Ints, term: Callable[[Ints, Ints], Floats]) -> Floats:
+    """For each row r: 0.0 + term(r, i) for i = starts[r], ..., stops[r] - 1, added left to right as the
+    script adds (every row's k-th term in one step)."""
+    total = np.zeros(len(starts))
+    rows = np.flatnonzero(stops > starts)
+    i = starts[rows]
+    while rows.size:
+        total[rows] += term(rows, i)
+        i = i + 1
+        more = i < stops[rows]
+        rows, i = rows[more], i[more]
+    return total
+
+
+def _previous_same(group: Ints, value: Ints) -> Ints:
+    """For rows sorted by (group, time): the row before each in the same group with the same value, or -1."""
+    key = group * (int(value.max(initial=0)) + 2) + value + 1
+    order = np.argsort(key, kind="stable")
+    same = key[order][1:] == key[order][:-1]
+    previous = np.full(len(group), -1, dtype=np.int64)
+    previous[order[1:][same]] = order[:-1][same]
+    return previous
+
+
+def _distinct(value: Ints, previous: Ints, starts: Ints, stops: Ints) -> Floats:
+    """Distinct known values in each row's range: the rows whose value has not occurred earlier in it."""
+    return _accumulate(starts, stops, lambda rows, i: ((value[i] >= 0) & (previous[i] < starts[rows])).astype(float))
+
+
+def _known(value: Ints, figures: Floats) -> Floats:
+    return np.where(value >= 0, figures, math.nan)
+
+
+def _user_features(c: _Columns) -> Floats:
+    """The user features of rows sorted by (user, time), no user with tied times or a capped history."""
+    rows = np.arange(len(c.time))
+    out = np.full((len(rows), N_STATE - N_SHARED), math.nan)
+    starts = [_starts(c.user, c.time, w) for w in WINDOWS.values()]
+    start_24h, start_7d = starts[1], starts[2]
+    for k, start in enumerate(starts):
+        out[:, k] = rows - start + 1
+        out[:, 3 + k] = _accumulate(start, rows + 1, lambda _, i: c.amount[i])
+    previous = rows - start_7d  # the user's others in the last 7 days: all before this row
+    has_previous = previous > 0
+    before = np.maximum(rows - 1, 0)
+    out[:, 6] = np.where(has_previous, c.time - c.time[before], math.nan)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        mean = _accumulate(start_7d, rows, lambda _, i: c.amount[i]) / previous
+        out[:, 7] = np.where(has_previous & (mean > 0), c.amount / mean, math.nan)
+        squares = _accumulate(start_7d, rows, lambda r, i: (c.amount[i] - mean[r]) * (c.amount[i] - mean[r]))
+        std = np.sqrt(squares / (previous - 1))
+        out[:, 8] = np.where((previous >= 2) & (std > 0), (c.amount - mean) / std, math.nan)
+    device, ip, country = (_previous_same(c.user, value) for value in (c.device, c.ip, c.country))
+    out[:, 9] = _known(c.device, _distinct(c.device, device, start_24h, rows + 1))
+    out[:, 10] = _known(c.device, _distinct(c.device, device, start_7d, rows + 1))
+    out[:, 11] = _known(c.ip, _distinct(c.ip, ip, start_24h, rows + 1))
+    out[:, 12] = _known(c.country, _distinct(c.country, country, start_7d, rows + 1))
+    out[:, 13] = _known(c.device, np.where(device >= start_7d, 0.0, 1.0))  # used in the last 7 days: not new
+    out[:, 14] = _known(c.country, np.where(country >= start_7d, 0.0, 1.0))
+    located = ~np.isnan(c.latitude)
+    last_located = np.maximum.accumulate(np.where(located, rows, -1))[before]  # the latest one before each row
+    for r in np.flatnonzero(located & has_previous & (last_located >= start_7d)):
+        last = last_located[r]
+        km = haversine_km(c.latitude[last], c.longitude[last], c.latitude[r], c.longitude[r])
+        out[r, 15] = km
+        out[r, 16] = km / (max(c.time[r] - c.time[last], MIN_TRAVEL_S) / 3600.0)
     return out
 
 
-class _LastSeen:
-    """Users of one device or IP by when each was last seen (the store's ZADD GT, trim and ZCOUNT), for a
-    replay in time order: constant time per transaction."""
-
-    def __init__(self) -> None:
-        self.seen: dict[str, float] = {}
-        self.queue: collections.deque[tuple[float, str]] = collections.deque()
-
-    def count(self, user: str, t: float, window: float) -> float:
-        if self.seen.get(user, -math.inf) < t:
-            self.seen[user] = t
-            self.queue.append((t, user))
-        low = t - window
-        while self.queue and self.queue[0][0] <= low:
-            when, gone = self.queue.popleft()
-            if self.seen.get(gone) == when:  # not seen again since
-                del self.seen[gone]
-        return float(len(self.seen))
+def _by(value: Ints, c: _Columns, index: Ints) -> tuple[Ints, Ints, _Columns]:
+    """The rows with a known value, sorted by (value, time, given order): the order the store sees them in."""
+    known = np.flatnonzero(value >= 0)
+    order = known[np.lexsort((index[known], c.time[known], value[known]))]
+    return order, value[order], c.take(order)
 
 
-class OfflineStore:
-    """The online store's state, in memory, for one replay in event-time order: each user's history (the
-    user features, which depend on that user alone) and the devices' and IPs' (shared by users)."""
-
-    def __init__(self) -> None:
-        self.users: dict[str, _History] = {}
-        self.devices: dict[str, _LastSeen] = {}
-        self.ip_events: dict[str, collections.deque[float]] = {}
-        self.ip_users: dict[str, _LastSeen] = {}
-
-    def observe(self, activity: Activity) -> list[float]:
-        """Add one transaction to the state and return its state features (definitions.STATE_FEATURES)."""
-        return self.observe_user(activity) + self.observe_shared(activity)
-
-    def observe_user(self, activity: Activity) -> list[float]:
-        t, member = activity.time_s, activity.member()
-        history = self.users.get(activity.user_id)
-        if history is None:
-            history = self.users[activity.user_id] = _History()
-        history.add(t, member)
-        # In time order nothing later than t is stored yet: the whole history is (t - 7 d, t].
-        return user_features(history.entries, member, t)
-
-    def observe_shared(self, activity: Activity) -> list[float]:
-        t, user, device, ip = activity.time_s, activity.user_id, activity.device_id, activity.ip_address
-        out = [MISSING, MISSING, MISSING]
-        if device:
-            out[0] = self.devices.setdefault(device, _LastSeen()).count(user, t, DEVICE_WINDOW_S)
-        if ip:
-            events = self.ip_events.setdefault(ip, collections.deque())
-            events.append(t)
-            low = t - IP_COUNT_WINDOW_S
-            while events[0] <= low:
-                events.popleft()
-            out[1] = float(len(events))
-            out[2] = self.ip_users.setdefault(ip, _LastSeen()).count(user, t, IP_USERS_WINDOW_S)
-        return out
+def _users_in(group: Ints, s: _Columns, window: float) -> Floats:
+    """Distinct users of each row's group (a device, an IP) in the window, for rows sorted by (group, time)."""
+    return _distinct(s.user, _previous_same(group, s.user), _starts(group, s.time, window), np.arange(len(group)) + 1)
 
 
-N_SHARED = 3  # device_users_24h, ip_count_1h, ip_users_24h: the last state features
-_REPLAYED: Sequence[Activity] = ()  # what the forked workers replay (inherited, never pickled)
-_ORDER: list[int] = []
+def _shared_features(c: _Columns, index: Ints) -> Floats:
+    """The devices' and IPs' features (the last state features), in the given rows' order."""
+    out = np.full((len(index), N_SHARED), math.nan)
+    order, device, s = _by(c.device_key, c, index)
+    out[order, 0] = _users_in(device, s, DEVICE_WINDOW_S)
+    order, ip, s = _by(c.ip_key, c, index)
+    out[order, 1] = np.arange(len(order)) - _starts(ip, s.time, IP_COUNT_WINDOW_S) + 1
+    out[order, 2] = _users_in(ip, s, IP_USERS_WINDOW_S)
+    return out
 
 
-def _user_part(part: int, parts: int) -> tuple[list[int], npt.NDArray[np.float64]]:
-    """The user features of the users of one part (users never span parts), in event-time order."""
-    store = OfflineStore()
-    mine = [i for i in _ORDER if zlib.crc32(_REPLAYED[i].user_id.encode()) % parts == part]
-    out = np.empty((len(mine), N_STATE - N_SHARED))
-    for row, i in enumerate(mine):
-        out[row] = store.observe_user(_REPLAYED[i])
-    return mine, out
-
-
-def replay(activities: Sequence[Activity], workers: int | None = None) -> npt.NDArray[np.float64]:
+def replay(activities: Sequence[Activity]) -> Floats:
     """State features of each transaction, computed in event-time order (ties in the given order); rows in
-    the given order. A history holds each event once (event ids are unique). Users' histories are independent,
-    so `workers` processes (default: one per CPU) replay a share of the users each while this one replays the
-    devices and IPs."""
-    global _REPLAYED, _ORDER
-    order = sorted(range(len(activities)), key=lambda i: activities[i].time_s)
-    out = np.full((len(activities), N_STATE), np.nan)
-    workers = workers or os.cpu_count() or 1
-    if workers == 1 or len(activities) < 10_000:  # a pool costs more than it saves on a short history
-        store = OfflineStore()
-        for i in order:
-            out[i] = store.observe(activities[i])
-        return out
-    _REPLAYED, _ORDER = activities, order
-    try:
-        with multiprocessing.get_context("fork").Pool(workers) as pool:
-            parts = pool.starmap_async(_user_part, [(part, workers) for part in range(workers)])
-            shared = OfflineStore()
-            for i in order:
-                out[i, N_STATE - N_SHARED :] = shared.observe_shared(activities[i])
-            for rows, values in parts.get():
-                out[rows, : N_STATE - N_SHARED] = values
-    finally:
-        _REPLAYED, _ORDER = (), []
+    the given order. A history holds each event once (event ids are unique)."""
+    c = _Columns.of(activities)
+    index = np.arange(len(activities))
+    out = np.full((len(activities), N_STATE), math.nan)
+    out[:, N_STATE - N_SHARED :] = _shared_features(c, index)
+    order = np.lexsort((index, c.time, c.user))  # each user's rows together, in time order
+    user, time = c.user[order], c.time[order]
+    tied = np.zeros(int(user.max(initial=-1)) + 1, dtype=bool)
+    tied[user[1:][(user[1:] == user[:-1]) & (time[1:] == time[:-1])]] = True
+    tied |= np.bincount(user, minlength=len(tied)) > USER_HISTORY_MAX
+    columnar = order[~tied[user]]
+    out[columnar, : N_STATE - N_SHARED] = _user_features(c.take(columnar))
+    histories = UserHistories()
+    for i in sorted(order[tied[user]].tolist(), key=lambda i: activities[i].time_s):  # one at a time
+        out[i, : N_STATE - N_SHARED] = histories.observe(activities[i])
     return out
