@@ -1,8 +1,9 @@
 """Behaviour features (issue 14): their cost in the API, the online store's memory, the offline replay's speed.
 
 (1) The scoring API with the online feature store (an embedded redis-server) against the same API without
-    one, same run, 1 uvicorn worker each: the maximum rate (wrk), and p50/p99 at 1,000 req/s.
-    Goal: >= 0.85x the throughput, <= 1 ms added at p50.
+    one, same run, 1 uvicorn worker each: the maximum rate (wrk), and p50/p99 at 1,000 req/s. The two are
+    measured alternately, three times each, and the best run of each is compared (these machines are noisy:
+    single runs of the same API differ by a third). Goal: >= 0.85x the throughput, <= 1 ms added at p50.
 (2) Store memory per million active users: users with a week of typical activity (5 payments, one device, one
     IP), written through the real Lua script; Redis's own used_memory, extrapolated to 1,000,000 users.
 (3) Offline replay: transactions per second computing the features over a history in event-time order,
@@ -36,6 +37,7 @@ from fraudflow.local.redis import EmbeddedRedis
 from fraudflow.training.pipeline import TrainingConfig, fit_baseline, fit_classifier, fit_detector
 
 RATE = 1000.0
+ROUNDS = 3
 
 
 def degraded(url: str) -> float:
@@ -129,14 +131,19 @@ def main() -> None:
     redis = EmbeddedRedis(work / "redis")
     kinesis.start()
     redis.start()
-    results: dict[str, Any] = {}
+    runs: dict[str, list[dict[str, Any]]] = {}
+    results: dict[str, Any] = {"runs": runs}
     try:
         env = stream_env(kinesis)
-        for name, extra in (("without_store", {}), ("with_store", {"FRAUDFLOW_REDIS_URL": redis.url})):
-            with server("api.main:app", {**env, **extra}, work / f"{name}.log") as (url, process):
-                results[name] = measure(url, process, args.seconds, args.connections)
-                results[f"{name}_at_{RATE:.0f}"] = paced(url, process, args.seconds, RATE)
-                results[name]["scored_without_features"] = degraded(url)
+        for round_ in range(ROUNDS):
+            for name, extra in (("without_store", {}), ("with_store", {"FRAUDFLOW_REDIS_URL": redis.url})):
+                with server("api.main:app", {**env, **extra}, work / f"{name}-{round_}.log") as (url, process):
+                    saturated = measure(url, process, args.seconds, args.connections)
+                    runs.setdefault(f"{name}_at_{RATE:.0f}", []).append(paced(url, process, args.seconds, RATE))
+                    saturated["scored_without_features"] = degraded(url)
+                    runs.setdefault(name, []).append(saturated)
+        for name, measured in runs.items():  # the best of each: the fastest, or the quickest at the pace
+            results[name] = max(measured, key=lambda r: r["rps"] if "target_rps" not in r else -r["p50_us"])
         results["store_memory"] = asyncio.run(store_memory(redis.url, args.users))
         results["offline"] = offline_against_training(args.history)
     finally:
@@ -161,7 +168,9 @@ def main() -> None:
         "throughput >= 0.85x": ratios["throughput_with_over_without"] >= 0.85,
         "<= 1 ms added at p50 at 1,000 req/s": ratios["added_p50_ms_at_1000"] <= 1.0,
         "offline replay no longer than training": results["offline"]["replay_over_training"] <= 1.0,
-        "every transaction scored with features when the store is up": with_["scored_without_features"] == 0,
+        "every transaction scored with features when the store is up": all(
+            run["scored_without_features"] == 0 for run in runs["with_store"]
+        ),
     }
     names = ("without_store", "with_store", f"without_store_at_{RATE:.0f}", f"with_store_at_{RATE:.0f}")
     summary = wrk_table({name: results[name] for name in names})
@@ -175,7 +184,12 @@ def main() -> None:
             "results": results,
             "ratios": ratios,
             "goals": goals,
-            "setup": {"uvicorn_workers": 1, "load": f"wrk -t1 -c{args.connections}", "store": "redis-server 6.2"},
+            "setup": {
+                "uvicorn_workers": 1,
+                "load": f"wrk -t1 -c{args.connections}",
+                "store": "redis-server 6.2",
+                "rounds": ROUNDS,
+            },
         },
         summary,
     )

@@ -51,15 +51,8 @@ local function fmt(x)
   return string.format("%.17g", x)
 end
 
-local function split(s)
-  local out, start = {}, 1
-  while true do
-    local i = string.find(s, "|", start, true)
-    if not i then out[#out + 1] = string.sub(s, start) return out end
-    out[#out + 1] = string.sub(s, start, i - 1)
-    start = i + 1
-  end
-end
+local MEMBER = "^[^|]*|([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)$"
+local match = string.match
 
 local function size(set)
   local n = 0
@@ -67,12 +60,12 @@ local function size(set)
   return n
 end
 
-local function distinct(key, user, t, window)
-  redis.call("ZADD", key, "GT", fmt(t), user)
-  local low = t - window
-  redis.call("ZREMRANGEBYSCORE", key, "-inf", fmt(low))
+local function distinct(key, user, t, ts, window)
+  redis.call("ZADD", key, "GT", ts, user)
+  local low = fmt(t - window)
+  redis.call("ZREMRANGEBYSCORE", key, "-inf", low)
   redis.call("PEXPIRE", key, math.ceil(window * 1000))
-  return fmt(redis.call("ZCOUNT", key, "(" .. fmt(low), "+inf"))
+  return redis.call("ZCOUNT", key, "(" .. low, "+inf")
 end
 
 local function user_features(entries, current, t, out)
@@ -81,36 +74,35 @@ local function user_features(entries, current, t, out)
   local counts, sums = {0, 0, 0}, {0.0, 0.0, 0.0}
   local devices_24h, devices_7d, ips_24h, countries = {}, {}, {}, {}
   local previous, previous_sum, last_previous, last_place = {}, 0.0, nil, nil
-  local c = split(current)
-  local device, ip, country = c[5], c[6], c[7]
+  local c_amount, c_lat, c_lon, device, ip, country = match(current, MEMBER)
   local seen_device, seen_country = false, false
   for i = 1, #entries, 2 do
     local member, score = entries[i], tonumber(entries[i + 1])
-    local e = split(member)
-    local value = tonumber(e[2])
+    local e_amount, e_lat, e_lon, e_device, e_ip, e_country = match(member, MEMBER)
+    local value = tonumber(e_amount)
     for k = 1, 3 do
       if score > lows[k] then
         counts[k] = counts[k] + 1
         sums[k] = sums[k] + value
       end
     end
-    if e[5] ~= "" then
-      devices_7d[e[5]] = true
-      if score > low_24h then devices_24h[e[5]] = true end
+    if e_device ~= "" then
+      devices_7d[e_device] = true
+      if score > low_24h then devices_24h[e_device] = true end
     end
-    if e[6] ~= "" and score > low_24h then ips_24h[e[6]] = true end
-    if e[7] ~= "" then countries[e[7]] = true end
+    if e_ip ~= "" and score > low_24h then ips_24h[e_ip] = true end
+    if e_country ~= "" then countries[e_country] = true end
     if member ~= current then
       previous[#previous + 1] = value
       previous_sum = previous_sum + value
       last_previous = score
-      if e[3] ~= "" then last_place = {tonumber(e[3]), tonumber(e[4]), score} end
-      if device ~= "" and e[5] == device then seen_device = true end
-      if country ~= "" and e[7] == country then seen_country = true end
+      if e_lat ~= "" then last_place = {tonumber(e_lat), tonumber(e_lon), score} end
+      if device ~= "" and e_device == device then seen_device = true end
+      if country ~= "" and e_country == country then seen_country = true end
     end
   end
-  local amount = tonumber(c[2])
-  for k = 1, 3 do out[#out + 1] = fmt(counts[k]) end
+  local amount = tonumber(c_amount)
+  for k = 1, 3 do out[#out + 1] = counts[k] end  -- whole numbers: concat writes them exactly
   for k = 1, 3 do out[#out + 1] = fmt(sums[k]) end
   if last_previous == nil then out[#out + 1] = MISSING else out[#out + 1] = fmt(t - last_previous) end
   local ratio, zscore = nil, nil
@@ -127,18 +119,18 @@ local function user_features(entries, current, t, out)
   out[#out + 1] = fmt(ratio)
   out[#out + 1] = fmt(zscore)
   if device ~= "" then
-    out[#out + 1] = fmt(size(devices_24h))
-    out[#out + 1] = fmt(size(devices_7d))
+    out[#out + 1] = size(devices_24h)
+    out[#out + 1] = size(devices_7d)
   else
     out[#out + 1] = MISSING
     out[#out + 1] = MISSING
   end
-  if ip ~= "" then out[#out + 1] = fmt(size(ips_24h)) else out[#out + 1] = MISSING end
-  if country ~= "" then out[#out + 1] = fmt(size(countries)) else out[#out + 1] = MISSING end
-  if device ~= "" then out[#out + 1] = fmt(seen_device and 0 or 1) else out[#out + 1] = MISSING end
-  if country ~= "" then out[#out + 1] = fmt(seen_country and 0 or 1) else out[#out + 1] = MISSING end
-  if c[3] ~= "" and last_place ~= nil then
-    local lat1, lon1, lat2, lon2 = last_place[1], last_place[2], tonumber(c[3]), tonumber(c[4])
+  if ip ~= "" then out[#out + 1] = size(ips_24h) else out[#out + 1] = MISSING end
+  if country ~= "" then out[#out + 1] = size(countries) else out[#out + 1] = MISSING end
+  if device ~= "" then out[#out + 1] = seen_device and 0 or 1 else out[#out + 1] = MISSING end
+  if country ~= "" then out[#out + 1] = seen_country and 0 or 1 else out[#out + 1] = MISSING end
+  if c_lat ~= "" and last_place ~= nil then
+    local lat1, lon1, lat2, lon2 = last_place[1], last_place[2], tonumber(c_lat), tonumber(c_lon)
     local p1, p2 = lat1 * RAD, lat2 * RAD
     local dp, dl = (lat2 - lat1) * RAD, (lon2 - lon1) * RAD
     local a = math.sin(dp / 2) * math.sin(dp / 2) + math.cos(p1) * math.cos(p2) * math.sin(dl / 2) * math.sin(dl / 2)
@@ -154,24 +146,25 @@ end
 local out = {}
 for j = 0, (#ARGV - HEADER) / PER - 1 do
   local a = HEADER + j * PER
-  local t, member, user = tonumber(ARGV[a + 1]), ARGV[a + 2], ARGV[a + 3]
+  local ts, member, user = ARGV[a + 1], ARGV[a + 2], ARGV[a + 3]  -- ts: t as fmt writes it
+  local t = tonumber(ts)
   local has_device, has_ip = ARGV[a + 4] == "1", ARGV[a + 5] == "1"
   local user_key, device_key = KEYS[j * 4 + 1], KEYS[j * 4 + 2]
   local ip_events_key, ip_users_key = KEYS[j * 4 + 3], KEYS[j * 4 + 4]
-  redis.call("ZADD", user_key, fmt(t), member)
+  redis.call("ZADD", user_key, ts, member)
   redis.call("ZREMRANGEBYSCORE", user_key, "-inf", fmt(t - HISTORY))
   local kept = redis.call("ZCARD", user_key)
   if kept > HISTORY_MAX then redis.call("ZREMRANGEBYRANK", user_key, 0, kept - HISTORY_MAX - 1) end
   redis.call("PEXPIRE", user_key, math.ceil(HISTORY * 1000))
-  user_features(redis.call("ZRANGEBYSCORE", user_key, "-inf", fmt(t), "WITHSCORES"), member, t, out)
-  if has_device then out[#out + 1] = distinct(device_key, user, t, DEVICE_W) else out[#out + 1] = MISSING end
+  user_features(redis.call("ZRANGEBYSCORE", user_key, "-inf", ts, "WITHSCORES"), member, t, out)
+  if has_device then out[#out + 1] = distinct(device_key, user, t, ts, DEVICE_W) else out[#out + 1] = MISSING end
   if has_ip then
-    redis.call("ZADD", ip_events_key, fmt(t), string.sub(member, 1, string.find(member, "|", 1, true) - 1))
-    local low = t - IP_COUNT_W
-    redis.call("ZREMRANGEBYSCORE", ip_events_key, "-inf", fmt(low))
+    redis.call("ZADD", ip_events_key, ts, string.sub(member, 1, string.find(member, "|", 1, true) - 1))
+    local low = fmt(t - IP_COUNT_W)
+    redis.call("ZREMRANGEBYSCORE", ip_events_key, "-inf", low)
     redis.call("PEXPIRE", ip_events_key, math.ceil(IP_COUNT_W * 1000))
-    out[#out + 1] = fmt(redis.call("ZCOUNT", ip_events_key, "(" .. fmt(low), fmt(t)))
-    out[#out + 1] = distinct(ip_users_key, user, t, IP_USERS_W)
+    out[#out + 1] = redis.call("ZCOUNT", ip_events_key, "(" .. low, ts)
+    out[#out + 1] = distinct(ip_users_key, user, t, ts, IP_USERS_W)
   else
     out[#out + 1] = MISSING
     out[#out + 1] = MISSING
