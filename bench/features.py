@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import re
 import shutil
 import tempfile
 import time
@@ -44,6 +45,29 @@ def degraded(url: str) -> float:
     """Transactions the API scored without behaviour features (all reasons), from its metrics."""
     lines = httpx.get(url + "/metrics", timeout=5).text.splitlines()
     return sum(float(line.split()[-1]) for line in lines if line.startswith("fraudflow_features_degraded_total"))
+
+
+def store_calls(url: str) -> dict[float, float]:
+    """The API's histogram of its feature-store calls: calls taking at most each bound (s), cumulative."""
+    text = httpx.get(url + "/metrics", timeout=5).text
+    found = re.findall(r'^fraudflow_features_seconds_bucket\{le="([^"]+)"\} (\S+)$', text, re.MULTILINE)
+    return {float(bound): float(count) for bound, count in found}
+
+
+def median_call_ms(before: dict[float, float], after: dict[float, float]) -> dict[str, float]:
+    """The median store call between two readings, interpolated within its bucket (as Prometheus does)."""
+    bounds = sorted(after)
+    counts = [after[b] - before.get(b, 0.0) for b in bounds]
+    calls = counts[-1]
+    if not calls:
+        return {"store_calls": 0.0}
+    rank, lower, below = calls / 2, 0.0, 0.0
+    for bound, count in zip(bounds, counts, strict=True):
+        if count >= rank:
+            share = (rank - below) / max(count - below, 1.0)
+            return {"store_calls": calls, "store_call_p50_ms": round((lower + (bound - lower) * share) * 1000, 3)}
+        lower, below = bound, count
+    return {"store_calls": calls}
 
 
 def history(transactions: int, users: int, seed: int = 0) -> list[Activity]:
@@ -139,7 +163,10 @@ def main() -> None:
             for name, extra in (("without_store", {}), ("with_store", {"FRAUDFLOW_REDIS_URL": redis.url})):
                 with server("api.main:app", {**env, **extra}, work / f"{name}-{round_}.log") as (url, process):
                     saturated = measure(url, process, args.seconds, args.connections)
-                    runs.setdefault(f"{name}_at_{RATE:.0f}", []).append(paced(url, process, args.seconds, RATE))
+                    before = store_calls(url)
+                    at_rate = paced(url, process, args.seconds, RATE)
+                    at_rate |= median_call_ms(before, store_calls(url))  # the wait the store itself adds
+                    runs.setdefault(f"{name}_at_{RATE:.0f}", []).append(at_rate)
                     saturated["scored_without_features"] = degraded(url)
                     runs.setdefault(name, []).append(saturated)
         for name, measured in runs.items():  # the best of each: the fastest, or the quickest at the pace

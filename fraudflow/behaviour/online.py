@@ -38,13 +38,29 @@ from fraudflow.config import Settings
 
 _NONE_KEY = "ff:none"  # stands in for a device or IP the transaction does not have; never written
 
-SCRIPT = """
-local HISTORY, HISTORY_MAX = tonumber(ARGV[1]), tonumber(ARGV[2])
-local W = {tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])}
-local DEVICE_W, IP_COUNT_W, IP_USERS_W = tonumber(ARGV[6]), tonumber(ARGV[7]), tonumber(ARGV[8])
-local MIN_TRAVEL, RADIUS, RAD = tonumber(ARGV[9]), tonumber(ARGV[10]), tonumber(ARGV[11])
-local HEADER, PER = 11, 5
+# The definitions' constants open the script as Lua literals (repr: the shortest text that reads back as the
+# same double), so a call carries only its transactions.
+_CONSTANTS = {
+    "HISTORY": USER_HISTORY_S,
+    "HISTORY_MAX": USER_HISTORY_MAX,
+    "W_1H": WINDOWS["1h"],
+    "W_24H": WINDOWS["24h"],
+    "W_7D": WINDOWS["7d"],
+    "DEVICE_W": DEVICE_WINDOW_S,
+    "IP_COUNT_W": IP_COUNT_WINDOW_S,
+    "IP_USERS_W": IP_USERS_WINDOW_S,
+    "MIN_TRAVEL": MIN_TRAVEL_S,
+    "RADIUS": EARTH_RADIUS_KM,
+    "RAD": RADIANS,
+}
+
+SCRIPT = (
+    "".join(f"local {name} = {value!r}\n" for name, value in _CONSTANTS.items())
+    + """
+local W = {W_1H, W_24H, W_7D}
 local MISSING = "nan"
+-- A transaction's argument: its time (as fmt writes it), user digest, has device and IP (0/1), member.
+local TRANSACTION = "^(%S+) (%S+) ([01])([01]) (.+)$"
 
 local function fmt(x)
   if x == nil then return MISSING end
@@ -144,11 +160,10 @@ local function user_features(entries, current, t, out)
 end
 
 local out = {}
-for j = 0, (#ARGV - HEADER) / PER - 1 do
-  local a = HEADER + j * PER
-  local ts, member, user = ARGV[a + 1], ARGV[a + 2], ARGV[a + 3]  -- ts: t as fmt writes it
+for j = 0, #ARGV - 1 do
+  local ts, user, device_flag, ip_flag, member = match(ARGV[j + 1], TRANSACTION)
   local t = tonumber(ts)
-  local has_device, has_ip = ARGV[a + 4] == "1", ARGV[a + 5] == "1"
+  local has_device, has_ip = device_flag == "1", ip_flag == "1"
   local user_key, device_key = KEYS[j * 4 + 1], KEYS[j * 4 + 2]
   local ip_events_key, ip_users_key = KEYS[j * 4 + 3], KEYS[j * 4 + 4]
   redis.call("ZADD", user_key, ts, member)
@@ -173,42 +188,22 @@ end
 -- One string for the batch: the client parses it in one call, not a reply per value.
 return table.concat(out, ",")
 """
-
-_HEADER = [
-    repr(v)
-    for v in (
-        USER_HISTORY_S,
-        USER_HISTORY_MAX,
-        *WINDOWS.values(),
-        DEVICE_WINDOW_S,
-        IP_COUNT_WINDOW_S,
-        IP_USERS_WINDOW_S,
-        MIN_TRAVEL_S,
-        EARTH_RADIUS_KM,
-        RADIANS,
-    )
-]
+)
 
 
 def _call(activities: Sequence[Activity]) -> tuple[list[str], list[str]]:
-    """The script's KEYS and ARGV for a batch."""
+    """The script's KEYS (four per transaction) and ARGV (one per transaction: fewer arguments to encode)."""
     keys: list[str] = []
-    argv = list(_HEADER)
+    argv: list[str] = []
     for activity in activities:
-        device, ip = digest(activity.device_id), digest(activity.ip_address)
+        user, device, ip = digest(activity.user_id), digest(activity.device_id), digest(activity.ip_address)
         keys += [
-            f"ff:u:{digest(activity.user_id)}",
+            f"ff:u:{user}",
             f"ff:d:{device}" if device else _NONE_KEY,
             f"ff:ie:{ip}" if ip else _NONE_KEY,
             f"ff:iu:{ip}" if ip else _NONE_KEY,
         ]
-        argv += [
-            f"{activity.time_s:.17g}",
-            activity.member(),
-            digest(activity.user_id),
-            "1" if device else "",
-            "1" if ip else "",
-        ]
+        argv.append(f"{activity.time_s:.17g} {user} {int(bool(device))}{int(bool(ip))} {activity.member()}")
     return keys, argv
 
 
