@@ -102,7 +102,8 @@ class BehaviourLookup:
         started = time.perf_counter()
         degraded = False
         try:
-            state = await asyncio.wait_for(self.store.observe(activities), self.budget_s)
+            async with asyncio.timeout(self.budget_s):  # no task around the call, unlike wait_for: one hop less
+                state = await self.store.observe(activities)
         except (TimeoutError, RedisError, OSError) as error:
             reason = "timeout" if isinstance(error, TimeoutError) else "unavailable"
             self.metrics.features_degraded.labels(reason).inc(len(activities))
