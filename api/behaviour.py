@@ -9,6 +9,7 @@ trees route) and says so (`features_degraded`); the next batch tries again, so i
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 import time
 from dataclasses import dataclass
@@ -45,31 +46,30 @@ def _missing(n: int) -> npt.NDArray[np.float64]:
 
 
 class BehaviourLookup:
-    """`max_in_flight` workers, each taking whatever waits and calling the store with it: a worker that is
-    idle wakes and calls in one step, and one that finishes a call finds the next batch already gathered."""
-
     def __init__(
         self, store: OnlineStore | None, metrics: ApiMetrics, *, budget_s: float, max_in_flight: int = 2
     ) -> None:
         self.store = store
         self.metrics = metrics
         self.budget_s = budget_s
-        self.max_in_flight = max_in_flight
         self._queue: asyncio.Queue[_Pending] = asyncio.Queue()
-        self._workers: list[asyncio.Task[None]] = []
+        self._slots = asyncio.Semaphore(max_in_flight)
+        self._collector: asyncio.Task[None] | None = None
+        self._running: set[asyncio.Task[None]] = set()
         self._warned_at = -math.inf
 
     async def __aenter__(self) -> BehaviourLookup:
         if self.store is not None:
-            self._workers = [
-                asyncio.create_task(self._work(), name=f"behaviour-lookup-{i}") for i in range(self.max_in_flight)
-            ]
+            self._collector = asyncio.create_task(self._collect(), name="behaviour-lookup")
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        for worker in self._workers:
-            worker.cancel()
-        await asyncio.gather(*self._workers, return_exceptions=True)
+        if self._collector:
+            self._collector.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._collector
+        if self._running:
+            await asyncio.gather(*self._running, return_exceptions=True)
         if self.store is not None:
             await self.store.aclose()
 
@@ -82,29 +82,33 @@ class BehaviourLookup:
             self._queue.put_nowait(_Pending(activities, future))
         return future
 
-    async def _work(self) -> None:
+    async def _collect(self) -> None:
         while True:
             batch = [await self._queue.get()]
+            await self._slots.acquire()
             size = len(batch[0].activities)
             while size < MAX_BATCH and not self._queue.empty():
                 item = self._queue.get_nowait()
                 batch.append(item)
                 size += len(item.activities)
-            await self._run(batch)
+            task = asyncio.create_task(self._run(batch))
+            self._running.add(task)
+            task.add_done_callback(self._running.discard)
 
     async def _run(self, batch: list[_Pending]) -> None:
-        assert self.store is not None  # workers run only with a store
+        assert self.store is not None  # the collector runs only with a store
         activities = [a for pending in batch for a in pending.activities]
         started = time.perf_counter()
         degraded = False
         try:
-            async with asyncio.timeout(self.budget_s):  # no task around the call, unlike wait_for: one hop less
-                state = await self.store.observe(activities)
-        except Exception as error:  # whatever it is, the batch is scored without behaviour and the worker lives on
+            state = await asyncio.wait_for(self.store.observe(activities), self.budget_s)
+        except Exception as error:  # whatever it is, the batch is scored without behaviour: never a 5xx
             reason = "timeout" if isinstance(error, TimeoutError) else "unavailable"
             self.metrics.features_degraded.labels(reason).inc(len(activities))
             self._warn(reason, error)
             state, degraded = _missing(len(activities)), True
+        finally:
+            self._slots.release()
         self.metrics.features_seconds.observe(time.perf_counter() - started)
         offset = 0
         for pending in batch:
