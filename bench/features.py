@@ -4,6 +4,8 @@
     one, same run, 1 uvicorn worker each: the maximum rate (wrk), and p50/p99 at 1,000 req/s. The two are
     measured alternately, three times each, and the best run of each is compared (these machines are noisy:
     single runs of the same API differ by a third). Goal: >= 0.85x the throughput, <= 1 ms added at p50.
+    Also the store calls at 1,000 req/s (the API's own histogram: how many, their median), and the floor
+    of a round trip's CPU in the API: redis-py's asyncio client against a bare stream with hiredis.
 (2) Store memory per million active users: users with a week of typical activity (5 payments, one device, one
     IP), written through the real Lua script; Redis's own used_memory, extrapolated to 1,000,000 users.
 (3) Offline replay: transactions per second computing the features over a history in event-time order,
@@ -15,6 +17,7 @@
 from __future__ import annotations
 
 import asyncio
+import math
 import random
 import re
 import shutil
@@ -24,6 +27,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+import hiredis
 import httpx
 import numpy as np
 from redis.asyncio import Redis
@@ -94,6 +98,39 @@ def history(transactions: int, users: int, seed: int = 0) -> list[Activity]:
             )
         )
     return sorted(out, key=lambda a: a.time_s)
+
+
+async def client_floor(url: str, calls: int = 5_000) -> dict[str, Any]:
+    """The API-side CPU of one store round trip with nothing in it (PING), through redis-py's asyncio client
+    (what the API uses) and through a bare asyncio stream with hiredis's own packer and parser: the floor a
+    store call costs the API's event loop, whatever the script does."""
+    client = Redis.from_url(url)
+    host, port = client.connection_pool.connection_kwargs["host"], client.connection_pool.connection_kwargs["port"]
+    reader, writer = await asyncio.open_connection(host, port)
+    parser = hiredis.Reader()
+
+    async def bare_ping() -> None:
+        writer.write(hiredis.pack_command(("PING",)))
+        while (reply := parser.gets()) is False:
+            parser.feed(await reader.read(65_536))
+        assert reply == b"PONG"
+
+    async def redis_py_ping() -> None:
+        await client.ping()
+
+    best: dict[str, float] = {}
+    try:
+        for _ in range(2):
+            for name, ping in (("redis_py_asyncio", redis_py_ping), ("bare_hiredis", bare_ping)):
+                started = time.process_time()
+                for _ in range(calls):
+                    await ping()
+                us = (time.process_time() - started) / calls * 1e6
+                best[name] = round(min(us, best.get(name, math.inf)), 1)
+    finally:
+        writer.close()
+        await client.aclose()
+    return {"cpu_us_per_call": best, "redis_py_over_bare": round(best["redis_py_asyncio"] / best["bare_hiredis"], 2)}
 
 
 async def store_memory(url: str, users: int) -> dict[str, Any]:
@@ -172,6 +209,7 @@ def main() -> None:
                     runs.setdefault(name, []).append(saturated)
         for name, measured in runs.items():  # the best of each: the fastest, or the quickest at the pace
             results[name] = max(measured, key=lambda r: r["rps"] if "target_rps" not in r else -r["p50_us"])
+        results["client_floor"] = asyncio.run(client_floor(redis.url))
         results["store_memory"] = asyncio.run(store_memory(redis.url, args.users))
         results["offline"] = offline_against_training(args.history)
     finally:
@@ -210,6 +248,7 @@ def main() -> None:
         f"scored without features, with the store: {[r['scored_without_features'] for r in runs['with_store']]}"
     )
     summary.append(f"store calls at {RATE:.0f} req/s: {paced_store}")
+    summary.append(f"store round trip, API-side CPU floor: {results['client_floor']}")
     summary.append(f"store memory: {results['store_memory']}")
     summary.append(f"offline replay: {results['offline']}")
     summary += [f"goal {goal}: {'met' if ok else 'NOT met'}" for goal, ok in goals.items()]
