@@ -23,6 +23,7 @@ from fraudflow.behaviour.definitions import (
     IP_USERS_WINDOW_S,
     MIN_TRAVEL_S,
     N_STATE,
+    STATE_FEATURES,
     USER_HISTORY_MAX,
     WINDOWS,
     Activity,
@@ -37,6 +38,8 @@ from fraudflow.events import country_code
 Floats = npt.NDArray[np.float64]
 Ints = npt.NDArray[np.int64]
 N_SHARED = 3  # device_users_24h, ip_count_1h, ip_users_24h: the last state features
+N_USER = N_STATE - N_SHARED
+_AT = {feature.name: i for i, feature in enumerate(STATE_FEATURES)}  # a feature's column
 
 
 def _codes(values: Sequence[str | None]) -> tuple[Ints, list[str]]:
@@ -146,36 +149,37 @@ def _known(value: Ints, figures: Floats) -> Floats:
 def _user_features(c: _Columns) -> Floats:
     """The user features of rows sorted by (user, time), no user with tied times or a capped history."""
     rows = np.arange(len(c.time))
-    out = np.full((len(rows), N_STATE - N_SHARED), math.nan)
+    out = np.full((len(rows), N_USER), math.nan)
     starts = [_starts(c.user, c.time, w) for w in WINDOWS.values()]
     start_24h, start_7d = starts[1], starts[2]
-    for k, start in enumerate(starts):
-        out[:, k] = rows - start + 1
-        out[:, 3 + k] = _accumulate(start, rows + 1, lambda _, i: c.amount[i])
+    for window, start in zip(WINDOWS, starts, strict=True):
+        out[:, _AT[f"user_count_{window}"]] = rows - start + 1
+        out[:, _AT[f"user_amount_{window}"]] = _accumulate(start, rows + 1, lambda _, i: c.amount[i])
     previous = rows - start_7d  # the user's others in the last 7 days: all before this row
     has_previous = previous > 0
     before = np.maximum(rows - 1, 0)
-    out[:, 6] = np.where(has_previous, c.time - c.time[before], math.nan)
+    out[:, _AT["user_seconds_since_previous"]] = np.where(has_previous, c.time - c.time[before], math.nan)
     with np.errstate(divide="ignore", invalid="ignore"):
         mean = _accumulate(start_7d, rows, lambda _, i: c.amount[i]) / previous
-        out[:, 7] = np.where(has_previous & (mean > 0), c.amount / mean, math.nan)
+        out[:, _AT["user_amount_to_mean"]] = np.where(has_previous & (mean > 0), c.amount / mean, math.nan)
         squares = _accumulate(start_7d, rows, lambda r, i: (c.amount[i] - mean[r]) * (c.amount[i] - mean[r]))
         std = np.sqrt(squares / (previous - 1))
-        out[:, 8] = np.where((previous >= 2) & (std > 0), (c.amount - mean) / std, math.nan)
+        out[:, _AT["user_amount_zscore"]] = np.where((previous >= 2) & (std > 0), (c.amount - mean) / std, math.nan)
     device, ip, country = (_previous_same(c.user, value) for value in (c.device, c.ip, c.country))
-    out[:, 9] = _known(c.device, _distinct(c.device, device, start_24h, rows + 1))
-    out[:, 10] = _known(c.device, _distinct(c.device, device, start_7d, rows + 1))
-    out[:, 11] = _known(c.ip, _distinct(c.ip, ip, start_24h, rows + 1))
-    out[:, 12] = _known(c.country, _distinct(c.country, country, start_7d, rows + 1))
-    out[:, 13] = _known(c.device, np.where(device >= start_7d, 0.0, 1.0))  # used in the last 7 days: not new
-    out[:, 14] = _known(c.country, np.where(country >= start_7d, 0.0, 1.0))
+    out[:, _AT["user_devices_24h"]] = _known(c.device, _distinct(c.device, device, start_24h, rows + 1))
+    out[:, _AT["user_devices_7d"]] = _known(c.device, _distinct(c.device, device, start_7d, rows + 1))
+    out[:, _AT["user_ips_24h"]] = _known(c.ip, _distinct(c.ip, ip, start_24h, rows + 1))
+    out[:, _AT["user_countries_7d"]] = _known(c.country, _distinct(c.country, country, start_7d, rows + 1))
+    # Used in the last 7 days: not new.
+    out[:, _AT["user_new_device"]] = _known(c.device, np.where(device >= start_7d, 0.0, 1.0))
+    out[:, _AT["user_new_country"]] = _known(c.country, np.where(country >= start_7d, 0.0, 1.0))
     located = ~np.isnan(c.latitude)
     last_located = np.maximum.accumulate(np.where(located, rows, -1))[before]  # the latest one before each row
     for r in np.flatnonzero(located & has_previous & (last_located >= start_7d)):
         last = last_located[r]
         km = haversine_km(c.latitude[last], c.longitude[last], c.latitude[r], c.longitude[r])
-        out[r, 15] = km
-        out[r, 16] = km / (max(c.time[r] - c.time[last], MIN_TRAVEL_S) / 3600.0)
+        out[r, _AT["user_km_from_previous"]] = km
+        out[r, _AT["user_speed_kmh"]] = km / (max(c.time[r] - c.time[last], MIN_TRAVEL_S) / 3600.0)
     return out
 
 
@@ -195,10 +199,10 @@ def _shared_features(c: _Columns, index: Ints) -> Floats:
     """The devices' and IPs' features (the last state features), in the given rows' order."""
     out = np.full((len(index), N_SHARED), math.nan)
     order, device, s = _by(c.device_key, c, index)
-    out[order, 0] = _users_in(device, s, DEVICE_WINDOW_S)
+    out[order, _AT["device_users_24h"] - N_USER] = _users_in(device, s, DEVICE_WINDOW_S)
     order, ip, s = _by(c.ip_key, c, index)
-    out[order, 1] = np.arange(len(order)) - _starts(ip, s.time, IP_COUNT_WINDOW_S) + 1
-    out[order, 2] = _users_in(ip, s, IP_USERS_WINDOW_S)
+    out[order, _AT["ip_count_1h"] - N_USER] = np.arange(len(order)) - _starts(ip, s.time, IP_COUNT_WINDOW_S) + 1
+    out[order, _AT["ip_users_24h"] - N_USER] = _users_in(ip, s, IP_USERS_WINDOW_S)
     return out
 
 
@@ -208,15 +212,15 @@ def replay(activities: Sequence[Activity]) -> Floats:
     c = _Columns.of(activities)
     index = np.arange(len(activities))
     out = np.full((len(activities), N_STATE), math.nan)
-    out[:, N_STATE - N_SHARED :] = _shared_features(c, index)
+    out[:, N_USER:] = _shared_features(c, index)
     order = np.lexsort((index, c.time, c.user))  # each user's rows together, in time order
     user, time = c.user[order], c.time[order]
     tied = np.zeros(int(user.max(initial=-1)) + 1, dtype=bool)
     tied[user[1:][(user[1:] == user[:-1]) & (time[1:] == time[:-1])]] = True
     tied |= np.bincount(user, minlength=len(tied)) > USER_HISTORY_MAX
     columnar = order[~tied[user]]
-    out[columnar, : N_STATE - N_SHARED] = _user_features(c.take(columnar))
+    out[columnar, :N_USER] = _user_features(c.take(columnar))
     histories = UserHistories()
     for i in sorted(order[tied[user]].tolist(), key=lambda i: activities[i].time_s):  # one at a time
-        out[i, : N_STATE - N_SHARED] = histories.observe(activities[i])
+        out[i, :N_USER] = histories.observe(activities[i])
     return out
