@@ -174,18 +174,23 @@ class Activity:
         """The event as a history member starts, and as the IP's events are kept: 12 hex digits of its id."""
         return self.event_id.replace("-", "")[-12:]
 
+    def place(self) -> tuple[float, float] | None:
+        """Latitude and longitude, or None: a place needs both."""
+        if self.latitude is None or self.longitude is None:
+            return None
+        return self.latitude, self.longitude
+
     def member(self) -> str:
         """The transaction as stored in its user's history: event id, amount (cents), place (3 decimals, about
         100 m), and short digests of device, IP and country (hex, so no separator can occur in them). At most
         64 bytes, which Redis keeps in its compact sorted-set encoding. Built once, here, for both paths; a
         retry of the same event writes the same member, so it is counted once."""
-        lat, lon = self.latitude, self.longitude
-        place = (kept_degrees(lat), kept_degrees(lon)) if lat is not None and lon is not None else ("", "")
+        place = self.place()
         return "|".join(
             (
                 self.event_key(),
                 kept_amount(self.amount),
-                *place,  # a place needs both
+                *((kept_degrees(place[0]), kept_degrees(place[1])) if place else ("", "")),
                 short(self.device_id),
                 short(self.ip_address),
                 short(country_code(self.country)),

@@ -78,10 +78,7 @@ class _Columns:
 
     @classmethod
     def of(cls, activities: Sequence[Activity]) -> _Columns:
-        places = [
-            (a.latitude, a.longitude) if a.latitude is not None and a.longitude is not None else (None, None)
-            for a in activities
-        ]  # a place needs both
+        places = [a.place() or (None, None) for a in activities]
         user, _ = _codes([a.user_id for a in activities])
         device_key, devices = _codes([a.device_id for a in activities])
         ip_key, ips = _codes([a.ip_address for a in activities])
@@ -183,10 +180,10 @@ def _user_features(c: _Columns) -> Floats:
     return out
 
 
-def _by(value: Ints, c: _Columns, index: Ints) -> tuple[Ints, Ints, _Columns]:
+def _by(value: Ints, c: _Columns) -> tuple[Ints, Ints, _Columns]:
     """The rows with a known value, sorted by (value, time, given order): the order the store sees them in."""
     known = np.flatnonzero(value >= 0)
-    order = known[np.lexsort((index[known], c.time[known], value[known]))]
+    order = known[np.lexsort((known, c.time[known], value[known]))]
     return order, value[order], c.take(order)
 
 
@@ -195,12 +192,12 @@ def _users_in(group: Ints, s: _Columns, window: float) -> Floats:
     return _distinct(s.user, _previous_same(group, s.user), _starts(group, s.time, window), np.arange(len(group)) + 1)
 
 
-def _shared_features(c: _Columns, index: Ints) -> Floats:
+def _shared_features(c: _Columns) -> Floats:
     """The devices' and IPs' features (the last state features), in the given rows' order."""
-    out = np.full((len(index), N_SHARED), math.nan)
-    order, device, s = _by(c.device_key, c, index)
+    out = np.full((len(c.time), N_SHARED), math.nan)
+    order, device, s = _by(c.device_key, c)
     out[order, _AT["device_users_24h"] - N_USER] = _users_in(device, s, DEVICE_WINDOW_S)
-    order, ip, s = _by(c.ip_key, c, index)
+    order, ip, s = _by(c.ip_key, c)
     out[order, _AT["ip_count_1h"] - N_USER] = np.arange(len(order)) - _starts(ip, s.time, IP_COUNT_WINDOW_S) + 1
     out[order, _AT["ip_users_24h"] - N_USER] = _users_in(ip, s, IP_USERS_WINDOW_S)
     return out
@@ -210,17 +207,17 @@ def replay(activities: Sequence[Activity]) -> Floats:
     """State features of each transaction, computed in event-time order (ties in the given order); rows in
     the given order. A history holds each event once (event ids are unique)."""
     c = _Columns.of(activities)
-    index = np.arange(len(activities))
     out = np.full((len(activities), N_STATE), math.nan)
-    out[:, N_USER:] = _shared_features(c, index)
-    order = np.lexsort((index, c.time, c.user))  # each user's rows together, in time order
+    out[:, N_USER:] = _shared_features(c)
+    order = np.lexsort((np.arange(len(activities)), c.time, c.user))  # each user's rows together, in time order
     user, time = c.user[order], c.time[order]
-    tied = np.zeros(int(user.max(initial=-1)) + 1, dtype=bool)
-    tied[user[1:][(user[1:] == user[:-1]) & (time[1:] == time[:-1])]] = True
-    tied |= np.bincount(user, minlength=len(tied)) > USER_HISTORY_MAX
-    columnar = order[~tied[user]]
+    # Users with tied times or a capped history are replayed one transaction at a time.
+    sequential = np.zeros(int(user.max(initial=-1)) + 1, dtype=bool)
+    sequential[user[1:][(user[1:] == user[:-1]) & (time[1:] == time[:-1])]] = True
+    sequential |= np.bincount(user, minlength=len(sequential)) > USER_HISTORY_MAX
+    columnar = order[~sequential[user]]
     out[columnar, :N_USER] = _user_features(c.take(columnar))
     histories = UserHistories()
-    for i in sorted(order[tied[user]].tolist(), key=lambda i: activities[i].time_s):  # one at a time
+    for i in sorted(order[sequential[user]].tolist(), key=lambda i: activities[i].time_s):
         out[i, :N_USER] = histories.observe(activities[i])
     return out
