@@ -18,6 +18,7 @@ from api.behaviour import BehaviourLookup
 from api.deps import Services
 from api.exposure import GuardOperatorPaths
 from api.heartbeat import beating, new_tally
+from api.loop_lag import measuring_lag
 from api.metrics import ApiMetrics
 from api.middleware import RequestContext
 from api.policy import PolicyWatcher
@@ -107,7 +108,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         )
         behaviour = BehaviourLookup(feature_store(settings), metrics, budget_s=settings.features_budget_ms / 1000)
         watcher = PolicyWatcher(await policy_target(settings), metrics)
-        async with batcher, behaviour, watcher.watching(), kinesis_client(settings, config) as client:
+        async with (
+            batcher,
+            behaviour,
+            watcher.watching(),
+            measuring_lag(metrics.loop_lag),
+            kinesis_client(settings, config) as client,
+        ):
             # On the way out the producer flushes first: nothing acknowledged to a client may be lost.
             producer = KinesisProducer(
                 client,

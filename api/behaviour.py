@@ -1,7 +1,8 @@
 """Behaviour features at request time: one online-store call per natural batch, within a time budget.
 
-Whatever arrives while a call is in flight rides in the next one, so under load a call carries many
-transactions and idle latency stays one round trip. When the store is down, or slower than the budget
+What the requests of one turn of the event loop submit rides in one call, and whatever arrives while the
+calls are in flight rides in the next, so under load a call carries many transactions and idle latency stays
+one round trip. When the store is down, or slower than the budget
 (FRAUDFLOW_FEATURES_BUDGET_MS), the batch is scored without behaviour features (missing values, which the
 trees route) and says so (`features_degraded`); the next batch tries again, so it recovers by itself.
 """
@@ -9,9 +10,10 @@ trees route) and says so (`features_degraded`); the next batch tries again, so i
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import math
 import time
+from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -38,7 +40,7 @@ class Looked:
 @dataclass
 class _Pending:
     activities: list[Activity]
-    future: asyncio.Future[Looked]
+    then: Callable[[Looked], None]
 
 
 def _missing(n: int) -> npt.NDArray[np.float64]:
@@ -46,76 +48,87 @@ def _missing(n: int) -> npt.NDArray[np.float64]:
 
 
 class BehaviourLookup:
+    """Calls to the store, at most `max_in_flight` at once, each carrying every transaction that waits.
+
+    Each step between a request and its features that goes through the event loop waits for the loop to come
+    round (the lag, `fraudflow_api_event_loop_lag_seconds`, about a millisecond on a busy worker), so a call
+    takes the fewest: a caller's task starts on the next turn of the loop (what the requests of one turn
+    submit rides together), sends, and on the reply hands each request its features directly; a task with
+    more waiting calls again at once.
+    """
+
     def __init__(
         self, store: OnlineStore | None, metrics: ApiMetrics, *, budget_s: float, max_in_flight: int = 2
     ) -> None:
         self.store = store
         self.metrics = metrics
         self.budget_s = budget_s
-        self._queue: asyncio.Queue[_Pending] = asyncio.Queue()
-        self._slots = asyncio.Semaphore(max_in_flight)
-        self._collector: asyncio.Task[None] | None = None
-        self._running: set[asyncio.Task[None]] = set()
+        self.max_in_flight = max_in_flight
+        self._pending: deque[_Pending] = deque()
+        self._callers: set[asyncio.Task[None]] = set()
+        self._starting = False  # a caller is created and will take what waits when it runs
         self._warned_at = -math.inf
 
     async def __aenter__(self) -> BehaviourLookup:
-        if self.store is not None:
-            self._collector = asyncio.create_task(self._collect(), name="behaviour-lookup")
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        if self._collector:
-            self._collector.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._collector
-        if self._running:
-            await asyncio.gather(*self._running, return_exceptions=True)
+        if self._callers:  # each calls until nothing waits
+            await asyncio.gather(*self._callers, return_exceptions=True)
         if self.store is not None:
             await self.store.aclose()
 
-    def submit(self, activities: list[Activity]) -> asyncio.Future[Looked]:
-        future: asyncio.Future[Looked] = asyncio.get_running_loop().create_future()
+    def submit(self, activities: list[Activity], then: Callable[[Looked], None]) -> None:
+        """Look the transactions up; `then` is called with their features (on the event loop)."""
         if self.store is None:  # no store configured: every transaction is scored without behaviour
             self.metrics.features_degraded.labels("no_store").inc(len(activities))
-            future.set_result(Looked(_missing(len(activities)), degraded=True))
-        else:
-            self._queue.put_nowait(_Pending(activities, future))
-        return future
+            then(Looked(_missing(len(activities)), degraded=True))
+            return
+        self._pending.append(_Pending(activities, then))
+        if not self._starting and len(self._callers) < self.max_in_flight:
+            self._starting = True
+            self._callers.add(asyncio.create_task(self._call()))
 
-    async def _collect(self) -> None:
-        while True:
-            batch = [await self._queue.get()]
-            await self._slots.acquire()
-            size = len(batch[0].activities)
-            while size < MAX_BATCH and not self._queue.empty():
-                item = self._queue.get_nowait()
-                batch.append(item)
-                size += len(item.activities)
-            task = asyncio.create_task(self._run(batch))
-            self._running.add(task)
-            task.add_done_callback(self._running.discard)
+    def _take(self) -> list[_Pending]:
+        batch, size = [], 0
+        while self._pending and size < MAX_BATCH:
+            batch.append(self._pending.popleft())
+            size += len(batch[-1].activities)
+        return batch
 
-    async def _run(self, batch: list[_Pending]) -> None:
-        assert self.store is not None  # the collector runs only with a store
-        activities = [a for pending in batch for a in pending.activities]
-        started = time.perf_counter()
-        degraded = False
+    async def _call(self) -> None:
+        self._starting = False
         try:
-            state = await asyncio.wait_for(self.store.observe(activities), self.budget_s)
+            while batch := self._take():
+                looked = await self._lookup([a for pending in batch for a in pending.activities])
+                offset = 0
+                for pending in batch:
+                    n = len(pending.activities)
+                    try:
+                        pending.then(Looked(looked.state[offset : offset + n], looked.degraded))
+                    except Exception:  # one request's failure is its own (its deadline answers it)
+                        log.exception("behaviour features not handed over")
+                    offset += n
+        finally:
+            # Leaves the set in the same step that found nothing waiting: a done callback would run a turn
+            # later, and a submission in between would see every caller busy and wait for nobody.
+            task = asyncio.current_task()
+            assert task is not None
+            self._callers.discard(task)
+
+    async def _lookup(self, activities: list[Activity]) -> Looked:
+        assert self.store is not None  # callers run only with a store
+        started = time.perf_counter()
+        try:
+            async with asyncio.timeout(self.budget_s):  # inline: a wait_for would run the call as another task
+                looked = Looked(await self.store.observe(activities), degraded=False)
         except Exception as error:  # whatever it is, the batch is scored without behaviour: never a 5xx
             reason = "timeout" if isinstance(error, TimeoutError) else "unavailable"
             self.metrics.features_degraded.labels(reason).inc(len(activities))
             self._warn(reason, error)
-            state, degraded = _missing(len(activities)), True
-        finally:
-            self._slots.release()
+            looked = Looked(_missing(len(activities)), degraded=True)
         self.metrics.features_seconds.observe(time.perf_counter() - started)
-        offset = 0
-        for pending in batch:
-            n = len(pending.activities)
-            if not pending.future.done():  # the request may have been cancelled
-                pending.future.set_result(Looked(state[offset : offset + n], degraded))
-            offset += n
+        return looked
 
     def _warn(self, reason: str, error: BaseException) -> None:
         now = time.monotonic()

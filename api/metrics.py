@@ -9,6 +9,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from fraudflow.producer import ProducerHooks
 
 _LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.015, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5)
+_LAG_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1)
 
 
 class ApiMetrics:
@@ -51,6 +52,13 @@ class ApiMetrics:
         )
         self.features_seconds = Histogram(
             "fraudflow_features_seconds", "Online feature store call latency", buckets=_LATENCY_BUCKETS, registry=r
+        )
+        self.loop_lag = Histogram(
+            "fraudflow_api_event_loop_lag_seconds",
+            "How late the event loop resumes a task that is due (sampled every 50 ms): the wait every awaited "
+            "reply adds; milliseconds mean the worker is saturated",
+            buckets=_LAG_BUCKETS,
+            registry=r,
         )
         self.decided_by = Counter(
             "fraudflow_decisions", "Decisions by what decided them", ["decided_by", "decision"], registry=r

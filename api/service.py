@@ -180,13 +180,13 @@ class ScoringService:
         # scored by then is never published.
         job.activities = [_activity(r, o.body["event_id"]) for r, o in zip(requests, job.outcomes, strict=True)]
         job.deadline = loop.call_later(self.settings.publish_timeout_s, self._finish, job, True)
-        self.behaviour.submit(job.activities).add_done_callback(functools.partial(self._looked, job))
+        self.behaviour.submit(job.activities, functools.partial(self._looked, job))
         return await job.done
 
-    def _looked(self, job: _Job, looked: asyncio.Future[Looked]) -> None:
+    def _looked(self, job: _Job, looked: Looked) -> None:
         if job.done.done():  # the client went away, or the deadline passed first
             return
-        job.looked = looked.result()
+        job.looked = looked
         job.behaviour = _behaviour_matrix(job.looked, job.activities)
         requests = job.requests
         raw = np.stack([r.data for r in requests]) if len(requests) > 1 else requests[0].data[None, :]

@@ -24,7 +24,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -97,6 +97,16 @@ def wrk(
     return result
 
 
+def _cpu_seconds(process: psutil.Process) -> float:
+    times = process.cpu_times()
+    return times.user + times.system
+
+
+def _box_busy_seconds() -> float:
+    times = psutil.cpu_times()
+    return sum(times) - times.idle - getattr(times, "iowait", 0.0)
+
+
 def measure(
     url: str,
     process: psutil.Process,
@@ -104,22 +114,34 @@ def measure(
     connections: int,
     delay_ms: float | None = None,
     users: int = 100_000,
+    others: Mapping[str, psutil.Process] | None = None,
 ) -> dict[str, Any]:
+    """One wrk run after a warm-up, with its CPU: the server's per request, `others`' (name: process) per
+    request, and the whole machine's busy cores (wrk, the emulator and every service share them)."""
     wrk(url, 2, connections, delay_ms, users)  # warm-up: connection pools, JIT-free but caches and allocators
-    before = process.cpu_times()
+    processes = {"server": process, **(others or {})}
+    before = {name: _cpu_seconds(p) for name, p in processes.items()}
+    box = _box_busy_seconds()
     result = wrk(url, seconds, connections, delay_ms, users)
-    after = process.cpu_times()
-    cpu = (after.user - before.user) + (after.system - before.system)
-    result["server_cpu_us_per_request"] = cpu / max(result["requests"], 1) * 1e6
+    result["box_busy_cores"] = (_box_busy_seconds() - box) / (result["duration_us"] / 1e6)
+    for name, p in processes.items():
+        result[f"{name}_cpu_us_per_request"] = (_cpu_seconds(p) - before[name]) / max(result["requests"], 1) * 1e6
     return {k: round(v, 1) if isinstance(v, float) else v for k, v in result.items()}
 
 
-def paced(url: str, process: psutil.Process, seconds: int, target: float, connections: int = 32) -> dict[str, Any]:
+def paced(
+    url: str,
+    process: psutil.Process,
+    seconds: int,
+    target: float,
+    connections: int = 32,
+    others: Mapping[str, psutil.Process] | None = None,
+) -> dict[str, Any]:
     """Load at `target` req/s: wrk closes the loop (a connection waits for its answer, then its delay), so the
     per-connection delay is the period minus the latency measured at the previous step."""
     delay_ms = connections / target * 1000
     for _ in range(3):
-        result = measure(url, process, seconds, connections, delay_ms=delay_ms)
+        result = measure(url, process, seconds, connections, delay_ms=delay_ms, others=others)
         if result["rps"] >= 0.95 * target or delay_ms == 0:
             break
         delay_ms = max(0.0, connections / target * 1000 - result["mean_us"] / 1000)

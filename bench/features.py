@@ -1,11 +1,15 @@
 """Behaviour features (issue 14): their cost in the API, the online store's memory, the offline replay's speed.
 
 (1) The scoring API with the online feature store (an embedded redis-server) against the same API without
-    one, same run, 1 uvicorn worker each: the maximum rate (wrk), and p50/p99 at 1,000 req/s. The two are
-    measured alternately, three times each, and the best run of each is compared (these machines are noisy:
-    single runs of the same API differ by a third). Goal: >= 0.85x the throughput, <= 1 ms added at p50.
-    Also the store calls at 1,000 req/s (the API's own histogram: how many, their median), and the floor
-    of a round trip's CPU in the API: redis-py's asyncio client against a bare stream with hiredis.
+    one, 1 uvicorn worker each, both running side by side and loaded in turns (without, with; then with,
+    without; ...), so each pair of runs is seconds apart: these machines drift by a third within minutes, and
+    a difference between two runs far apart measures the drift. Per pair: the throughput ratio at the maximum
+    rate (wrk) and the added p50/p99 at 500 and 1,000 req/s (each API's pace calibrated once); the medians
+    over the pairs are the figures. Goal: >= 0.85x the throughput, <= 1 ms added at p50 at 1,000 req/s.
+    Each run also reports what it cost: the API's CPU, the redis-server's, and the machine's busy cores (the
+    API, the Kinesis emulator, the store and wrk share two cores here). And the store calls at 1,000 req/s
+    (the API's own histogram: how many, their median), and the floor of a round trip's CPU in the API:
+    redis-py's asyncio client against a bare stream with hiredis.
 (2) Store memory per million active users: users with a week of typical activity (5 payments, one device, one
     IP), written through the real Lua script; Redis's own used_memory, extrapolated to 1,000,000 users.
 (3) Offline replay: transactions per second computing the features over a history in event-time order,
@@ -21,17 +25,22 @@ import math
 import random
 import re
 import shutil
+import statistics
 import tempfile
 import time
 import uuid
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
 import hiredis
 import httpx
 import numpy as np
+import psutil
 from redis.asyncio import Redis
 
+from api.behaviour import BehaviourLookup, Looked
+from api.metrics import ApiMetrics
 from bench.api import measure, paced, parse_with_wrk, server, stream_env, wrk_arguments, wrk_table
 from bench.report import publish
 from fraudflow.behaviour.definitions import DAY, Activity
@@ -41,8 +50,11 @@ from fraudflow.local.kinesis import MotoKinesis
 from fraudflow.local.redis import EmbeddedRedis
 from fraudflow.training.pipeline import TrainingConfig, fit_baseline, fit_classifier, fit_detector
 
-RATE = 1000.0
-ROUNDS = 3
+RATES = (500.0, 1000.0)  # req/s; the goal's is the last
+PAIRS = 4
+NAMES = ("without_store", "with_store")
+STORE_CALLS = "fraudflow_features_seconds"
+LOOP_LAG = "fraudflow_api_event_loop_lag_seconds"
 
 
 def degraded(url: str) -> dict[str, float]:
@@ -52,27 +64,26 @@ def degraded(url: str) -> dict[str, float]:
     return {reason: float(count) for reason, count in found}
 
 
-def store_calls(url: str) -> dict[float, float]:
-    """The API's histogram of its feature-store calls: calls taking at most each bound (s), cumulative."""
+def histogram(url: str, metric: str) -> dict[float, float]:
+    """One of the API's histograms: how many observations were at most each bound (s), cumulative."""
     text = httpx.get(url + "/metrics", timeout=5).text
-    found = re.findall(r'^fraudflow_features_seconds_bucket\{le="([^"]+)"\} (\S+)$', text, re.MULTILINE)
+    found = re.findall(rf'^{metric}_bucket\{{le="([^"]+)"\}} (\S+)$', text, re.MULTILINE)
     return {float(bound): float(count) for bound, count in found}
 
 
-def median_call_ms(before: dict[float, float], after: dict[float, float]) -> dict[str, float]:
-    """The median store call between two readings, interpolated within its bucket (as Prometheus does)."""
+def median_ms(before: dict[float, float], after: dict[float, float]) -> tuple[float, float]:
+    """How many observations between two readings of a histogram, and their median in ms, interpolated
+    within its bucket (as Prometheus does); NaN when there were none."""
     bounds = sorted(after)
     counts = [after[b] - before.get(b, 0.0) for b in bounds]
-    calls = counts[-1]
-    if not calls:
-        return {"store_calls": 0.0}
-    rank, lower, below = calls / 2, 0.0, 0.0
+    total = counts[-1] if counts else 0.0
+    rank, lower, below = total / 2, 0.0, 0.0
     for bound, count in zip(bounds, counts, strict=True):
-        if count >= rank:
+        if total and count >= rank:
             share = (rank - below) / max(count - below, 1.0)
-            return {"store_calls": calls, "store_call_p50_ms": round((lower + (bound - lower) * share) * 1000, 3)}
+            return total, round((lower + (bound - lower) * share) * 1000, 3)
         lower, below = bound, count
-    return {"store_calls": calls}
+    return total, math.nan
 
 
 def history(transactions: int, users: int, seed: int = 0) -> list[Activity]:
@@ -133,6 +144,28 @@ async def client_floor(url: str, calls: int = 5_000) -> dict[str, Any]:
     return {"cpu_us_per_call": best, "redis_py_over_bare": round(best["redis_py_asyncio"] / best["bare_hiredis"], 2)}
 
 
+async def idle_latency(url: str, calls: int = 2_000) -> dict[str, dict[str, float]]:
+    """What a transaction waits for its behaviour features when nothing else runs, in ms: through the API's
+    lookup (one transaction per call) and the store call alone. The stage's own cost: the added latency under
+    load, above it, is the wait for a busy event loop and a busy machine."""
+    store = OnlineStore(Redis.from_url(url))
+    waits: dict[str, list[float]] = {"lookup": [], "store_call": []}
+    async with BehaviourLookup(store, ApiMetrics(), budget_s=1.0) as lookup:
+        for i, activity in enumerate(history(calls, calls // 4, seed=3)):
+            started = time.perf_counter()
+            if i % 2:
+                looked: asyncio.Future[Looked] = asyncio.get_running_loop().create_future()
+                lookup.submit([activity], looked.set_result)
+                await looked
+            else:
+                await store.observe([activity])
+            waits["lookup" if i % 2 else "store_call"].append((time.perf_counter() - started) * 1000)
+    return {
+        name: {"p50_ms": round(float(np.median(w)), 3), "p90_ms": round(float(np.quantile(w, 0.9)), 3)}
+        for name, w in waits.items()
+    }
+
+
 async def store_memory(url: str, users: int) -> dict[str, Any]:
     client = Redis.from_url(url)
     try:
@@ -182,8 +215,68 @@ def offline_against_training(transactions: int) -> dict[str, Any]:
     }
 
 
+def _median(values: list[float]) -> float:
+    return round(statistics.median(values), 2)
+
+
+def paired(
+    servers: dict[str, tuple[str, psutil.Process]], store: psutil.Process, seconds: int, connections: int
+) -> dict[str, Any]:
+    """Both APIs loaded in turns, the order swapped every pair: the runs at their maximum rate, then at each
+    of RATES (each API's per-connection delay found once, then held)."""
+
+    def run(name: str, delay_ms: float | None, conns: int) -> dict[str, Any]:
+        url, process = servers[name]
+        before = {metric: histogram(url, metric) for metric in (STORE_CALLS, LOOP_LAG)}
+        result = measure(url, process, seconds, conns, delay_ms=delay_ms, others={"store": store})
+        result["store_calls"], result["store_call_p50_ms"] = median_ms(before[STORE_CALLS], histogram(url, STORE_CALLS))
+        result["loop_lag_p50_ms"] = median_ms(before[LOOP_LAG], histogram(url, LOOP_LAG))[1]
+        return result
+
+    def turns(i: int) -> tuple[str, ...]:
+        return NAMES if i % 2 == 0 else NAMES[::-1]
+
+    runs: dict[str, list[dict[str, Any]]] = {}
+    for i in range(PAIRS):
+        for name in turns(i):
+            runs.setdefault(name, []).append(run(name, None, connections))
+    for rate in RATES:
+        delays = {name: paced(*servers[name], seconds, rate)["delay_ms"] for name in NAMES}
+        for i in range(PAIRS):
+            for name in turns(i):
+                runs.setdefault(f"{name}_at_{rate:.0f}", []).append(run(name, delays[name], 32))
+    for name, (url, _) in servers.items():
+        runs[name][-1]["scored_without_features"] = degraded(url)  # over every run of that API
+    return runs
+
+
+def pair_figures(runs: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
+    """The medians over the pairs: the throughput ratio and the added latency at each rate."""
+    without, with_ = runs["without_store"], runs["with_store"]
+    ratios = [w["rps"] / o["rps"] for w, o in zip(with_, without, strict=True)]
+    cpu = [w["server_cpu_us_per_request"] - o["server_cpu_us_per_request"] for w, o in zip(with_, without, strict=True)]
+    figures: dict[str, Any] = {
+        "throughput_with_over_without": _median(ratios),
+        "throughput_ratio_per_pair": [round(r, 2) for r in ratios],
+        "api_cpu_us_per_request_added": _median(cpu),
+        "store_cpu_us_per_request": _median([w["store_cpu_us_per_request"] for w in with_]),
+    }
+    for rate in RATES:
+        slow, fast = runs[f"with_store_at_{rate:.0f}"], runs[f"without_store_at_{rate:.0f}"]
+        for q in ("p50", "p99"):
+            added = [(w[f"{q}_us"] - o[f"{q}_us"]) / 1000 for w, o in zip(slow, fast, strict=True)]
+            figures[f"added_{q}_ms_at_{rate:.0f}"] = _median(added)
+            figures[f"added_{q}_ms_at_{rate:.0f}_per_pair"] = [round(a, 2) for a in added]
+        figures[f"box_busy_cores_at_{rate:.0f}"] = _median([w["box_busy_cores"] for w in slow])
+        figures[f"store_call_p50_ms_at_{rate:.0f}"] = _median([w["store_call_p50_ms"] for w in slow])
+        for name, measured in (("without", fast), ("with", slow)):
+            figures[f"loop_lag_p50_ms_at_{rate:.0f}_{name}_store"] = _median([w["loop_lag_p50_ms"] for w in measured])
+    return figures
+
+
 def main() -> None:
     parser = wrk_arguments(__doc__)
+    parser.set_defaults(seconds=5)
     parser.add_argument("--users", type=int, default=100_000, help="active users written for the memory figure")
     parser.add_argument("--history", type=int, default=284_807, help="transactions replayed offline")
     args = parse_with_wrk(parser)
@@ -193,23 +286,18 @@ def main() -> None:
     redis = EmbeddedRedis(work / "redis")
     kinesis.start()
     redis.start()
-    runs: dict[str, list[dict[str, Any]]] = {}
-    results: dict[str, Any] = {"runs": runs}
+    results: dict[str, Any] = {}
     try:
         env = stream_env(kinesis)
-        for round_ in range(ROUNDS):
-            for name, extra in (("without_store", {}), ("with_store", {"FRAUDFLOW_REDIS_URL": redis.url})):
-                with server("api.main:app", {**env, **extra}, work / f"{name}-{round_}.log") as (url, process):
-                    saturated = measure(url, process, args.seconds, args.connections)
-                    before = store_calls(url)
-                    at_rate = paced(url, process, args.seconds, RATE)
-                    at_rate |= median_call_ms(before, store_calls(url))  # the wait the store itself adds
-                    runs.setdefault(f"{name}_at_{RATE:.0f}", []).append(at_rate)
-                    saturated["scored_without_features"] = degraded(url)
-                    runs.setdefault(name, []).append(saturated)
-        for name, measured in runs.items():  # the best of each: the fastest, or the quickest at the pace
-            results[name] = max(measured, key=lambda r: r["rps"] if "target_rps" not in r else -r["p50_us"])
+        with ExitStack() as stack:
+            servers = {
+                name: stack.enter_context(server("api.main:app", {**env, **extra}, work / f"{name}.log"))
+                for name, extra in zip(NAMES, ({}, {"FRAUDFLOW_REDIS_URL": redis.url}), strict=True)
+            }
+            assert redis.pid is not None  # started above
+            results["runs"] = paired(servers, psutil.Process(redis.pid), args.seconds, args.connections)
         results["client_floor"] = asyncio.run(client_floor(redis.url))
+        results["idle_latency"] = asyncio.run(idle_latency(redis.url))
         results["store_memory"] = asyncio.run(store_memory(redis.url, args.users))
         results["offline"] = offline_against_training(args.history)
     finally:
@@ -217,38 +305,24 @@ def main() -> None:
         kinesis.stop()
         shutil.rmtree(work, ignore_errors=True)
 
-    without, with_ = results["without_store"], results["with_store"]
-    slow_name = f"with_store_at_{RATE:.0f}"
-    slow, fast = results[slow_name], results[f"without_store_at_{RATE:.0f}"]
-    ratios = {
-        "throughput_with_over_without": round(with_["rps"] / without["rps"], 2),
-        "added_p50_ms_at_1000": round((slow["p50_us"] - fast["p50_us"]) / 1000, 2),
-        "added_p99_ms_at_1000": round((slow["p99_us"] - fast["p99_us"]) / 1000, 2),
-        "cpu_us_per_request_added": round(with_["server_cpu_us_per_request"] - without["server_cpu_us_per_request"]),
-        # The API process alone: the throughput ratio above also pays the redis-server's CPU, which shares
-        # this machine's cores with the API, the emulator and wrk (in production the store has its own node).
-        "api_cpu_without_over_with": round(
-            without["server_cpu_us_per_request"] / with_["server_cpu_us_per_request"], 2
-        ),
-    }
+    runs = results["runs"]
+    ratios = pair_figures(runs)
+    goal_rate = f"{RATES[-1]:.0f}"
     goals = {
         "throughput >= 0.85x": ratios["throughput_with_over_without"] >= 0.85,
-        "<= 1 ms added at p50 at 1,000 req/s": ratios["added_p50_ms_at_1000"] <= 1.0,
+        f"<= 1 ms added at p50 at {RATES[-1]:,.0f} req/s": ratios[f"added_p50_ms_at_{goal_rate}"] <= 1.0,
         "offline replay no longer than training": results["offline"]["replay_over_training"] <= 1.0,
         # Timeouts are the budget at work (a call slower than 20 ms under overload): counted, not a failure.
-        "no transaction scored without features while the store was up": all(
-            not run["scored_without_features"].get("unavailable") for run in runs["with_store"]
-        ),
+        "no transaction scored without features while the store was up": not runs["with_store"][-1][
+            "scored_without_features"
+        ].get("unavailable"),
     }
-    names = ("without_store", "with_store", f"without_store_at_{RATE:.0f}", f"with_store_at_{RATE:.0f}")
-    summary = wrk_table({name: results[name] for name in names})
-    summary.append(f"ratios: {ratios}")
-    paced_store = [{k: r.get(k) for k in ("store_calls", "store_call_p50_ms")} for r in runs[slow_name]]
-    summary.append(
-        f"scored without features, with the store: {[r['scored_without_features'] for r in runs['with_store']]}"
-    )
-    summary.append(f"store calls at {RATE:.0f} req/s: {paced_store}")
+    table = {f"{name} #{i + 1}": run for name, measured in runs.items() for i, run in enumerate(measured)}
+    summary = wrk_table(table, extra=(("box cores", "box_busy_cores"),))
+    summary.append(f"figures (medians over {PAIRS} pairs): {ratios}")
+    summary.append(f"scored without features, with the store: {runs['with_store'][-1]['scored_without_features']}")
     summary.append(f"store round trip, API-side CPU floor: {results['client_floor']}")
+    summary.append(f"behaviour features on an idle loop, one transaction per call: {results['idle_latency']}")
     summary.append(f"store memory: {results['store_memory']}")
     summary.append(f"offline replay: {results['offline']}")
     summary += [f"goal {goal}: {'met' if ok else 'NOT met'}" for goal, ok in goals.items()]
@@ -260,9 +334,10 @@ def main() -> None:
             "goals": goals,
             "setup": {
                 "uvicorn_workers": 1,
-                "load": f"wrk -t1 -c{args.connections}",
+                "load": f"wrk -t1 -c{args.connections} (maximum rate), -c32 with a per-connection delay (paced)",
+                "seconds_per_run": args.seconds,
                 "store": "redis-server 6.2",
-                "rounds": ROUNDS,
+                "pairs": PAIRS,
             },
         },
         summary,

@@ -392,6 +392,7 @@ async def test_health_readiness_and_metrics(settings: Settings) -> None:
         "fraudflow_kinesis_buffer_records",
         "fraudflow_model_info",
         "fraudflow_kinesis_publish_failures",
+        "fraudflow_api_event_loop_lag_seconds_bucket",
     ):
         assert name in metrics
     assert 'route="/predict",status="200"' in metrics

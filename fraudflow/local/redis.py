@@ -54,6 +54,10 @@ class EmbeddedRedis:
         self._server = ChildServer("redis", argv, log_path=data_dir / "redis.log")
 
     @property
+    def pid(self) -> int | None:
+        return self._server.pid
+
+    @property
     def url(self) -> str:
         return f"redis://{self.host}:{self.port}/0"
 
