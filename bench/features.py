@@ -8,8 +8,8 @@
     over the pairs are the figures. Goal: >= 0.85x the throughput, <= 1 ms added at p50 at 1,000 req/s.
     Each run also reports what it cost: the API's CPU, the redis-server's, and the machine's busy cores (the
     API, the Kinesis emulator, the store and wrk share two cores here). And the store calls at 1,000 req/s
-    (the API's own histogram: how many, their median), and the floor of a round trip's CPU in the API:
-    redis-py's asyncio client against a bare stream with hiredis.
+    (the API's own histogram: how many, their median), the lookup's latency on an idle event loop, and the
+    floor of a round trip's CPU in the API: redis-py's asyncio client against a bare stream with hiredis.
 (2) Store memory per million active users: users with a week of typical activity (5 payments, one device, one
     IP), written through the real Lua script; Redis's own used_memory, extrapolated to 1,000,000 users.
 (3) Offline replay: transactions per second computing the features over a history in event-time order,
