@@ -9,6 +9,7 @@ import socket
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 
+from api.background import in_background
 from fraudflow.heartbeats import Tally, heartbeat_key
 from fraudflow.logging import get_logger
 from fraudflow.producer import BufferFull, KinesisProducer, PublishError, PutResult
@@ -41,11 +42,8 @@ async def beating(tally: Tally, producer: KinesisProducer, interval_s: float) ->
             await asyncio.sleep(interval_s)
             beat()
 
-    task = asyncio.create_task(run(), name="api-heartbeat")
-    try:
-        yield
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-        beat()  # before the producer's final flush: the last minutes' counts are complete
+    async with in_background(run(), "api-heartbeat"):
+        try:
+            yield
+        finally:
+            beat()  # before the producer's final flush: the last minutes' counts are complete

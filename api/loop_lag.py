@@ -13,6 +13,8 @@ from collections.abc import AsyncIterator
 
 from prometheus_client import Histogram
 
+from api.background import in_background
+
 INTERVAL_S = 0.05
 
 
@@ -27,10 +29,5 @@ async def measuring_lag(histogram: Histogram, interval_s: float = INTERVAL_S) ->
             await asyncio.sleep(interval_s)
             histogram.observe(max(0.0, loop.time() - due))
 
-    task = asyncio.create_task(run(), name="event-loop-lag")
-    try:
+    async with in_background(run(), "event-loop-lag"):
         yield
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task

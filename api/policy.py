@@ -14,6 +14,7 @@ from typing import Any
 
 import asyncpg
 
+from api.background import in_background
 from api.metrics import ApiMetrics
 from fraudflow.db.target import DatabaseTarget
 from fraudflow.decisions import store
@@ -135,10 +136,5 @@ class PolicyWatcher:
         if self.target is None:
             yield self
             return
-        task = asyncio.create_task(self._run(), name="policy-watcher")
-        try:
+        async with in_background(self._run(), "policy-watcher"):
             yield self
-        finally:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
