@@ -2,9 +2,9 @@
 
 What the requests of one turn of the event loop submit rides in one call, and whatever arrives while the
 calls are in flight rides in the next, so under load a call carries many transactions and idle latency stays
-one round trip. When the store is down, or slower than the budget
-(FRAUDFLOW_FEATURES_BUDGET_MS), the batch is scored without behaviour features (missing values, which the
-trees route) and says so (`features_degraded`); the next batch tries again, so it recovers by itself.
+one round trip. When the store is down, or slower than the budget (FRAUDFLOW_FEATURES_BUDGET_MS), the batch
+is scored without behaviour features (missing values, which the trees route) and says so
+(`features_degraded`); the next batch tries again, so it recovers by itself.
 """
 
 from __future__ import annotations
@@ -51,7 +51,7 @@ class BehaviourLookup:
     """Calls to the store, at most `max_in_flight` at once, each carrying every transaction that waits.
 
     Each step between a request and its features that goes through the event loop waits for the loop to come
-    round (the lag, `fraudflow_api_event_loop_lag_seconds`, about a millisecond on a busy worker), so a call
+    round (the lag, `fraudflow_api_event_loop_lag_seconds`, which grows with load and bursts), so a call
     takes the fewest: a caller's task starts on the next turn of the loop (what the requests of one turn
     submit rides together), sends, and on the reply hands each request its features directly; a task with
     more waiting calls again at once.
