@@ -81,7 +81,7 @@ class BehaviourLookup:
     def submit(self, activities: list[Activity], then: Callable[[Looked], None]) -> None:
         """Look the transactions up; `then` is called with their features (on the event loop)."""
         if self.store is None:  # no store configured: every transaction is scored without behaviour
-            self.metrics.features_degraded.labels("no_store").inc(len(activities))
+            self.metrics.child(self.metrics.features_degraded, "no_store").inc(len(activities))
             then(Looked(_missing(len(activities)), degraded=True))
             return
         self._pending.append(_Pending(activities, then))
@@ -124,7 +124,7 @@ class BehaviourLookup:
                 looked = Looked(await self.store.observe(activities), degraded=False)
         except Exception as error:  # whatever it is, the batch is scored without behaviour: never a 5xx
             reason = "timeout" if isinstance(error, TimeoutError) else "unavailable"
-            self.metrics.features_degraded.labels(reason).inc(len(activities))
+            self.metrics.child(self.metrics.features_degraded, reason).inc(len(activities))
             self._warn(reason, error)
             looked = Looked(_missing(len(activities)), degraded=True)
         self.metrics.features_seconds.observe(time.perf_counter() - started)
