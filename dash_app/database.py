@@ -54,7 +54,9 @@ class Database:
         if self._pool is None:
             self._pool = await asyncpg.create_pool(
                 **self.target.connect_kwargs(),
-                min_size=1,
+                # No floor: a pool with one keeps reconnecting in the background while PostgreSQL is down
+                # (a refresh finds out by itself, and says so), and idle connections still stay open.
+                min_size=0,
                 max_size=self.max_size,
                 timeout=5,
                 command_timeout=self.timeout_s,
