@@ -57,16 +57,19 @@ STORE_CALLS = "fraudflow_features_seconds"
 LOOP_LAG = "fraudflow_api_event_loop_lag_seconds"
 
 
-def degraded(url: str) -> dict[str, float]:
+def scrape(url: str) -> str:
+    """The API's metrics, as Prometheus reads them."""
+    return httpx.get(url + "/metrics", timeout=5).text
+
+
+def degraded(text: str) -> dict[str, float]:
     """Transactions the API scored without behaviour features, by reason, from its metrics."""
-    text = httpx.get(url + "/metrics", timeout=5).text
     found = re.findall(r'^fraudflow_features_degraded_total\{reason="([^"]+)"\} (\S+)$', text, re.MULTILINE)
     return {reason: float(count) for reason, count in found}
 
 
-def histogram(url: str, metric: str) -> dict[float, float]:
+def histogram(text: str, metric: str) -> dict[float, float]:
     """One of the API's histograms: how many observations were at most each bound (s), cumulative."""
-    text = httpx.get(url + "/metrics", timeout=5).text
     found = re.findall(rf'^{metric}_bucket\{{le="([^"]+)"\}} (\S+)$', text, re.MULTILINE)
     return {float(bound): float(count) for bound, count in found}
 
@@ -227,10 +230,12 @@ def paired(
 
     def run(name: str, delay_ms: float | None, conns: int) -> dict[str, Any]:
         url, process = servers[name]
-        before = {metric: histogram(url, metric) for metric in (STORE_CALLS, LOOP_LAG)}
+        before = scrape(url)
         result = measure(url, process, seconds, conns, delay_ms=delay_ms, others={"store": store})
-        result["store_calls"], result["store_call_p50_ms"] = median_ms(before[STORE_CALLS], histogram(url, STORE_CALLS))
-        result["loop_lag_p50_ms"] = median_ms(before[LOOP_LAG], histogram(url, LOOP_LAG))[1]
+        after = scrape(url)
+        calls, lag = (median_ms(histogram(before, m), histogram(after, m)) for m in (STORE_CALLS, LOOP_LAG))
+        result["store_calls"], result["store_call_p50_ms"] = calls
+        result["loop_lag_p50_ms"] = lag[1]
         return result
 
     def turns(i: int) -> tuple[str, ...]:
@@ -246,7 +251,7 @@ def paired(
             for name in turns(i):
                 runs.setdefault(f"{name}_at_{rate:.0f}", []).append(run(name, delays[name], 32))
     for name, (url, _) in servers.items():
-        runs[name][-1]["scored_without_features"] = degraded(url)  # over every run of that API
+        runs[name][-1]["scored_without_features"] = degraded(scrape(url))  # over every run of that API
     return runs
 
 
