@@ -61,14 +61,17 @@ local W = {W_1H, W_24H, W_7D}
 local MISSING = "nan"
 -- A transaction's argument: its time (as fmt writes it), user digest, has device and IP (0/1), member.
 local TRANSACTION = "^(%S+) (%S+) ([01])([01]) (.+)$"
+local MEMBER = "^[^|]*|([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)$"
+-- Locals: a global or a table field is looked up on every use.
+local call, match, format, tonumber, pairs = redis.call, string.match, string.format, tonumber, pairs
+local sin, cos, asin, sqrt, min, max, ceil = math.sin, math.cos, math.asin, math.sqrt, math.min, math.max, math.ceil
 
+-- Every number leaves as text that reads back as the same double; formatting costs about a microsecond, as
+-- much as a command, so the script formats only what it must.
 local function fmt(x)
   if x == nil then return MISSING end
-  return string.format("%.17g", x)
+  return format("%.17g", x)
 end
-
-local MEMBER = "^[^|]*|([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)$"
-local match = string.match
 
 local function size(set)
   local n = 0
@@ -76,24 +79,29 @@ local function size(set)
   return n
 end
 
-local function distinct(key, user, t, ts, window)
-  redis.call("ZADD", key, "GT", ts, user)
-  local low = fmt(t - window)
-  redis.call("ZREMRANGEBYSCORE", key, "-inf", low)
-  redis.call("PEXPIRE", key, math.ceil(window * 1000))
-  return redis.call("ZCOUNT", key, "(" .. low, "+inf")
+-- Each key's time to live, set once per call at the end (a key may occur many times in a batch).
+local expiring = {}
+
+local function distinct(key, user, ts, low, window)
+  call("ZADD", key, "GT", ts, user)
+  call("ZREMRANGEBYSCORE", key, "-inf", low)
+  expiring[key] = window
+  return call("ZCARD", key)  -- what is left is in the window
 end
 
-local function user_features(entries, current, t, out)
+-- The user's features from its history `entries` (member, score, ...: the kept ones from index `first`, in
+-- score order), `current` the transaction's member, at time t.
+local function user_features(entries, first, current, t, out, n)
   local lows = {t - W[1], t - W[2], t - W[3]}
-  local low_24h = t - W[2]
+  local low_24h = lows[2]
   local counts, sums = {0, 0, 0}, {0.0, 0.0, 0.0}
   local devices_24h, devices_7d, ips_24h, countries = {}, {}, {}, {}
   local previous, previous_sum, last_previous, last_place = {}, 0.0, nil, nil
   local c_amount, c_lat, c_lon, device, ip, country = match(current, MEMBER)
   local seen_device, seen_country = false, false
-  for i = 1, #entries, 2 do
+  for i = first, #entries, 2 do
     local member, score = entries[i], tonumber(entries[i + 1])
+    if score > t then break end  -- later transactions (arrived out of order) are not history yet
     local e_amount, e_lat, e_lon, e_device, e_ip, e_country = match(member, MEMBER)
     local value = tonumber(e_amount)
     for k = 1, 3 do
@@ -118,9 +126,9 @@ local function user_features(entries, current, t, out)
     end
   end
   local amount = tonumber(c_amount)
-  for k = 1, 3 do out[#out + 1] = counts[k] end  -- whole numbers: concat writes them exactly
-  for k = 1, 3 do out[#out + 1] = fmt(sums[k]) end
-  if last_previous == nil then out[#out + 1] = MISSING else out[#out + 1] = fmt(t - last_previous) end
+  for k = 1, 3 do out[n + k] = counts[k] end  -- whole numbers: concat writes them exactly
+  for k = 1, 3 do out[n + 3 + k] = fmt(sums[k]) end
+  if last_previous == nil then out[n + 7] = MISSING else out[n + 7] = fmt(t - last_previous) end
   local ratio, zscore = nil, nil
   if #previous > 0 then
     local mean = previous_sum / #previous
@@ -128,63 +136,77 @@ local function user_features(entries, current, t, out)
     if #previous >= 2 then
       local squares = 0.0
       for _, value in ipairs(previous) do squares = squares + (value - mean) * (value - mean) end
-      local std = math.sqrt(squares / (#previous - 1))
+      local std = sqrt(squares / (#previous - 1))
       if std > 0 then zscore = (amount - mean) / std end
     end
   end
-  out[#out + 1] = fmt(ratio)
-  out[#out + 1] = fmt(zscore)
+  out[n + 8] = fmt(ratio)
+  out[n + 9] = fmt(zscore)
   if device ~= "" then
-    out[#out + 1] = size(devices_24h)
-    out[#out + 1] = size(devices_7d)
+    out[n + 10] = size(devices_24h)
+    out[n + 11] = size(devices_7d)
   else
-    out[#out + 1] = MISSING
-    out[#out + 1] = MISSING
+    out[n + 10] = MISSING
+    out[n + 11] = MISSING
   end
-  if ip ~= "" then out[#out + 1] = size(ips_24h) else out[#out + 1] = MISSING end
-  if country ~= "" then out[#out + 1] = size(countries) else out[#out + 1] = MISSING end
-  if device ~= "" then out[#out + 1] = seen_device and 0 or 1 else out[#out + 1] = MISSING end
-  if country ~= "" then out[#out + 1] = seen_country and 0 or 1 else out[#out + 1] = MISSING end
+  if ip ~= "" then out[n + 12] = size(ips_24h) else out[n + 12] = MISSING end
+  if country ~= "" then out[n + 13] = size(countries) else out[n + 13] = MISSING end
+  if device ~= "" then out[n + 14] = seen_device and 0 or 1 else out[n + 14] = MISSING end
+  if country ~= "" then out[n + 15] = seen_country and 0 or 1 else out[n + 15] = MISSING end
   if c_lat ~= "" and last_place ~= nil then
     local lat1, lon1, lat2, lon2 = last_place[1], last_place[2], tonumber(c_lat), tonumber(c_lon)
     local p1, p2 = lat1 * RAD, lat2 * RAD
     local dp, dl = (lat2 - lat1) * RAD, (lon2 - lon1) * RAD
-    local a = math.sin(dp / 2) * math.sin(dp / 2) + math.cos(p1) * math.cos(p2) * math.sin(dl / 2) * math.sin(dl / 2)
-    local km = 2 * RADIUS * math.asin(math.sqrt(math.min(1.0, a)))
-    out[#out + 1] = fmt(km)
-    out[#out + 1] = fmt(km / (math.max(t - last_place[3], MIN_TRAVEL) / 3600.0))
+    local a = sin(dp / 2) * sin(dp / 2) + cos(p1) * cos(p2) * sin(dl / 2) * sin(dl / 2)
+    local km = 2 * RADIUS * asin(sqrt(min(1.0, a)))
+    out[n + 16] = fmt(km)
+    out[n + 17] = fmt(km / (max(t - last_place[3], MIN_TRAVEL) / 3600.0))
   else
-    out[#out + 1] = MISSING
-    out[#out + 1] = MISSING
+    out[n + 16] = MISSING
+    out[n + 17] = MISSING
   end
+  return n + 17
 end
 
-local out = {}
+local out, n = {}, 0
 for j = 0, #ARGV - 1 do
   local ts, user, device_flag, ip_flag, member = match(ARGV[j + 1], TRANSACTION)
   local t = tonumber(ts)
-  local has_device, has_ip = device_flag == "1", ip_flag == "1"
   local user_key, device_key = KEYS[j * 4 + 1], KEYS[j * 4 + 2]
   local ip_events_key, ip_users_key = KEYS[j * 4 + 3], KEYS[j * 4 + 4]
-  redis.call("ZADD", user_key, ts, member)
-  redis.call("ZREMRANGEBYSCORE", user_key, "-inf", fmt(t - HISTORY))
-  local kept = redis.call("ZCARD", user_key)
-  if kept > HISTORY_MAX then redis.call("ZREMRANGEBYRANK", user_key, 0, kept - HISTORY_MAX - 1) end
-  redis.call("PEXPIRE", user_key, math.ceil(HISTORY * 1000))
-  user_features(redis.call("ZRANGEBYSCORE", user_key, "-inf", ts, "WITHSCORES"), member, t, out)
-  if has_device then out[#out + 1] = distinct(device_key, user, t, ts, DEVICE_W) else out[#out + 1] = MISSING end
-  if has_ip then
-    redis.call("ZADD", ip_events_key, ts, string.sub(member, 1, string.find(member, "|", 1, true) - 1))
-    local low = fmt(t - IP_COUNT_W)
-    redis.call("ZREMRANGEBYSCORE", ip_events_key, "-inf", low)
-    redis.call("PEXPIRE", ip_events_key, math.ceil(IP_COUNT_W * 1000))
-    out[#out + 1] = redis.call("ZCOUNT", ip_events_key, "(" .. low, ts)
-    out[#out + 1] = distinct(ip_users_key, user, t, ts, IP_USERS_W)
-  else
-    out[#out + 1] = MISSING
-    out[#out + 1] = MISSING
+  call("ZADD", user_key, ts, member)
+  -- The whole history in one read: what falls out of it (older than its window, beyond its cap: the oldest
+  -- first) is found here and removed by rank, and the rest is the history the features read.
+  local entries = call("ZRANGE", user_key, 0, -1, "WITHSCORES")
+  local total, gone, low_history = #entries / 2, 0, t - HISTORY
+  while gone < total and tonumber(entries[gone * 2 + 2]) <= low_history do gone = gone + 1 end
+  if total - gone > HISTORY_MAX then gone = total - HISTORY_MAX end
+  if gone > 0 then call("ZREMRANGEBYRANK", user_key, 0, gone - 1) end
+  expiring[user_key] = HISTORY
+  n = user_features(entries, gone * 2 + 1, member, t, out, n)
+  -- A window's start as text, formatted once per transaction (the device's and the IP's users' agree).
+  local starts = {}
+  local function start(window)
+    local text = starts[window]
+    if text == nil then text = fmt(t - window); starts[window] = text end
+    return text
   end
+  if device_flag == "1" then out[n + 1] = distinct(device_key, user, ts, start(DEVICE_W), DEVICE_W)
+  else out[n + 1] = MISSING end
+  if ip_flag == "1" then
+    local low = start(IP_COUNT_W)
+    call("ZADD", ip_events_key, ts, string.sub(member, 1, string.find(member, "|", 1, true) - 1))
+    call("ZREMRANGEBYSCORE", ip_events_key, "-inf", low)
+    expiring[ip_events_key] = IP_COUNT_W
+    out[n + 2] = call("ZCOUNT", ip_events_key, "(" .. low, ts)
+    out[n + 3] = distinct(ip_users_key, user, ts, start(IP_USERS_W), IP_USERS_W)
+  else
+    out[n + 2] = MISSING
+    out[n + 3] = MISSING
+  end
+  n = n + 3
 end
+for key, window in pairs(expiring) do call("PEXPIRE", key, ceil(window * 1000)) end
 -- One string for the batch: the client parses it in one call, not a reply per value.
 return table.concat(out, ",")
 """
