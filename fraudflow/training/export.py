@@ -54,17 +54,51 @@ def export_classifier(model: lgb.LGBMClassifier, path: Path) -> ModelFile:
         dims = output.type.tensor_type.shape.dim
         if dims and dims[0].dim_value == 1:
             dims[0].dim_param = "N"
+    _thresholds_at_most(proto, model.booster_)
     return _save(proto, path, "lightgbm", "probabilities", 1)
 
 
 def _float32_at_most(threshold: float) -> float:
-    """The largest float32 not above a float64 threshold. sklearn compares float32 inputs with float64
-    thresholds; ONNX keeps float32 ones, and a threshold rounded up could send an input equal to the
-    rounded value the other way (seen with amounts in cents)."""
+    """The largest float32 not above a float64 threshold. LightGBM and sklearn compare float32 inputs with
+    float64 thresholds; ONNX keeps float32 ones, and a threshold rounded up would send an input equal to the
+    rounded value the other way (seen with amounts in cents: 50.49 against 50.48999977111817)."""
     value = np.float32(threshold)
     if float(value) > threshold:
         value = np.nextafter(value, np.float32(-np.inf))
     return float(value)
+
+
+def _split_thresholds(booster: lgb.Booster) -> list[dict[tuple[int, float], float]]:
+    """Per tree: (feature, threshold rounded to the nearest float32, as the converter writes it) -> the
+    largest float32 not above the threshold."""
+    trees = []
+    for info in booster.dump_model()["tree_info"]:
+        found: dict[tuple[int, float], float] = {}
+        nodes = [info["tree_structure"]]
+        while nodes:
+            node = nodes.pop()
+            if node.get("decision_type") != "<=":  # a leaf (no categorical splits here)
+                continue
+            threshold = float(node["threshold"])
+            key, at_most = (int(node["split_feature"]), float(np.float32(threshold))), _float32_at_most(threshold)
+            if found.setdefault(key, at_most) != at_most:
+                raise ValueError(f"two thresholds of one tree round to {key[1]} on feature {key[0]}")
+            nodes += [node["left_child"], node["right_child"]]
+        trees.append(found)
+    return trees
+
+
+def _thresholds_at_most(proto: onnx.ModelProto, booster: lgb.Booster) -> None:
+    """Each split's float32 threshold in the exported trees made the largest float32 not above LightGBM's
+    float64 one (the converter rounds to the nearest), so every float32 input goes the way LightGBM sends it."""
+    ensemble = next(node for node in proto.graph.node if node.op_type == "TreeEnsembleClassifier")
+    attrs = {attr.name: attr for attr in ensemble.attribute}
+    trees = _split_thresholds(booster)
+    values = attrs["nodes_values"].floats
+    nodes = zip(attrs["nodes_modes"].strings, attrs["nodes_treeids"].ints, attrs["nodes_featureids"].ints, strict=True)
+    for i, (mode, tree, feature) in enumerate(nodes):
+        if mode == b"BRANCH_LEQ":
+            values[i] = trees[tree][(feature, values[i])]
 
 
 def _isolation_forest_graph(model: IsolationForest) -> onnx.ModelProto:
