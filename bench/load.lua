@@ -1,12 +1,14 @@
--- wrk script: POST /predict with a user_id drawn from 100,000 users (partition keys vary as in real traffic).
+-- wrk script: POST /predict with a user_id drawn from 100,000 users (partition keys vary as in real traffic),
+-- each user paying from their own device and IP address (as most do: one shared by every user would be a
+-- mule farm, the online store's worst case, not its typical one).
 -- Optional arguments: a delay in ms between requests on each connection (a fixed-rate mode; 0: none), and
 -- the number of users (1: every request from one user_id, a hot partition key).
 local data = "406, -2.3122, 1.952, -1.6099, 3.9979, -0.5222, -1.4265, -2.5374, 1.3917, -2.7701, -2.7723, " ..
   "3.202, -2.8999, -0.5952, -4.2893, 0.3897, -1.1407, -2.8301, -0.0168, 0.417, 0.1269, 0.5172, -0.035, " ..
   "-0.4652, 0.3202, 0.0445, 0.1778, 0.2611, -0.1433, 12.5"
-local head = '{"metadata":{"timestamp":"2025-08-21T17:45:00","user_id":"u'
-local tail = '","source":"bench","ip_address":"10.1.2.3","device_info":{"device_id":"phone","device_type":"mobile"},' ..
-  '"geo":{"country":"FR","city":"Paris","latitude":48.85,"longitude":2.35}},"data":"' .. data .. '"}'
+local head = '{"metadata":{"timestamp":"2025-08-21T17:45:00","source":"bench","user_id":"u'
+local tail = '"device_type":"mobile"},"geo":{"country":"FR","city":"Paris","latitude":48.85,"longitude":2.35}},' ..
+  '"data":"' .. data .. '"}'
 local delay_ms = 0
 local users = 100000
 
@@ -20,7 +22,10 @@ function init(args)
 end
 
 function request()
-  return wrk.format(nil, "/predict", nil, head .. math.random(1, users) .. tail)
+  local user = math.random(1, users)
+  local ip = string.format("10.%d.%d.%d", math.floor(user / 65536) % 256, math.floor(user / 256) % 256, user % 256)
+  return wrk.format(nil, "/predict", nil,
+    head .. user .. '","ip_address":"' .. ip .. '","device_info":{"device_id":"d' .. user .. '",' .. tail)
 end
 
 function delay()

@@ -62,7 +62,8 @@ def _float32_at_most(threshold: float) -> float:
     """The largest float32 not above a float64 threshold. LightGBM and sklearn compare float32 inputs with
     float64 thresholds; ONNX keeps float32 ones, and a threshold rounded up would send an input equal to the
     rounded value the other way (seen with amounts in cents: 50.49 against 50.48999977111817)."""
-    value = np.float32(threshold)
+    with np.errstate(over="ignore"):  # LightGBM writes +-1e300 for "any value": +-inf in float32, still right
+        value = np.float32(threshold)
     if float(value) > threshold:
         value = np.nextafter(value, np.float32(-np.inf))
     return float(value)
