@@ -78,13 +78,15 @@ def _split_thresholds(booster: lgb.Booster) -> list[dict[tuple[int, float], floa
         nodes = [info["tree_structure"]]
         while nodes:
             node = nodes.pop()
-            if node.get("decision_type") != "<=":  # a leaf (no categorical splits here)
+            if "split_feature" not in node:  # a leaf
+                continue
+            nodes += [node["left_child"], node["right_child"]]
+            if node["decision_type"] != "<=":  # a categorical split compares categories: nothing to round
                 continue
             threshold = float(node["threshold"])
             key, at_most = (int(node["split_feature"]), float(np.float32(threshold))), _float32_at_most(threshold)
             if found.setdefault(key, at_most) != at_most:
                 raise ValueError(f"two thresholds of one tree round to {key[1]} on feature {key[0]}")
-            nodes += [node["left_child"], node["right_child"]]
         trees.append(found)
     return trees
 
