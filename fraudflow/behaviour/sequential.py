@@ -47,8 +47,9 @@ class _History:
             return
         self.members.add(member)
         bisect.insort(self.entries, (t, member, parse(member)))
-        cut = bisect.bisect_right(self.entries, (t - USER_HISTORY_S, "\U0010ffff"))  # ZREMRANGEBYSCORE
-        cut = max(cut, len(self.entries) - USER_HISTORY_MAX)  # ZREMRANGEBYRANK: the oldest beyond the cap
+        # As the script trims (by rank, the oldest first): what is 7 days old or more, then beyond the cap.
+        cut = bisect.bisect_right(self.entries, (t - USER_HISTORY_S, "\U0010ffff"))
+        cut = max(cut, len(self.entries) - USER_HISTORY_MAX)
         if cut > 0:
             for _, gone, _ in self.entries[:cut]:
                 self.members.discard(gone)
