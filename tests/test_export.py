@@ -3,12 +3,20 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import lightgbm as lgb
 import numpy as np
+import onnx
+import pytest
 
-from fraudflow.training.export import export_classifier, onnx_output
+from fraudflow.training.export import (
+    ParityError,
+    _split_thresholds,
+    _thresholds_at_most,
+    export_classifier,
+    onnx_output,
+)
 
 
 def _splits(node: dict[str, Any]) -> list[tuple[int, float]]:
@@ -40,3 +48,42 @@ def test_inputs_next_to_every_threshold_go_the_way_lightgbm_sends_them(tmp_path:
     native = np.asarray(model.predict_proba(boundary))[:, 1]
     exported = onnx_output(tmp_path / "classifier.onnx", spec, boundary)
     np.testing.assert_allclose(exported, native, atol=1e-6)
+
+
+class _Trees:
+    """A booster's dump and nothing else: the trees the export maps thresholds from."""
+
+    def __init__(self, *thresholds: float) -> None:
+        leaf = {"leaf_value": 0.0}
+        node: dict[str, Any] = leaf
+        for threshold in thresholds:
+            node = {
+                "split_feature": 0,
+                "decision_type": "<=",
+                "threshold": threshold,
+                "left_child": node,
+                "right_child": leaf,
+            }
+        self.tree = node
+
+    def dump_model(self) -> dict[str, Any]:
+        return {"tree_info": [{"tree_structure": self.tree}]}
+
+
+def test_thresholds_that_cannot_be_mapped_fail_the_export_with_a_parity_error(tmp_path: Path) -> None:
+    # Two thresholds on either side of one float32 value round to it, but want different float32 values.
+    value = float(np.float32(50.49))
+    quarter = float(np.spacing(np.float32(value))) / 4
+    with pytest.raises(ParityError, match="two thresholds of one tree round to"):
+        _split_thresholds(cast(lgb.Booster, _Trees(value - quarter, value + quarter)))
+
+    # A threshold the converter wrote that LightGBM's tree does not have.
+    x = np.random.default_rng(4).normal(size=(500, 2)).astype(np.float32)
+    model = lgb.LGBMClassifier(n_estimators=3, num_leaves=4, verbose=-1).fit(x, (x[:, 0] > 0).astype(np.int8))
+    export_classifier(model, tmp_path / "classifier.onnx")
+    proto = onnx.load(tmp_path / "classifier.onnx")
+    ensemble = next(node for node in proto.graph.node if node.op_type == "TreeEnsembleClassifier")
+    attrs = {attr.name: attr for attr in ensemble.attribute}
+    attrs["nodes_values"].floats[list(attrs["nodes_modes"].strings).index(b"BRANCH_LEQ")] = 12345.0
+    with pytest.raises(ParityError, match="threshold 12345.0 on feature"):
+        _thresholds_at_most(proto, model.booster_)

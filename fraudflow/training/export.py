@@ -86,7 +86,7 @@ def _split_thresholds(booster: lgb.Booster) -> list[dict[tuple[int, float], floa
             threshold = float(node["threshold"])
             key, at_most = (int(node["split_feature"]), float(np.float32(threshold))), _float32_at_most(threshold)
             if found.setdefault(key, at_most) != at_most:
-                raise ValueError(f"two thresholds of one tree round to {key[1]} on feature {key[0]}")
+                raise ParityError(f"fraud_classifier: two thresholds of one tree round to {key[1]} on feature {key[0]}")
         trees.append(found)
     return trees
 
@@ -100,8 +100,14 @@ def _thresholds_at_most(proto: onnx.ModelProto, booster: lgb.Booster) -> None:
     values = attrs["nodes_values"].floats
     nodes = zip(attrs["nodes_modes"].strings, attrs["nodes_treeids"].ints, attrs["nodes_featureids"].ints, strict=True)
     for i, (mode, tree, feature) in enumerate(nodes):
-        if mode == b"BRANCH_LEQ":
-            values[i] = trees[tree][(feature, values[i])]
+        if mode != b"BRANCH_LEQ":
+            continue
+        if (at_most := trees[tree].get((feature, values[i]))) is None:
+            raise ParityError(
+                f"fraud_classifier: the converter wrote a threshold {values[i]} on feature {feature} of tree {tree} "
+                "that LightGBM's tree does not have"
+            )
+        values[i] = at_most
 
 
 def _isolation_forest_graph(model: IsolationForest) -> onnx.ModelProto:
