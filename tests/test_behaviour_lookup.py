@@ -50,7 +50,12 @@ async def test_requests_share_calls_two_at_most_in_flight(paused_store: Embedded
 
         return then
 
-    lookup = BehaviourLookup(OnlineStore(Redis.from_url(paused_store.url)), metrics, budget_s=10.0)
+    store = OnlineStore(Redis.from_url(paused_store.url))
+    # Two connections open and the script loaded before the pause: a first call's handshake and script load
+    # take several round trips, so on resume a later call could overtake it and count out of order.
+    warm = [Activity(str(uuid.UUID(int=100 + i)), "warm", 1_764_000_000.0, 1.0) for i in range(2)]
+    await asyncio.gather(*(store.observe([activity]) for activity in warm))
+    lookup = BehaviourLookup(store, metrics, budget_s=10.0)
     async with lookup:
         paused_store.pause()  # every call stays in flight until resumed
         try:
