@@ -44,6 +44,7 @@ from fraudflow.training.pipeline import TrainingConfig, fit_classifier, fit_dete
 
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = Path(__file__).parent / "load.lua"
+REAL_APIS = ("api.main:app", "bench.apps.floor_store:app")  # served as `fraudflow up` serves the API
 
 
 @contextmanager
@@ -56,7 +57,7 @@ def server(app: str, env: dict[str, str], log: Path) -> Iterator[tuple[str, psut
                 "-m",
                 "uvicorn",
                 app,
-                *(API_SERVER_OPTIONS if app == "api.main:app" else ()),
+                *(API_SERVER_OPTIONS if app in REAL_APIS else ()),
                 "--host",
                 "127.0.0.1",
                 "--port",
@@ -136,15 +137,18 @@ def paced(
     target: float,
     connections: int = 32,
     others: Mapping[str, psutil.Process] | None = None,
+    delay_ms: float | None = None,
 ) -> dict[str, Any]:
-    """Load at `target` req/s: wrk closes the loop (a connection waits for its answer, then its delay), so the
-    per-connection delay is the period minus the latency measured at the previous step."""
-    delay_ms = connections / target * 1000
+    """Load at `target` req/s (within 5%): wrk closes the loop (a connection waits for its answer, then its
+    delay), so the per-connection delay is the period minus the latency measured at the previous step.
+    `delay_ms`: where to start (a previous calibration), else the whole period."""
+    period_ms = connections / target * 1000
+    delay_ms = period_ms if delay_ms is None else delay_ms
     for _ in range(3):
         result = measure(url, process, seconds, connections, delay_ms=delay_ms, others=others)
-        if result["rps"] >= 0.95 * target or delay_ms == 0:
+        if abs(result["rps"] / target - 1) <= 0.05 or (delay_ms == 0 and result["rps"] < target):
             break
-        delay_ms = max(0.0, connections / target * 1000 - result["mean_us"] / 1000)
+        delay_ms = max(0.0, period_ms - result["mean_us"] / 1000)
     result["target_rps"] = round(target, 1)
     result["delay_ms"] = round(delay_ms, 2)
     return result
