@@ -3,7 +3,7 @@
 (1) The scoring API with the online feature store (an embedded redis-server) against the same API without one, 1
     uvicorn worker each, both running side by side and loaded in turns (without, with; then with, without; ...),
     so each pair of runs is seconds apart: these machines drift by a third within minutes, and a difference
-    between two runs far apart measures the drift. Each pair runs on two fresh processes: two processes of one
+    between two runs far apart measures the drift. Each pair runs on fresh processes: two processes of one
     API differ by about 1 ms at p50 (see `paired`). Per pair: the throughput ratio at the maximum rate (wrk) and
     the added p50/p99 at 500 and 1,000 req/s (each API's pace calibrated in the pair); the medians over the
     pairs are the figures. Goal: >= 0.85x the throughput, <= 1 ms added at p50 at 1,000 req/s. And at that rate
@@ -231,11 +231,11 @@ def _median(values: list[float]) -> float:
 def paired(envs: dict[str, dict[str, str]], work: Path, store: psutil.Process, seconds: int, connections: int) -> Any:
     """The APIs loaded in turns, the order reversed every pair, each pair on fresh processes: two processes of
     the same API differ by about 1 ms at p50 at 1,000 req/s (measured: two APIs without the store, side by
-    side, 0.8 to 1.2 ms apart over four rounds, the same one faster in each), as much as the goal, so
-    long-lived processes would measure which process is faster. Per pair: the runs at the maximum rate, then
-    at each of RATES (each API's per-connection delay calibrated in each pair, starting from the last
-    pair's), the round-trip floor at the goal's rate too. Returns the runs, and per API what it scored
-    without features."""
+    side, loaded in turns: medians 1.2 and 0.8 ms apart in two runs of four rounds, the same one faster in six
+    of the eight), as much as the goal, so long-lived processes would measure which process is faster. Per
+    pair: the runs at the maximum rate, then at each of RATES (each API's per-connection delay calibrated in
+    each pair, starting from the last pair's), the round-trip floor at the goal's rate too. Returns the runs,
+    and per API what it scored without features."""
 
     def run(url: str, process: psutil.Process, delay_ms: float | None, conns: int) -> dict[str, Any]:
         before = scrape(url)
