@@ -228,7 +228,12 @@ def _median(values: list[float]) -> float:
     return round(statistics.median(values), 2)
 
 
-def paired(envs: dict[str, dict[str, str]], work: Path, store: psutil.Process, seconds: int, connections: int) -> Any:
+Runs = dict[str, list[dict[str, Any]]]  # per configuration (and rate), one wrk run per pair
+
+
+def paired(
+    envs: dict[str, dict[str, str]], work: Path, store: psutil.Process, seconds: int, connections: int
+) -> tuple[Runs, dict[str, dict[str, float]]]:
     """The APIs loaded in turns, the order reversed every pair, each pair on fresh processes: two processes of
     the same API differ by about 1 ms at p50 at 1,000 req/s (measured: two APIs without the store, side by
     side, loaded in turns: medians 1.2 and 0.8 ms apart in two runs of four rounds, the same one faster in six
@@ -246,7 +251,7 @@ def paired(envs: dict[str, dict[str, str]], work: Path, store: psutil.Process, s
         result["loop_lag_p50_ms"] = lag[1]
         return result
 
-    runs: dict[str, list[dict[str, Any]]] = {}
+    runs: Runs = {}
     delays: dict[tuple[str, float], float] = {}
     scored_without: dict[str, Counter[str]] = {name: Counter() for name in APPS}
     for i in range(PAIRS):
@@ -269,7 +274,7 @@ def paired(envs: dict[str, dict[str, str]], work: Path, store: psutil.Process, s
     return runs, {name: dict(counts) for name, counts in scored_without.items()}
 
 
-def pair_figures(runs: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
+def pair_figures(runs: Runs) -> dict[str, Any]:
     """The medians over the pairs: the throughput ratio and the added latency at each rate."""
     without, with_ = runs["without_store"], runs["with_store"]
     ratios = [w["rps"] / o["rps"] for w, o in zip(with_, without, strict=True)]
@@ -313,8 +318,7 @@ def main() -> None:
     results: dict[str, Any] = {}
     try:
         env = stream_env(kinesis)
-        envs = {name: {**env, "FRAUDFLOW_REDIS_URL": redis.url} for name in APPS}
-        envs["without_store"] = env
+        envs = {name: env if name == "without_store" else {**env, "FRAUDFLOW_REDIS_URL": redis.url} for name in APPS}
         assert redis.pid is not None  # started above
         store = psutil.Process(redis.pid)
         results["runs"], results["scored_without_features"] = paired(envs, work, store, args.seconds, args.connections)
