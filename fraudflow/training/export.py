@@ -58,12 +58,16 @@ def export_classifier(model: lgb.LGBMClassifier, path: Path) -> ModelFile:
     return _save(proto, path, "lightgbm", "probabilities", 1)
 
 
+def _nearest_float32(threshold: float) -> np.float32:
+    with np.errstate(over="ignore"):  # LightGBM writes +-1e300 for "any value": +-inf in float32, still right
+        return np.float32(threshold)
+
+
 def _float32_at_most(threshold: float) -> float:
     """The largest float32 not above a float64 threshold. LightGBM and sklearn compare float32 inputs with
     float64 thresholds; ONNX keeps float32 ones, and a threshold rounded up would send an input equal to the
     rounded value the other way (seen with amounts in cents: 50.49 against 50.48999977111817)."""
-    with np.errstate(over="ignore"):  # LightGBM writes +-1e300 for "any value": +-inf in float32, still right
-        value = np.float32(threshold)
+    value = _nearest_float32(threshold)
     if float(value) > threshold:
         value = np.nextafter(value, np.float32(-np.inf))
     return float(value)
@@ -84,7 +88,7 @@ def _split_thresholds(booster: lgb.Booster) -> list[dict[tuple[int, float], floa
             if node["decision_type"] != "<=":  # a categorical split compares categories: nothing to round
                 continue
             threshold = float(node["threshold"])
-            key, at_most = (int(node["split_feature"]), float(np.float32(threshold))), _float32_at_most(threshold)
+            key, at_most = (int(node["split_feature"]), float(_nearest_float32(threshold))), _float32_at_most(threshold)
             if found.setdefault(key, at_most) != at_most:
                 raise ParityError(f"fraud_classifier: two thresholds of one tree round to {key[1]} on feature {key[0]}")
         trees.append(found)
